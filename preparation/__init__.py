@@ -1,0 +1,1 @@
+"""Dataset preparation: audio extraction, face boxes, synthetic corpus."""

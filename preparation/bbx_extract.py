@@ -1,0 +1,70 @@
+"""Detect the face in every frame of each clip: <bbx_root>/<speaker>/<clip>.npy, (N, 4) int64 x1 y1 x2 y2.
+
+    python -m preparation.bbx_extract --filelist F --video_root V --bbx_root B [--rank 1 --nshard 4]
+
+Frames are streamed in batches. Frames without a detection get boxes interpolated from their
+neighbours (the original used a silent 96x96 centre crop); ``--smooth_window`` averages boxes
+over time.
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+
+from face_detection import DEFAULT_S3FD_PATH, build_detector, fill_missing_boxes, smooth_boxes
+from preparation.runner import add_shard_args, run_shard
+from utils.errors import run_cli
+from utils.fileio import atomic_output
+from utils.video import VideoReader
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_shard_args(parser)
+    parser.add_argument("--bbx_root", required=True, help="output folder for <speaker>/<clip>.npy")
+    parser.add_argument("--batch_size", type=int, default=32, help="frames per detector batch")
+    parser.add_argument("--gpu", type=int, default=None,
+                        help="CUDA device index (default: the shard's rank modulo the GPU count)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where the detector runs (auto: CUDA when available)")
+    parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH,
+                        help="S3FD weights (s3fd.pth); without them OpenCV's cascade is used")
+    parser.add_argument("--smooth_window", type=int, default=1,
+                        help="average boxes over this many frames (1: off, as the original)")
+    return parser.parse_args(argv)
+
+
+def pick_device(args) -> torch.device:
+    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    index = args.gpu if args.gpu is not None else max((args.rank or 1) - 1, 0) % torch.cuda.device_count()
+    return torch.device(f"cuda:{index}")
+
+
+def detect_video(detector, video_path: str, batch_size: int, smooth_window: int = 1) -> np.ndarray:
+    """(N, 4) int64 face boxes for every frame of ``video_path``, streamed in batches."""
+    raw = []
+    with VideoReader(video_path) as reader:
+        for frames in reader.batches(batch_size):
+            raw.extend(detector.detect_batch(frames))
+    return smooth_boxes(fill_missing_boxes(raw, source=video_path), smooth_window)
+
+
+def main(args) -> int:
+    detector = build_detector(args.s3fd_path, pick_device(args))
+
+    def npy_path(name):
+        return os.path.join(args.bbx_root, f"{name}.npy")
+
+    def process(name):
+        boxes = detect_video(detector, os.path.join(args.video_root, f"{name}.mp4"),
+                             args.batch_size, args.smooth_window)
+        with atomic_output(npy_path(name)) as tmp:
+            np.save(tmp, boxes)
+
+    return run_shard(args, "bbx_extract", args.bbx_root, process, lambda n: [npy_path(n)])
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())

@@ -1,0 +1,184 @@
+"""Make a small, deterministic LRS2-layout corpus of a talking face for tests and the quickstart.
+
+    python -m preparation.make_synthetic --out_dir DIR --num_clips 10 --seed 0
+
+Writes DIR/main/<speaker>/<clip>.mp4 (25 fps, H.264 + AAC) and .txt (LRS2 'Text:  ...'
+transcript), DIR/{train,valid,test}.txt and DIR/filelist.txt (all clips) with one
+<speaker>/<clip> per line, and DIR/gt/<speaker>/<clip>.npz with the per-frame ground truth:
+``mouth_opening`` (N,) in [0, 1], ``face_box`` (N, 4) and ``mouth_center`` (N, 2) in pixels.
+The face is scikit-image's astronaut photo; its mouth opens with the speech loudness and the
+head moves slightly. Speech comes from espeak-ng when installed, else a built-in synthesiser.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from preparation.speech import espeak_available, mouth_opening, speak
+from utils.audio import AUDIO_RATE_HZ, save_wav
+from utils.errors import TalkLipError, run_cli
+from utils.fileio import atomic_output
+from utils.video import VideoWriter
+
+FPS = 25
+FRAME_SIZE = 160                      # LRS2 frames are 160 x 160
+SOURCE_CROP_CENTER = (222.0, 142.0)   # in the 512 x 512 astronaut photo
+SOURCE_CROP_SIDE = 224.0              # photo pixels mapped onto one output frame
+MOUTH_CENTER = (222.0, 146.0)         # the astronaut's mouth, photo pixels
+MOUTH_HALF_WIDTH = 21.0
+FACE_BOX = (172.0, 62.0, 274.0, 178.0)  # forehead-to-chin box in the photo
+LEAD_SILENCE_S = 0.3
+WORDS = ("ABOUT AFTER AGAIN BECAUSE BEFORE BETTER CHANGE COUNTRY DIFFERENT EVERY FAMILY "
+         "FOLLOWING GREAT HAPPEN IMPORTANT LITTLE MAJOR MONEY NUMBER PEOPLE PLACE POLITICAL "
+         "QUESTION RIGHT SCHOOL SEVERAL SOMETHING STILL THINGS THOUGHT TODAY UNDER WATER WEATHER "
+         "WORLD YEARS YOUNG").split()
+
+
+def neutral_face() -> np.ndarray:
+    """The astronaut photo (BGR) with her smile painted over by skin, ready for a drawn mouth."""
+    import skimage.data
+    photo = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    cx, cy = (int(v) for v in MOUTH_CENTER)
+    cv2.ellipse(mask, (cx, cy), (int(MOUTH_HALF_WIDTH) + 5, 12), 0, 0, 360, 255, -1)
+    return cv2.inpaint(photo, mask, 7, cv2.INPAINT_TELEA)
+
+
+def draw_mouth(image: np.ndarray, opening: float) -> None:
+    """Draw lips and, when open, the dark mouth interior, in place (photo coordinates)."""
+    cx, cy = (int(round(v)) for v in MOUTH_CENTER)
+    half_w = int(MOUTH_HALF_WIDTH)
+    lip_h = int(round(3 + 8 * opening))
+    cv2.ellipse(image, (cx, cy), (half_w, lip_h), 0, 0, 360, (80, 80, 165), -1, cv2.LINE_AA)
+    if opening > 0.05:
+        inner_h = max(1, int(round(7 * opening)))
+        cv2.ellipse(image, (cx, cy), (half_w - 5, inner_h), 0, 0, 360, (35, 20, 30), -1, cv2.LINE_AA)
+    else:
+        cv2.line(image, (cx - half_w + 3, cy), (cx + half_w - 3, cy), (50, 45, 90), 1, cv2.LINE_AA)
+
+
+def frame_transform(frame_index: int, motion: np.ndarray) -> np.ndarray:
+    """2 x 3 affine map from photo to output pixels, with a slow head drift and sway."""
+    amp_x, amp_y, freq, phase, zoom = motion
+    t = frame_index / FPS
+    scale = FRAME_SIZE / (SOURCE_CROP_SIDE * zoom)
+    cx = SOURCE_CROP_CENTER[0] + amp_x * np.sin(2 * np.pi * freq * t + phase)
+    cy = SOURCE_CROP_CENTER[1] + amp_y * np.sin(2 * np.pi * freq * 0.7 * t + 2 * phase)
+    return np.array([[scale, 0, FRAME_SIZE / 2 - scale * cx],
+                     [0, scale, FRAME_SIZE / 2 - scale * cy]])
+
+
+def apply(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ affine[:, :2].T + affine[:, 2]
+
+
+def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray):
+    """Yield (frame BGR uint8, face_box (4,), mouth_center (2,)) for each frame."""
+    corners = np.array([FACE_BOX[:2], FACE_BOX[2:]])
+    for i, value in enumerate(opening):
+        image = face.copy()
+        draw_mouth(image, float(value))
+        affine = frame_transform(i, motion)
+        frame = cv2.warpAffine(image, affine, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_AREA,
+                               borderMode=cv2.BORDER_REFLECT)
+        yield frame, apply(affine, corners).reshape(4), apply(affine, np.array([MOUTH_CENTER]))[0]
+
+
+def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, face: np.ndarray,
+              use_espeak: bool) -> None:
+    speech = speak(sentence, rng, use_espeak)
+    lead = np.zeros(int(LEAD_SILENCE_S * AUDIO_RATE_HZ), np.float32)
+    wav = np.concatenate([lead, speech, lead])
+    samples_per_frame = AUDIO_RATE_HZ // FPS
+    num_frames = int(np.ceil(len(wav) / samples_per_frame))
+    wav = np.pad(wav, (0, num_frames * samples_per_frame - len(wav)))
+    opening = mouth_opening(wav, num_frames, FPS)
+    motion = np.array([rng.uniform(2, 5), rng.uniform(1, 3), rng.uniform(0.2, 0.5),
+                       rng.uniform(0, 2 * np.pi), rng.uniform(0.95, 1.05)])
+
+    video_path = os.path.join(out_dir, "main", f"{name}.mp4")
+    os.makedirs(os.path.dirname(video_path), exist_ok=True)
+    boxes, centers = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        wav_path = os.path.join(scratch, "speech.wav")
+        save_wav(wav_path, wav)
+        with VideoWriter(video_path, FPS, FRAME_SIZE, FRAME_SIZE, audio_path=wav_path) as writer:
+            for frame, box, center in render_clip(face, opening, motion):
+                writer.write(frame)
+                boxes.append(box)
+                centers.append(center)
+    with atomic_output(os.path.join(out_dir, "main", f"{name}.txt")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(f"Text:  {sentence}\nConf:  4\n")
+    with atomic_output(os.path.join(out_dir, "gt", f"{name}.npz")) as tmp:
+        np.savez(tmp, mouth_opening=opening, face_box=np.array(boxes, np.float32),
+                 mouth_center=np.array(centers, np.float32))
+
+
+def split_names(names, rng):
+    """Shuffle into train/valid/test, at least one clip each; about 60/20/20."""
+    order = [names[i] for i in rng.permutation(len(names))]
+    n_eval = max(1, round(0.2 * len(names)))
+    return {"test": sorted(order[:n_eval]), "valid": sorted(order[n_eval:2 * n_eval]),
+            "train": sorted(order[2 * n_eval:])}
+
+
+def write_list(path, names):
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{n}\n" for n in names)
+
+
+def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: int = 0,
+                min_words: int = 3, max_words: int = 6, use_espeak: bool = True) -> dict:
+    """Generate the corpus; return {split: [names]} (plus 'all')."""
+    if num_clips < 3:
+        raise TalkLipError(f"--num_clips {num_clips} is too small: train, valid and test each need a clip")
+    rng = np.random.default_rng(seed)
+    num_speakers = num_speakers or max(1, num_clips // 3)
+    speakers = [str(rng.integers(10 ** 18, 10 ** 19 - 1, dtype=np.uint64)) for _ in range(num_speakers)]
+    names = [f"{speakers[i % num_speakers]}/{i // num_speakers + 1:05d}" for i in range(num_clips)]
+    sentences = [" ".join(rng.choice(WORDS, size=rng.integers(min_words, max_words + 1)))
+                 for _ in names]
+    face = neutral_face()
+    source = "espeak-ng" if use_espeak and espeak_available() else "built-in synthesiser"
+    print(f"synthetic corpus: {num_clips} clips, speech from {source}", file=sys.stderr)
+    for i, (name, sentence) in enumerate(tqdm(list(zip(names, sentences)), desc="clips",
+                                              file=sys.stderr, disable=None)):
+        make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak)
+    splits = split_names(names, rng)
+    for split, members in splits.items():
+        write_list(os.path.join(out_dir, f"{split}.txt"), members)
+    write_list(os.path.join(out_dir, "filelist.txt"), sorted(names))
+    splits["all"] = sorted(names)
+    return splits
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out_dir", required=True, help="corpus folder to create")
+    parser.add_argument("--num_clips", type=int, default=10, help="number of clips (at least 3)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same corpus")
+    parser.add_argument("--num_speakers", type=int, default=0, help="speaker folders (0: clips / 3)")
+    parser.add_argument("--min_words", type=int, default=3, help="fewest words per sentence")
+    parser.add_argument("--max_words", type=int, default=6, help="most words per sentence")
+    parser.add_argument("--no_espeak", action="store_true",
+                        help="use the built-in synthesiser even when espeak-ng is installed")
+    return parser.parse_args(argv)
+
+
+def main(args) -> int:
+    started = time.time()
+    make_corpus(args.out_dir, args.num_clips, args.seed, args.num_speakers, args.min_words,
+                args.max_words, use_espeak=not args.no_espeak)
+    print(f"wrote {args.num_clips} clips to {args.out_dir} in {time.time() - started:.1f}s",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())

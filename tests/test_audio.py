@@ -1,0 +1,111 @@
+"""TalkLip audio features against an independent float64 computation, loading, alignment."""
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from utils.audio import (AUDIO_RATE_HZ, FEATURE_DIM, audio_visual_align, float_to_int16, load_audio,
+                         talklip_features)
+from utils.errors import MediaError
+
+
+def reference_features(samples: np.ndarray) -> np.ndarray:
+    """Log mel filterbank (26 bands, 25 ms / 10 ms, 512-point FFT, pre-emphasis 0.97, rectangular
+    window), 4 frames stacked, layer norm, all written out in float64 from the definitions."""
+    rate, win, hop, nfft, nfilt = 16000, 400, 160, 512, 26
+    x = np.asarray(samples, np.float64)
+    x = np.concatenate([x[:1], x[1:] - 0.97 * x[:-1]])
+    n_frames = 1 if len(x) <= win else 1 + int(np.ceil((len(x) - win) / hop))
+    x = np.pad(x, (0, (n_frames - 1) * hop + win - len(x)))
+    frames = np.stack([x[i * hop: i * hop + win] for i in range(n_frames)])
+    power = np.abs(np.fft.rfft(frames, nfft)) ** 2 / nfft
+    mel = lambda hz: 2595 * np.log10(1 + hz / 700.0)
+    inv = lambda m: 700 * (10 ** (m / 2595.0) - 1)
+    points = inv(np.linspace(mel(0), mel(rate / 2), nfilt + 2))
+    bins = np.floor((nfft + 1) * points / rate).astype(int)
+    bank = np.zeros((nfilt, nfft // 2 + 1))
+    for j in range(nfilt):
+        lo, mid, hi = bins[j], bins[j + 1], bins[j + 2]
+        for k in range(lo, mid):
+            bank[j, k] = (k - lo) / (mid - lo)
+        for k in range(mid, hi):
+            bank[j, k] = (hi - k) / (hi - mid)
+    energy = power @ bank.T
+    energy[energy == 0] = np.finfo(float).eps
+    logfb = np.log(energy)
+    pad = (-len(logfb)) % 4
+    logfb = np.concatenate([logfb, np.zeros((pad, nfilt))]).reshape(-1, 4 * nfilt)
+    mean = logfb.mean(axis=1, keepdims=True)
+    var = logfb.var(axis=1, keepdims=True)
+    return (logfb - mean) / np.sqrt(var + 1e-5)
+
+
+def speechlike(seconds=1.3, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * AUDIO_RATE_HZ)) / AUDIO_RATE_HZ
+    wav = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.standard_normal(len(t))
+    return wav.astype(np.float32)
+
+
+def test_features_match_independent_float64_computation():
+    wav = float_to_int16(speechlike())
+    ours = talklip_features(wav, 16000)
+    ref = reference_features(wav.astype(np.float64))
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    assert ours.shape[1] == FEATURE_DIM
+    assert len(ours) == int(np.ceil(len(wav) / 640))   # 25 Hz
+    np.testing.assert_allclose(ours, ref, atol=2e-4)
+
+
+def test_float_and_int16_inputs_agree():
+    wav = speechlike(seed=1)
+    from_float = talklip_features(wav, 16000)
+    from_int = talklip_features(float_to_int16(wav), 16000)
+    np.testing.assert_allclose(from_float, from_int, atol=1e-3)
+
+
+def test_other_sample_rates_are_resampled_to_16k():
+    wav16 = speechlike(seed=2)
+    t = np.arange(int(1.3 * 48000)) / 48000
+    wav48 = np.interp(t, np.arange(len(wav16)) / 16000, wav16).astype(np.float32)
+    f16, f48 = talklip_features(wav16, 16000), talklip_features(wav48, 48000)
+    assert f16.shape == f48.shape
+    corr = np.corrcoef(f16.ravel(), f48.ravel())[0, 1]
+    assert corr > 0.95
+
+
+def test_load_audio_downmixes_and_resamples(tmp_path):
+    rate = 44100
+    t = np.arange(rate) / rate
+    left, right = 0.4 * np.sin(2 * np.pi * 300 * t), 0.2 * np.sin(2 * np.pi * 300 * t)
+    path = tmp_path / "stereo.flac"
+    soundfile.write(path, np.stack([left, right], axis=1), rate)
+    wav = load_audio(str(path))
+    assert wav.dtype == np.float32 and abs(len(wav) - 16000) <= 1
+    expected = 0.3 * np.sin(2 * np.pi * 300 * np.arange(len(wav)) / 16000)
+    middle = slice(200, -200)   # filter edges aside
+    np.testing.assert_allclose(wav[middle], expected[middle], atol=5e-3)
+
+
+def test_load_audio_errors_name_the_file(tmp_path):
+    with pytest.raises(MediaError, match="missing.wav"):
+        load_audio(str(tmp_path / "missing.wav"))
+    junk = tmp_path / "junk.mp3"
+    junk.write_bytes(b"not audio at all" * 10)
+    with pytest.raises(MediaError, match="junk.mp3"):
+        load_audio(str(junk))
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_audio_visual_align(as_tensor):
+    feats = np.arange(10 * 2, dtype=np.float32).reshape(10, 2)
+    if as_tensor:
+        feats = torch.from_numpy(feats)
+    to_np = lambda a: a.numpy() if isinstance(a, torch.Tensor) else a
+    centre = to_np(audio_visual_align(feats, 7, "center"))
+    np.testing.assert_array_equal(centre[:, 0], np.arange(1, 8) * 2)       # 3 extra: 1 left, 2 right
+    end = to_np(audio_visual_align(feats, 7, "end"))
+    np.testing.assert_array_equal(end[:, 0], np.arange(7) * 2)
+    padded = to_np(audio_visual_align(feats, 12))
+    assert padded.shape == (12, 2) and not padded[10:].any()
+    np.testing.assert_array_equal(padded[:10], to_np(feats))

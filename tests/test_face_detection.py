@@ -1,0 +1,180 @@
+"""Face detectors: the bundled fallback on a real photo, S3FD loading and post-processing."""
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+
+from face_detection import (CascadeDetector, S3FD, S3FDDetector, build_detector, crop_face,
+                            fill_missing_boxes, smooth_boxes)
+from utils.errors import CheckpointError, NoFaceError
+
+# The astronaut's face in skimage.data.astronaut(), labelled by hand: forehead to chin.
+ASTRONAUT_FACE = (172, 62, 274, 178)
+
+
+def iou(a, b):
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def astronaut_bgr():
+    return np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
+
+
+def test_fallback_detector_finds_the_astronaut():
+    photo = astronaut_bgr()
+    blank = np.full_like(photo, 128)
+    boxes = CascadeDetector().detect_batch(np.stack([photo, blank]))
+    assert boxes[1] is None
+    assert iou(boxes[0], ASTRONAUT_FACE) > 0.6
+
+
+def test_build_detector_falls_back_and_says_so(tmp_path):
+    messages = []
+    detector = build_detector(str(tmp_path / "none.pth"), log=messages.append)
+    assert isinstance(detector, CascadeDetector)
+    assert "Haar cascade" in messages[0] and "none.pth" in messages[0]
+
+
+# Key names and shapes of the original s3fd.pth, read off the original net_s3fd.py.
+def original_s3fd_shapes():
+    shapes = {}
+    convs = [("conv1_1", 3, 64, 3), ("conv1_2", 64, 64, 3), ("conv2_1", 64, 128, 3),
+             ("conv2_2", 128, 128, 3), ("conv3_1", 128, 256, 3), ("conv3_2", 256, 256, 3),
+             ("conv3_3", 256, 256, 3), ("conv4_1", 256, 512, 3), ("conv4_2", 512, 512, 3),
+             ("conv4_3", 512, 512, 3), ("conv5_1", 512, 512, 3), ("conv5_2", 512, 512, 3),
+             ("conv5_3", 512, 512, 3), ("fc6", 512, 1024, 3), ("fc7", 1024, 1024, 1),
+             ("conv6_1", 1024, 256, 1), ("conv6_2", 256, 512, 3), ("conv7_1", 512, 128, 1),
+             ("conv7_2", 128, 256, 3),
+             ("conv3_3_norm_mbox_conf", 256, 4, 3), ("conv3_3_norm_mbox_loc", 256, 4, 3),
+             ("conv4_3_norm_mbox_conf", 512, 2, 3), ("conv4_3_norm_mbox_loc", 512, 4, 3),
+             ("conv5_3_norm_mbox_conf", 512, 2, 3), ("conv5_3_norm_mbox_loc", 512, 4, 3),
+             ("fc7_mbox_conf", 1024, 2, 3), ("fc7_mbox_loc", 1024, 4, 3),
+             ("conv6_2_mbox_conf", 512, 2, 3), ("conv6_2_mbox_loc", 512, 4, 3),
+             ("conv7_2_mbox_conf", 256, 2, 3), ("conv7_2_mbox_loc", 256, 4, 3)]
+    for name, cin, cout, k in convs:
+        shapes[f"{name}.weight"] = (cout, cin, k, k)
+        shapes[f"{name}.bias"] = (cout,)
+    for name, channels in (("conv3_3_norm", 256), ("conv4_3_norm", 512), ("conv5_3_norm", 512)):
+        shapes[f"{name}.weight"] = (channels,)
+    return shapes
+
+
+def random_s3fd_state(seed=0):
+    torch.manual_seed(seed)
+    net = S3FD()
+    with torch.no_grad():   # spread the face logits so that some anchors pass 0.5
+        for name, param in net.named_parameters():
+            if name.endswith("mbox_conf.weight"):
+                param.mul_(3)   # enough to pass 0.5, not so much that scores tie at 1.0
+    return net.state_dict()
+
+
+def test_s3fd_keys_match_the_original_file():
+    ours = {k: tuple(v.shape) for k, v in S3FD().state_dict().items()}
+    assert ours == original_s3fd_shapes()
+
+
+def reference_first_faces(net, frames_bgr):
+    """The original batch_detect -> detect_from_batch -> get_detections_for_batch, re-derived
+    step by step: candidate anchors where any frame of the batch scores > 0.05, per-frame
+    greedy NMS at IoU 0.3 with +1 areas, faces > 0.5, first kept, clipped at 0, int()."""
+    imgs = frames_bgr[..., ::-1].astype(np.float64) - np.array([104, 117, 123])
+    x = torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy()).float()
+    with torch.no_grad():
+        heads = net(x)
+    batch = x.shape[0]
+    rows = []
+    for level, (cls, reg) in enumerate(heads):
+        cls = F.softmax(cls, dim=1)
+        stride = 2 ** (level + 2)
+        for _, hi, wi in zip(*np.where(cls[:, 1].numpy() > 0.05)):
+            prior = torch.tensor([stride / 2 + wi * stride, stride / 2 + hi * stride, stride * 4.0, stride * 4.0])
+            loc = reg[:, :, hi, wi]
+            centre = prior[:2] + loc[:, :2] * 0.1 * prior[2:]
+            size = prior[2:] * torch.exp(loc[:, 2:] * 0.2)
+            x1y1 = centre - size / 2
+            rows.append(torch.cat([x1y1, x1y1 + size, cls[:, 1, hi, wi, None]], 1).numpy())
+    dets = np.array(rows) if rows else np.zeros((1, batch, 5))
+    results = []
+    for i in range(batch):
+        d = dets[:, i, :].astype(np.float64)
+        order = list(np.argsort(d[:, 4])[::-1])
+        keep = []
+        while order:
+            best = order.pop(0)
+            keep.append(best)
+            survivors = []
+            for other in order:
+                a, b = d[best], d[other]
+                w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
+                h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+                area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
+                area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+                if w * h / (area_a + area_b - w * h) <= 0.3:
+                    survivors.append(other)
+            order = survivors
+        faces = [d[k] for k in keep if d[k, 4] > 0.5]
+        if not faces:
+            results.append(None)
+            continue
+        x1, y1, x2, y2 = np.clip(faces[0][:4], 0, None)
+        results.append((int(x1), int(y1), int(x2), int(y2)))
+    return results
+
+
+def test_s3fd_file_loads_strictly_and_detects_like_the_original(tmp_path):
+    state = random_s3fd_state()
+    path = tmp_path / "s3fd.pth"
+    torch.save(state, path)                      # the original file is a plain state dict
+    detector = S3FDDetector(str(path))
+    photo = astronaut_bgr()
+    frames = np.stack([photo[40:136, 150:278], photo[300:396, 0:128], photo[0:96, 384:512]])
+    ours = detector.detect_batch(frames)
+    assert ours == reference_first_faces(detector.net, frames)
+    assert any(box is not None for box in ours)
+    assert all(box is None or (len(box) == 4 and all(isinstance(v, int) and v >= 0 for v in box))
+               for box in ours)
+
+
+def test_s3fd_accepts_wrapper_prefixes_and_refuses_wrong_keys(tmp_path):
+    state = random_s3fd_state()
+    S3FDDetector({f"module.{k}": v for k, v in state.items()})
+    broken = dict(state)
+    broken["extra_head.weight"] = broken.pop("fc7_mbox_conf.weight")
+    torch.save(broken, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as err:
+        S3FDDetector(str(tmp_path / "bad.pth"))
+    message = str(err.value)
+    assert "bad.pth" in message and "fc7_mbox_conf.weight" in message and "extra_head.weight" in message
+    assert "\n" not in message
+    with pytest.raises(CheckpointError, match="nothere.pth"):
+        S3FDDetector(str(tmp_path / "nothere.pth"))
+
+
+def test_missing_boxes_are_interpolated_from_neighbours():
+    boxes = [None, (10, 10, 50, 50), None, None, (40, 16, 80, 56), None]
+    filled = fill_missing_boxes(boxes)
+    np.testing.assert_array_equal(filled[0], [10, 10, 50, 50])
+    np.testing.assert_array_equal(filled[2], [20, 12, 60, 52])
+    np.testing.assert_array_equal(filled[3], [30, 14, 70, 54])
+    np.testing.assert_array_equal(filled[5], [40, 16, 80, 56])
+    with pytest.raises(NoFaceError, match="clip.mp4"):
+        fill_missing_boxes([None, None], source="clip.mp4")
+
+
+def test_smoothing_removes_jitter_and_keeps_constant_boxes():
+    steady = np.tile([10, 20, 50, 60], (9, 1))
+    np.testing.assert_array_equal(smooth_boxes(steady, 5), steady)
+    jitter = steady + np.array([[(-1) ** i * 4, 0, (-1) ** i * 4, 0] for i in range(9)])
+    assert np.abs(smooth_boxes(jitter, 5) - steady)[2:-2].max() <= 1
+
+
+def test_crop_face_clips_boxes_to_the_frame():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[50:, 150:] = 255
+    crop = crop_face(frame, (150, 50, 260, 140), size=32)   # extends past both edges
+    assert crop.shape == (32, 32, 3) and crop.min() == 255

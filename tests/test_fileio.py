@@ -1,0 +1,47 @@
+import os
+
+import pytest
+
+from utils.errors import TalkLipError
+from utils.fileio import atomic_output, read_filelist, resolve_shard, shard_items
+
+
+def test_atomic_output_renames_on_success_and_cleans_on_failure(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    with atomic_output(str(target)) as tmp:
+        assert tmp.endswith(".txt") and os.path.dirname(tmp) == str(target.parent)
+        open(tmp, "w").write("ok")
+        assert not target.exists()
+    assert target.read_text() == "ok"
+    with pytest.raises(KeyError):
+        with atomic_output(str(target)) as tmp:
+            open(tmp, "w").write("half")
+            raise KeyError("boom")
+    assert target.read_text() == "ok" and os.listdir(target.parent) == ["out.txt"]
+
+
+def test_shards_cover_every_item_once():
+    items = list(range(11))
+    for nshard in (1, 2, 3, 4, 11, 13):
+        parts = [shard_items(items, r, nshard) for r in range(nshard)]
+        assert sum(parts, []) == items
+
+
+def test_resolve_shard_from_flags_and_launcher_environments():
+    assert resolve_shard(None, None, environ={}) == (0, 1)
+    assert resolve_shard(2, 3, environ={}) == (1, 3)
+    assert resolve_shard(None, None, environ={"RANK": "1", "WORLD_SIZE": "4"}) == (1, 4)
+    assert resolve_shard(None, None, environ={"SLURM_PROCID": "2", "SLURM_NTASKS": "3"}) == (2, 3)
+    with pytest.raises(TalkLipError, match="--rank 4"):
+        resolve_shard(4, 3, environ={})
+
+
+def test_read_filelist(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_text("spk/00001 extra\n\nspk/00002\n")
+    assert read_filelist(str(path)) == ["spk/00001", "spk/00002"]
+    path.write_text("\n \n")
+    with pytest.raises(TalkLipError, match="list.txt is empty"):
+        read_filelist(str(path))
+    with pytest.raises(TalkLipError, match="nope.txt does not exist"):
+        read_filelist(str(tmp_path / "nope.txt"))

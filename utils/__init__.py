@@ -1,0 +1,1 @@
+"""Shared utilities: media I/O, audio features, file handling and error types."""

@@ -1,0 +1,133 @@
+"""Everything about audio: loading, resampling, TalkLip's features and audio/video alignment.
+
+TalkLip's audio encoder (AV-HuBERT BASE) reads 26-band log filterbanks computed at 16 kHz
+with a 10 ms hop (100 Hz), four consecutive frames stacked into one 104-dim vector (25 Hz,
+one per video frame at 25 fps), then layer-normalised over the feature axis.
+"""
+import math
+import os
+import subprocess
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from python_speech_features import logfbank
+from scipy.signal import resample_poly
+
+from utils.errors import MediaError
+from utils.ffmpeg import run_ffmpeg
+from utils.fileio import atomic_output
+
+AUDIO_RATE_HZ = 16000          # all models read 16 kHz mono speech
+FBANK_RATE_HZ = 100            # python_speech_features' default 10 ms hop
+STACK_ORDER = 4                # filterbank frames stacked per feature frame
+FEATURE_RATE_HZ = FBANK_RATE_HZ // STACK_ORDER   # 25 Hz: one feature per 25 fps video frame
+N_FILTERBANKS = 26
+FEATURE_DIM = N_FILTERBANKS * STACK_ORDER        # 104
+INT16_SCALE = 32768.0          # float samples in [-1, 1) times this give int16-range samples
+
+Array = Union[np.ndarray, torch.Tensor]
+
+
+def resample(wav: np.ndarray, rate_in: int, rate_out: int = AUDIO_RATE_HZ) -> np.ndarray:
+    """Band-limited polyphase resampling of a 1-D (T,) or 2-D (T, C) float signal."""
+    if rate_in == rate_out:
+        return wav
+    common = math.gcd(int(rate_in), int(rate_out))
+    return resample_poly(wav, rate_out // common, rate_in // common, axis=0)
+
+
+def _decode_with_ffmpeg(path: str, rate: int) -> np.ndarray:
+    raw = run_ffmpeg(["-i", path, "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"],
+                     source=path, stdout=subprocess.PIPE)
+    return np.frombuffer(raw, dtype="<f4").copy()
+
+
+def load_audio(path: str, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
+    """Any common audio (or a video's audio track) as mono float32 in [-1, 1] at ``rate``.
+
+    WAV/FLAC/OGG/MP3 are read with libsndfile and resampled with a polyphase filter;
+    other containers (mp4, m4a, ...) are decoded by the bundled ffmpeg.
+    Returns: (T,) float32.
+    """
+    if not os.path.isfile(path):
+        raise MediaError(f"audio file {path} does not exist: check the path")
+    import soundfile
+    try:
+        data, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception:
+        wav = _decode_with_ffmpeg(path, rate)
+    else:
+        wav = resample(data.mean(axis=1), file_rate, rate)
+    if wav.size == 0:
+        raise MediaError(f"{path} has no audio samples: give a file with a speech track")
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def save_wav(path: str, wav: np.ndarray, rate: int = AUDIO_RATE_HZ) -> None:
+    """Write mono float [-1, 1] or int16 samples as 16-bit PCM WAV, atomically."""
+    import soundfile
+    if wav.dtype != np.int16:
+        wav = float_to_int16(wav)
+    with atomic_output(path) as tmp:
+        soundfile.write(tmp, wav, rate, subtype="PCM_16", format="WAV")
+
+
+def float_to_int16(wav: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] to int16, rounded and clipped."""
+    return np.clip(np.round(np.asarray(wav, np.float64) * INT16_SCALE), -32768, 32767).astype(np.int16)
+
+
+def stack_frames(feats: np.ndarray, stack_order: int = STACK_ORDER) -> np.ndarray:
+    """(T, F) -> (ceil(T / k), F * k): k consecutive frames concatenated, zero rows padded at the end."""
+    num, dim = feats.shape
+    remainder = (-num) % stack_order
+    if remainder:
+        feats = np.concatenate([feats, np.zeros((remainder, dim), feats.dtype)], axis=0)
+    return feats.reshape(-1, stack_order * dim)
+
+
+def talklip_features(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """TalkLip's audio-encoder input for a whole utterance.
+
+    wav: (T,) int16 samples, or float samples in [-1, 1] (scaled to the int16 range, as the
+    original reads 16-bit WAV files); resampled to 16 kHz first if ``sample_rate`` differs.
+    Returns: (ceil(T / 640), 104) float32 at 25 Hz, layer-normalised over the 104 features.
+    """
+    wav = np.asarray(wav)
+    if wav.ndim != 1:
+        raise ValueError(f"talklip_features expects mono (T,) samples, got shape {wav.shape}")
+    if np.issubdtype(wav.dtype, np.floating):
+        samples = wav.astype(np.float64) * INT16_SCALE
+    else:
+        samples = wav.astype(np.float64)
+    samples = resample(samples, sample_rate, AUDIO_RATE_HZ)
+    fbank = logfbank(samples, samplerate=AUDIO_RATE_HZ, nfilt=N_FILTERBANKS).astype(np.float32)
+    stacked = torch.from_numpy(stack_frames(fbank))
+    with torch.no_grad():
+        normed = F.layer_norm(stacked, stacked.shape[1:])
+    return normed.numpy()
+
+
+def audio_visual_align(audio_feats: Array, num_frames: int, mode: str = "center") -> Array:
+    """Make ``audio_feats`` (T_a, D) exactly ``num_frames`` long.
+
+    Shorter audio is padded with zero rows at the end. Longer audio is cut: ``mode="center"``
+    removes the excess evenly from both ends (the original ``inf_test.py``), ``mode="end"``
+    removes it from the end (the original ``train.py``).
+    """
+    diff = len(audio_feats) - num_frames
+    if diff < 0:
+        if isinstance(audio_feats, torch.Tensor):
+            pad = audio_feats.new_zeros((-diff, audio_feats.shape[-1]))
+            return torch.cat([audio_feats, pad])
+        return np.concatenate([audio_feats, np.zeros((-diff, audio_feats.shape[-1]), audio_feats.dtype)])
+    if diff == 0:
+        return audio_feats
+    if mode == "center":
+        left = diff // 2
+        return audio_feats[left: left + num_frames]
+    if mode == "end":
+        return audio_feats[:num_frames]
+    raise ValueError(f"mode must be 'center' or 'end', got {mode!r}")

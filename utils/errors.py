@@ -1,0 +1,46 @@
+"""Error types for people, and the one place that turns them into a one-line exit.
+
+Library code raises; only scripts exit. Every message names the file concerned and
+what to do about it, so a researcher can act on it without reading a traceback.
+"""
+import sys
+
+
+class TalkLipError(Exception):
+    """A problem with the user's input or environment, phrased as one line."""
+
+
+class MediaError(TalkLipError):
+    """A video or audio file is missing, corrupt or lacks the stream we need."""
+
+
+class CheckpointError(TalkLipError):
+    """A weights file is missing, unsafe, or does not match the model."""
+
+
+class NoFaceError(TalkLipError):
+    """No face was found in any frame of a video."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, prefixed with its type for non-TalkLip errors."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, TalkLipError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_cli(main, args) -> None:
+    """Run a script's ``main(args)``; a TalkLipError becomes 'error: ...' on stderr and exit 2.
+
+    ``main`` may return an int exit status (None means 0).
+    """
+    try:
+        status = main(args)
+    except TalkLipError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(int(status or 0))

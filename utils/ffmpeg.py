@@ -1,0 +1,32 @@
+"""The ffmpeg binary that ships inside the imageio-ffmpeg wheel; no system ffmpeg needed."""
+import functools
+import subprocess
+from typing import List
+
+from utils.errors import MediaError, TalkLipError
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the bundled ffmpeg executable."""
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # the wheel is missing or its binary is not there
+        raise TalkLipError(f"no ffmpeg binary found ({exc}): pip install -r requirement.txt") from exc
+
+
+def last_error_line(stderr: bytes) -> str:
+    """The most informative line of ffmpeg's stderr (its last non-empty line)."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "ffmpeg failed"
+
+
+def run_ffmpeg(args: List[str], source: str, stdout=subprocess.DEVNULL) -> bytes:
+    """Run ffmpeg with ``args`` (without the executable); raise MediaError naming ``source``."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"] + args
+    proc = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise MediaError(f"ffmpeg could not process {source}: {last_error_line(proc.stderr)}; "
+                         f"check the file plays, or re-encode it")
+    return proc.stdout if stdout == subprocess.PIPE else b""

@@ -1,0 +1,78 @@
+"""File lists, shards and atomic writes.
+
+Outputs are always written to a temporary file in the destination folder and renamed
+into place, so an interrupted run never leaves a half-written file under a final name.
+"""
+import contextlib
+import math
+import os
+import uuid
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+from utils.errors import TalkLipError
+
+TMP_MARK = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """Yield a temporary path beside ``path`` (same extension); rename it to ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.basename(path)
+    stem, ext = os.path.splitext(base)
+    tmp = os.path.join(folder, f".{stem}{TMP_MARK}{uuid.uuid4().hex[:8]}{ext}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def is_temp_file(name: str) -> bool:
+    """True for temporary files left by an interrupted :func:`atomic_output`."""
+    return os.path.basename(name).startswith(".") and TMP_MARK in name
+
+
+def read_filelist(path: str) -> List[str]:
+    """Sample names from an LRS2/LRW-style file list: the first token of each non-empty line."""
+    if not os.path.isfile(path):
+        raise TalkLipError(f"file list {path} does not exist: pass --filelist with a text file of "
+                           f"<speaker>/<clip> lines")
+    with open(path, encoding="utf-8") as handle:
+        names = [line.split()[0] for line in handle if line.strip()]
+    if not names:
+        raise TalkLipError(f"file list {path} is empty: it needs one <speaker>/<clip> per line")
+    return names
+
+
+def resolve_shard(rank: Optional[int] = None, nshard: Optional[int] = None,
+                  environ=os.environ) -> Tuple[int, int]:
+    """Return a 0-based (rank, nshard).
+
+    ``rank`` is 1-based as in the original scripts' ``--rank``. Without it, torchrun's
+    RANK/WORLD_SIZE or SLURM's SLURM_PROCID/SLURM_NTASKS are used, else a single shard.
+    """
+    if rank is not None:
+        total = 1 if nshard is None else nshard
+        if total < 1 or not 1 <= rank <= total:
+            raise TalkLipError(f"--rank {rank} is outside 1..{total}: ranks count from 1 to --nshard")
+        return rank - 1, total
+    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_var in environ and size_var in environ:
+            env_rank, env_size = int(environ[rank_var]), int(environ[size_var])
+            if nshard is not None and nshard != env_size:
+                raise TalkLipError(f"--nshard {nshard} disagrees with {size_var}={env_size}: drop one")
+            return env_rank, env_size
+    return 0, 1 if nshard is None else nshard
+
+
+def shard_items(items: Sequence, rank: int, nshard: int) -> list:
+    """Contiguous shard ``rank`` (0-based) of ``nshard``, split as the original scripts split."""
+    per_shard = math.ceil(len(items) / nshard)
+    return list(items[per_shard * rank: per_shard * (rank + 1)])
