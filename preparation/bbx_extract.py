@@ -14,8 +14,8 @@ import torch
 
 from face_detection import DEFAULT_S3FD_PATH, build_detector, fill_missing_boxes, smooth_boxes
 from preparation.runner import add_shard_args, run_shard
-from utils.errors import run_cli
-from utils.fileio import atomic_output
+from utils.errors import TalkLipError, run_cli
+from utils.fileio import atomic_output, read_filelist
 from utils.video import VideoReader
 
 
@@ -38,6 +38,8 @@ def parse_args(argv=None):
 def pick_device(args) -> torch.device:
     if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TalkLipError("--device cuda was asked for but PyTorch sees no GPU: use --device cpu")
     index = args.gpu if args.gpu is not None else max((args.rank or 1) - 1, 0) % torch.cuda.device_count()
     return torch.device(f"cuda:{index}")
 
@@ -52,6 +54,7 @@ def detect_video(detector, video_path: str, batch_size: int, smooth_window: int 
 
 
 def main(args) -> int:
+    read_filelist(args.filelist)            # a bad list fails before the detector loads
     detector = build_detector(args.s3fd_path, pick_device(args))
 
     def npy_path(name):

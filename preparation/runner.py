@@ -15,7 +15,7 @@ from typing import Callable, List, Sequence, Tuple
 from tqdm import tqdm
 
 from utils.errors import one_line
-from utils.fileio import atomic_output, read_filelist, resolve_shard, shard_items
+from utils.fileio import atomic_output, read_filelist, remove_stale_temps, resolve_shard, shard_items
 
 EXIT_SOME_FAILED = 3
 
@@ -57,6 +57,8 @@ def run_shard(args, tool: str, out_root: str, process: Callable[[str], None],
         if not args.overwrite and all(os.path.isfile(p) for p in outputs(name)):
             summary.skipped += 1
             continue
+        for path in outputs(name):      # left by a run that was killed mid-write
+            remove_stale_temps(path)
         try:
             process(name)
         except Exception as exc:          # one bad sample must not stop a long shard

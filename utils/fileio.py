@@ -34,9 +34,17 @@ def atomic_output(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
-def is_temp_file(name: str) -> bool:
-    """True for temporary files left by an interrupted :func:`atomic_output`."""
-    return os.path.basename(name).startswith(".") and TMP_MARK in name
+def remove_stale_temps(path: str) -> int:
+    """Delete temporaries that an interrupted writer of ``path`` left beside it; return how many."""
+    folder = os.path.dirname(os.path.abspath(path))
+    stem, ext = os.path.splitext(os.path.basename(path))
+    prefix = f".{stem}{TMP_MARK}"
+    if not os.path.isdir(folder):
+        return 0
+    stale = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(ext)]
+    for name in stale:
+        os.remove(os.path.join(folder, name))
+    return len(stale)
 
 
 def read_filelist(path: str) -> List[str]:
