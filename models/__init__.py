@@ -1,0 +1,1 @@
+"""Models: native AV-HuBERT (audio encoder, lip reader), TalkLip generator and discriminator."""
