@@ -5,7 +5,7 @@ from typing import Union
 
 import torch
 
-from face_detection.boxes import crop_face, fill_missing_boxes, smooth_boxes
+from face_detection.boxes import crop_face, detect_video, fill_missing_boxes, smooth_boxes
 from face_detection.cascade import CascadeDetector
 from face_detection.s3fd import S3FD, S3FDDetector
 
@@ -25,4 +25,4 @@ def build_detector(s3fd_path: str = DEFAULT_S3FD_PATH, device: Union[str, torch.
 
 
 __all__ = ["S3FD", "S3FDDetector", "CascadeDetector", "build_detector", "fill_missing_boxes",
-           "smooth_boxes", "crop_face", "DEFAULT_S3FD_PATH"]
+           "smooth_boxes", "crop_face", "detect_video", "DEFAULT_S3FD_PATH"]

@@ -43,3 +43,19 @@ def crop_face(frame: np.ndarray, box: Sequence[int], size: int = 96) -> np.ndarr
     if x2 <= x1 or y2 <= y1:
         raise ValueError(f"face box {tuple(box)} lies outside the {width}x{height} frame")
     return cv2.resize(frame[y1:y2, x1:x2], (size, size))
+
+
+def detect_video(detector, video_path: str, batch_size: int = 32, smooth_window: int = 1,
+                 progress: bool = False) -> np.ndarray:
+    """(N, 4) int64 face boxes for every frame of ``video_path``, decoded and detected in batches;
+    frames without a face are interpolated, then boxes optionally smoothed over time."""
+    from tqdm import tqdm
+    from utils.video import VideoReader
+    raw = []
+    with VideoReader(video_path) as reader:
+        bar = tqdm(total=reader.num_frames, desc="detect faces", unit="frame", disable=not progress)
+        for frames in reader.batches(batch_size):
+            raw.extend(detector.detect_batch(frames))
+            bar.update(len(frames))
+        bar.close()
+    return smooth_boxes(fill_missing_boxes(raw, source=video_path), smooth_window)

@@ -12,11 +12,10 @@ import os
 import numpy as np
 import torch
 
-from face_detection import DEFAULT_S3FD_PATH, build_detector, fill_missing_boxes, smooth_boxes
+from face_detection import DEFAULT_S3FD_PATH, build_detector, detect_video
 from preparation.runner import add_shard_args, run_shard
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output, read_filelist
-from utils.video import VideoReader
 
 
 def parse_args(argv=None):
@@ -42,15 +41,6 @@ def pick_device(args) -> torch.device:
         raise TalkLipError("--device cuda was asked for but PyTorch sees no GPU: use --device cpu")
     index = args.gpu if args.gpu is not None else max((args.rank or 1) - 1, 0) % torch.cuda.device_count()
     return torch.device(f"cuda:{index}")
-
-
-def detect_video(detector, video_path: str, batch_size: int, smooth_window: int = 1) -> np.ndarray:
-    """(N, 4) int64 face boxes for every frame of ``video_path``, streamed in batches."""
-    raw = []
-    with VideoReader(video_path) as reader:
-        for frames in reader.batches(batch_size):
-            raw.extend(detector.detect_batch(frames))
-    return smooth_boxes(fill_missing_boxes(raw, source=video_path), smooth_window)
 
 
 def main(args) -> int:

@@ -22,3 +22,28 @@ def run_module(module, *args, cwd=ROOT, timeout=300):
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def one_shard(corpus, tmp_path_factory):
+    """Audio and boxes of the whole corpus from a single shard, through the module CLIs."""
+    data, _ = corpus
+    out = tmp_path_factory.mktemp("one_shard")
+    common = ["--filelist", f"{data}/filelist.txt", "--video_root", f"{data}/main", "--nshard", 1]
+    audio = run_module("preparation.audio_extract", *common, "--audio_root", out / "audio")
+    boxes = run_module("preparation.bbx_extract", *common, "--bbx_root", out / "bbx")
+    assert audio.returncode == 0, audio.stderr
+    assert boxes.returncode == 0, boxes.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def talklip_checkpoint(tmp_path_factory):
+    """A TalkLip generator with random weights, saved in the original .pth layout."""
+    import torch
+    from models.talklip import TalkLip
+    torch.manual_seed(0)
+    model = TalkLip()
+    path = tmp_path_factory.mktemp("talklip") / "talklip_random.pth"
+    torch.save({"state_dict": model.state_dict(), "optimizer": None, "global_step": 0, "global_epoch": 0}, path)
+    return str(path), model.eval()

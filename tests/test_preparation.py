@@ -36,19 +36,6 @@ def box_iou(a, b):
     return inter / (area(a) + area(b) - inter)
 
 
-@pytest.fixture(scope="module")
-def one_shard(corpus, tmp_path_factory):
-    """Audio and boxes of the whole corpus from a single shard, through the module CLIs."""
-    data, _ = corpus
-    out = tmp_path_factory.mktemp("one_shard")
-    common = ["--filelist", f"{data}/filelist.txt", "--video_root", f"{data}/main", "--nshard", 1]
-    audio = run_module("preparation.audio_extract", *common, "--audio_root", out / "audio")
-    boxes = run_module("preparation.bbx_extract", *common, "--bbx_root", out / "bbx")
-    assert audio.returncode == 0, audio.stderr
-    assert boxes.returncode == 0, boxes.stderr
-    return out
-
-
 def test_outputs_are_16k_wavs_and_per_frame_boxes(corpus, one_shard):
     data, splits = corpus
     for name in splits["all"]:

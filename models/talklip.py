@@ -1,0 +1,205 @@
+"""TalkLip generator, quality discriminator and audio-visual contrastive head.
+
+State-dict keys are those of the released TalkLip checkpoints: ``face_encoder_blocks.*``,
+``audio_encoder.w2v_model.*`` (AV-HuBERT BASE), ``audio_map.*``, ``face_decoder_blocks.*``,
+``output_block.*``, ``sync_net.Linearaudio.*``; the discriminator's ``face_encoder_blocks.*`` and
+``binary_pred.0.*``. Faces are BGR, as OpenCV decodes them and the released models were trained.
+"""
+import contextlib
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.avhubert.config import EncoderConfig
+from models.avhubert.model import AVHubertEncoder
+from utils.checkpoint import load_state_dict_file, load_strict, strip_prefixes
+from utils.errors import CheckpointError
+
+FACE_SIZE = 96
+# The audio encoder of the released models: AV-HuBERT BASE as in TalkLip's config.yaml
+# (w2v_args.model), with the pretraining label embeddings of its 2004-unit k-means dictionary.
+TALKLIP_AUDIO_ENCODER = dict(
+    encoder_layers=12, encoder_embed_dim=768, encoder_ffn_embed_dim=3072, encoder_attention_heads=12,
+    layer_norm_first=True, audio_feat_dim=104, modality_fuse="concat", masking_type="input",
+    final_dim=256, feature_grad_mult=1.0, dropout=0.1, attention_dropout=0.1, activation_dropout=0.0,
+    dropout_input=0.1, dropout_features=0.1, encoder_layerdrop=0.05, num_label_embs=2004)
+
+
+class ConvBlock(nn.Module):
+    """Conv (or transposed conv) + BatchNorm + ReLU, optionally residual (Wav2Lip's Conv2d)."""
+
+    def __init__(self, cin, cout, kernel_size, stride, padding, residual=False, transpose=False,
+                 output_padding=0):
+        super().__init__()
+        conv = (nn.ConvTranspose2d(cin, cout, kernel_size, stride, padding, output_padding) if transpose
+                else nn.Conv2d(cin, cout, kernel_size, stride, padding))
+        self.conv_block = nn.Sequential(conv, nn.BatchNorm2d(cout))
+        self.residual = residual
+
+    def forward(self, x):
+        out = self.conv_block(x)
+        return F.relu(out + x if self.residual else out)
+
+
+class PlainConv(nn.Module):
+    """Conv + LeakyReLU(0.01), no normalisation (the discriminator's blocks)."""
+
+    def __init__(self, cin, cout, kernel_size, stride, padding):
+        super().__init__()
+        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride, padding))
+
+    def forward(self, x):
+        return F.leaky_relu(self.conv_block(x), 0.01)
+
+
+def _res(c, n):
+    return [ConvBlock(c, c, 3, 1, 1, residual=True) for _ in range(n)]
+
+
+class AVSync(nn.Module):
+    """The ``av_sync`` contrastive head: audio projection + InfoNCE against visual features."""
+
+    def __init__(self, dim: int = 768, temperature: float = 0.07, max_negatives: int = 100):
+        super().__init__()
+        self.Linearaudio = nn.Linear(dim, dim)
+        self.temperature, self.max_negatives = temperature, max_negatives
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, generator: Optional[torch.Generator] = None):
+        """video, audio: (N, C) paired features -> scalar loss; negatives are other rows' audio."""
+        video = F.normalize(video, dim=1)
+        audio = F.normalize(self.Linearaudio(F.normalize(audio, dim=1)), dim=1)
+        n = audio.shape[0]
+        n_neg = min(self.max_negatives, n // 2)
+        if n_neg < 1:
+            raise ValueError("the contrastive loss needs at least 2 frames")
+        neg = torch.multinomial(torch.ones(n, n - 1), n_neg, generator=generator)
+        neg = neg + (neg >= torch.arange(n)[:, None]).long()            # skip the positive itself
+        negatives = audio[neg.to(audio.device).view(-1)].view(n, n_neg, -1)
+        logits = torch.cat([(audio * video).sum(-1, keepdim=True),
+                            (audio[:, None] * negatives).sum(-1)], dim=1) / self.temperature
+        return -F.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+class TalkLip(nn.Module):
+    """The lip-sync generator.
+
+    ``render(faces, audio_emb)``: faces (N, 6, 96, 96) in [0, 1] (masked target, reference),
+    audio_emb (N, C) per-frame audio-encoder features -> (N, 3, 96, 96) in [0, 1].
+    ``forward(faces, audio, padding_mask, audio_index)``: runs the audio encoder on (B, 104, T)
+    features and picks row ``audio_index`` of the flattened (B*T, C) output for each face.
+    """
+
+    ENC = [6, 16, 32, 64, 128, 256, 512, 512]
+    DEC = [512, 512, 512, 384, 256, 128, 64]
+
+    def __init__(self, audio_encoder_cfg: Optional[EncoderConfig] = None):
+        super().__init__()
+        cfg = audio_encoder_cfg or EncoderConfig(**TALKLIP_AUDIO_ENCODER)
+        e, d = self.ENC, self.DEC
+        self.face_encoder_blocks = nn.ModuleList([
+            nn.Sequential(ConvBlock(e[0], e[1], 7, 1, 3)),
+            nn.Sequential(ConvBlock(e[1], e[2], 3, 2, 1), *_res(e[2], 2)),
+            nn.Sequential(ConvBlock(e[2], e[3], 3, 2, 1), *_res(e[3], 3)),
+            nn.Sequential(ConvBlock(e[3], e[4], 3, 2, 1), *_res(e[4], 2)),
+            nn.Sequential(ConvBlock(e[4], e[5], 3, 2, 1), *_res(e[5], 2)),
+            nn.Sequential(ConvBlock(e[5], e[6], 3, 2, 1), *_res(e[6], 1)),
+            nn.Sequential(ConvBlock(e[6], e[7], 3, 1, 0), ConvBlock(e[7], e[7], 1, 1, 0))])
+        self.audio_encoder = AVHubertEncoder(cfg)
+        self.audio_map = nn.Linear(cfg.encoder_embed_dim, e[-1])
+        up = [e[-i - 1] + d[i] for i in range(len(d))]
+        self.face_decoder_blocks = nn.ModuleList([
+            nn.Sequential(ConvBlock(e[-1], d[0], 1, 1, 0)),
+            nn.Sequential(ConvBlock(up[0], d[1], 3, 1, 0, transpose=True), *_res(d[1], 1)),
+            *[nn.Sequential(ConvBlock(up[i - 1], d[i], 3, 2, 1, transpose=True, output_padding=1), *_res(d[i], 2))
+              for i in range(2, 7)]])
+        self.output_block = nn.Sequential(ConvBlock(up[6], 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
+        self.sync_net = AVSync(cfg.encoder_embed_dim)
+        self.ft = False          # fine-tune the audio encoder (training stage 2 on)
+
+    @property
+    def audio_dim(self) -> int:
+        return self.audio_map.in_features
+
+    def encode_audio(self, audio: torch.Tensor, padding_mask: Optional[torch.Tensor] = None):
+        """audio (B, 104, T) -> per-frame features (T, B, C) and padding mask (B, T)."""
+        with torch.no_grad() if not self.ft else contextlib.nullcontext():
+            return self.audio_encoder(audio=audio, padding_mask=padding_mask)
+
+    def render(self, faces: torch.Tensor, audio_emb: torch.Tensor) -> torch.Tensor:
+        feats = []
+        x = faces
+        for block in self.face_encoder_blocks:
+            x = block(x)
+            feats.append(x)
+        x = self.audio_map(audio_emb).view(audio_emb.shape[0], -1, 1, 1)
+        for block in self.face_decoder_blocks:
+            x = torch.cat([block(x), feats.pop()], dim=1)
+        return self.output_block(x)
+
+    def forward(self, faces: torch.Tensor, audio: torch.Tensor, padding_mask: Optional[torch.Tensor],
+                audio_index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """-> generated faces (N, 3, 96, 96), audio features (T, B, C)."""
+        audio_emb, _ = self.encode_audio(audio, padding_mask)
+        flat = audio_emb.transpose(0, 1).reshape(-1, audio_emb.shape[-1])
+        return self.render(faces, flat[audio_index]), audio_emb
+
+
+class TalkLipDiscriminator(nn.Module):
+    """``TalkLip_disc_qual``: real/fake probability from the lower half of a face."""
+
+    def __init__(self):
+        super().__init__()
+        self.face_encoder_blocks = nn.ModuleList([
+            nn.Sequential(PlainConv(3, 32, 7, 1, 3)),
+            nn.Sequential(PlainConv(32, 64, 5, (1, 2), 2), PlainConv(64, 64, 5, 1, 2)),
+            nn.Sequential(PlainConv(64, 128, 5, 2, 2), PlainConv(128, 128, 5, 1, 2)),
+            nn.Sequential(PlainConv(128, 256, 5, 2, 2), PlainConv(256, 256, 5, 1, 2)),
+            nn.Sequential(PlainConv(256, 512, 3, 2, 1), PlainConv(512, 512, 3, 1, 1)),
+            nn.Sequential(PlainConv(512, 512, 3, 2, 1), PlainConv(512, 512, 3, 1, 1)),
+            nn.Sequential(PlainConv(512, 512, 3, 1, 0), PlainConv(512, 512, 1, 1, 0))])
+        self.binary_pred = nn.Sequential(nn.Conv2d(512, 1, 1, 1, 0), nn.Sigmoid())
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        """faces (N, 3, 96, 96) in [0, 1] -> (N, 1) probability of being real."""
+        x = faces[:, :, faces.shape[2] // 2:]
+        for block in self.face_encoder_blocks:
+            x = block(x)
+        return self.binary_pred(x).view(len(x), -1)
+
+    def perceptual_loss(self, fake_faces: torch.Tensor) -> torch.Tensor:
+        """BCE pushing generated faces towards 'real' (the generator's perceptual loss)."""
+        pred = self(fake_faces)
+        return F.binary_cross_entropy(pred, torch.ones_like(pred))
+
+
+TalkLip_disc_qual = TalkLipDiscriminator   # the original name
+
+
+def _checkpoint_state(path_or_state, what: str) -> Tuple[dict, str]:
+    if isinstance(path_or_state, str):
+        return strip_prefixes(load_state_dict_file(path_or_state, what=what)), path_or_state
+    return strip_prefixes(path_or_state), what
+
+
+def load_talklip(path_or_state: Union[str, dict], device="cpu") -> TalkLip:
+    """A TalkLip generator from an original .pth (dict with ``state_dict``) or a state dict."""
+    state, source = _checkpoint_state(path_or_state, "TalkLip checkpoint")
+    labels = state.get("audio_encoder.w2v_model.label_embs_concat")
+    cfg = EncoderConfig(**{**TALKLIP_AUDIO_ENCODER,
+                           "num_label_embs": int(labels.shape[0]) if labels is not None else 0,
+                           "final_dim": int(labels.shape[1]) if labels is not None else 256})
+    model = TalkLip(cfg)
+    if "binary_pred.0.weight" in state:
+        raise CheckpointError(f"{source} is a TalkLip discriminator checkpoint: pass the generator "
+                              f"checkpoint (the file without the disc_ prefix)")
+    load_strict(model, state, source=source)
+    return model.to(device).eval()
+
+
+def load_discriminator(path_or_state: Union[str, dict], device="cpu") -> TalkLipDiscriminator:
+    state, source = _checkpoint_state(path_or_state, "TalkLip discriminator checkpoint")
+    model = TalkLipDiscriminator()
+    load_strict(model, state, source=source)
+    return model.to(device).eval()
