@@ -103,15 +103,18 @@ class FrameFetcher:
         lo, hi = int(indices.min()), int(indices.max())
         if lo != self.next_index:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, lo)
-        block = []
-        for index in range(lo, hi + 1):
+        block = None
+        for offset in range(hi - lo + 1):
             ok, frame = self.cap.read()
             if not ok:
-                raise MediaError(f"cannot decode frame {index} of {self.path}: the video is damaged; "
+                raise MediaError(f"cannot decode frame {lo + offset} of {self.path}: the video is damaged; "
                                  f"re-encode it")
-            block.append(frame)
+            if block is None:
+                block = np.empty((hi - lo + 1,) + frame.shape, np.uint8)
+            block[offset] = frame
         self.next_index = hi + 1
-        block = np.stack(block)
+        if np.array_equal(indices, np.arange(lo, hi + 1)):
+            return block
         return block[indices - lo]
 
     def close(self):
@@ -142,10 +145,12 @@ def blend_mask(height: int, width: int, feather: int) -> np.ndarray:
     return (np.outer(ramp(height), ramp(width))[..., None]).astype(np.float32)
 
 
-def paste_faces(frames: np.ndarray, boxes: np.ndarray, faces: np.ndarray, feather: int = 0) -> np.ndarray:
-    """Write generated faces (N, 96, 96, 3) uint8 into copies of frames inside their boxes (clipped
-    to the frame); with ``feather`` the face fades into the original over that many pixels."""
-    out = frames.copy()
+def paste_faces(frames: np.ndarray, boxes: np.ndarray, faces: np.ndarray, feather: int = 0,
+                in_place: bool = False) -> np.ndarray:
+    """Write generated faces (N, 96, 96, 3) uint8 into frames inside their boxes (clipped to the
+    frame), into copies unless ``in_place``; with ``feather`` the face fades into the original
+    over that many pixels."""
+    out = frames if in_place else frames.copy()
     height, width = frames.shape[1:3]
     for frame, box, face in zip(out, boxes, faces):
         x1, y1, x2, y2 = (int(v) for v in box)
@@ -204,7 +209,7 @@ def synthesize_frames(generator: TalkLip, source: FrameFetcher, boxes: np.ndarra
         refs = crops if reference is None else np.repeat(reference[None], len(crops), axis=0)
         emb = audio_emb[torch.from_numpy(audio_rows[start:start + opts.chunk_frames])]
         faces = render_faces(generator, face_inputs(crops, refs), emb, opts.device, opts.batch_size, opts.dtype)
-        yield paste_faces(frames, boxes[idx], faces, opts.feather)
+        yield paste_faces(frames, boxes[idx], faces, opts.feather, in_place=True)
         bar.update(len(idx))
     bar.close()
 

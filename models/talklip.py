@@ -179,7 +179,7 @@ TalkLip_disc_qual = TalkLipDiscriminator   # the original name
 
 def _checkpoint_state(path_or_state, what: str) -> Tuple[dict, str]:
     if isinstance(path_or_state, str):
-        return strip_prefixes(load_state_dict_file(path_or_state, what=what)), path_or_state
+        return strip_prefixes(load_state_dict_file(path_or_state, what=what, mmap=True)), path_or_state
     return strip_prefixes(path_or_state), what
 
 
@@ -190,16 +190,18 @@ def load_talklip(path_or_state: Union[str, dict], device="cpu") -> TalkLip:
     cfg = EncoderConfig(**{**TALKLIP_AUDIO_ENCODER,
                            "num_label_embs": int(labels.shape[0]) if labels is not None else 0,
                            "final_dim": int(labels.shape[1]) if labels is not None else 256})
-    model = TalkLip(cfg)
     if "binary_pred.0.weight" in state:
         raise CheckpointError(f"{source} is a TalkLip discriminator checkpoint: pass the generator "
                               f"checkpoint (the file without the disc_ prefix)")
-    load_strict(model, state, source=source)
+    with torch.device("meta"):                 # no random init; the checkpoint's tensors are used
+        model = TalkLip(cfg)
+    load_strict(model, state, source=source, assign=True)
     return model.to(device).eval()
 
 
 def load_discriminator(path_or_state: Union[str, dict], device="cpu") -> TalkLipDiscriminator:
     state, source = _checkpoint_state(path_or_state, "TalkLip discriminator checkpoint")
-    model = TalkLipDiscriminator()
-    load_strict(model, state, source=source)
+    with torch.device("meta"):
+        model = TalkLipDiscriminator()
+    load_strict(model, state, source=source, assign=True)
     return model.to(device).eval()

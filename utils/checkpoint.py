@@ -15,12 +15,18 @@ STRIPPED_PREFIXES = ("module.", "_orig_mod.")   # DataParallel/DDP and torch.com
 SHOWN_KEYS = 4
 
 
-def load_state_dict_file(path: str, what: str = "checkpoint") -> dict:
-    """Load a torch file of tensors on CPU; a dict holding ``state_dict`` returns that entry."""
+def load_state_dict_file(path: str, what: str = "checkpoint", mmap: bool = False) -> dict:
+    """Load a torch file of tensors on CPU; a dict holding ``state_dict`` returns that entry.
+    With ``mmap`` the tensors stay in the file's pages instead of being read into memory."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} file {path} does not exist: check the path")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if not mmap or "mmap" not in str(exc):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)   # legacy (non-zip) file
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read {what} file {path} ({reason[:200]}): "
@@ -70,14 +76,19 @@ def state_dict_diff(module: nn.Module, state: Mapping[str, torch.Tensor]) -> str
     return "; ".join(parts)
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``module`` requiring identical keys and shapes (fp16 tensors are cast)."""
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                assign: bool = False) -> None:
+    """Load ``state`` into ``module`` requiring identical keys and shapes (fp16 tensors are cast).
+    With ``assign`` (for a module built on the meta device) the tensors are taken over, not copied."""
     state = strip_prefixes(state)
     diff = state_dict_diff(module, state)
     if diff:
         raise CheckpointError(f"{source} does not match {type(module).__name__}: {diff}; "
                               f"is this the right weights file?")
-    module.load_state_dict(state, strict=True)
+    if assign:
+        expected = module.state_dict()
+        state = {k: v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 def save_atomic(obj, path: Union[str, os.PathLike]) -> None:
