@@ -47,3 +47,31 @@ def talklip_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("talklip") / "talklip_random.pth"
     torch.save({"state_dict": model.state_dict(), "optimizer": None, "global_step": 0, "global_epoch": 0}, path)
     return str(path), model.eval()
+
+
+@pytest.fixture(scope="session")
+def codec_parts():
+    """A sentencepiece model and fairseq symbol list over the synthetic corpus's words."""
+    from tests.tiny_models import make_codec_parts
+    return make_codec_parts()
+
+
+@pytest.fixture(scope="session")
+def seq2seq_checkpoint(tmp_path_factory, codec_parts):
+    """A tiny AV-HuBERT lip reader saved as fairseq saves av_hubert_seq2seq, and the model itself."""
+    from tests.tiny_models import write_seq2seq_checkpoint
+    return write_seq2seq_checkpoint(str(tmp_path_factory.mktemp("ckpt") / "checkpoint_best.pt"), codec_parts)
+
+
+@pytest.fixture(scope="session")
+def synthesized_test(corpus, one_shard, talklip_checkpoint, tmp_path_factory):
+    """inf_test.py's output for the corpus's test split, with a random generator."""
+    data, splits = corpus
+    out = tmp_path_factory.mktemp("synt")
+    filelist = out / "test.txt"
+    filelist.write_text("\n".join(splits["test"]) + "\n")
+    proc = run_module("inf_test", "--filelist", filelist, "--video_root", f"{data}/main", "--audio_root",
+                      one_shard / "audio", "--bbx_root", one_shard / "bbx", "--save_root", out / "synt",
+                      "--ckpt_path", talklip_checkpoint[0], "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    return out / "synt"

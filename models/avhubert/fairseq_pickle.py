@@ -158,7 +158,10 @@ def to_plain(obj: Any, _depth: int = 0) -> Any:
 
 
 def record_state(obj: Any, kind_suffix: str) -> dict:
-    """The pickled ``__dict__`` of a record whose class name ends with ``kind_suffix``."""
+    """The pickled ``__dict__`` of a record whose class name ends with ``kind_suffix``; a plain
+    dict (talklip's own checkpoints, e.g. from train_expert.py) is taken as that state."""
+    if isinstance(obj, dict):
+        return obj
     if not isinstance(obj, PickledRecord) or not _record_kind(obj).endswith(kind_suffix):
         raise CheckpointError(f"expected a pickled {kind_suffix}, found {type(obj).__name__}")
     return obj.state if isinstance(obj.state, dict) else {}

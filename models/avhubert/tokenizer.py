@@ -89,7 +89,7 @@ class SentencePieceTokenizer:
     @classmethod
     def from_pickled(cls, record) -> "SentencePieceTokenizer":
         processor = record_state(record, "SentencepieceBPE").get("sp")
-        proto = getattr(processor, "state", None)
+        proto = processor if isinstance(processor, (bytes, bytearray)) else getattr(processor, "state", None)
         if isinstance(proto, dict):            # sentencepiece >= 0.2 pickles a dict of options
             proto = proto.get("model_proto")
         if not isinstance(proto, (bytes, bytearray)):

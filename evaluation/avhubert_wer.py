@@ -1,0 +1,134 @@
+"""WER by lip-reading observer 1 (AV-HuBERT seq2seq fine-tuned on LRS2), and LRW word accuracy.
+
+    python -m evaluation.avhubert_wer --video_root SYNT --filelist test.txt --bbx_root LRS2/bbx \
+        --word_root LRS2/main --ckpt_path observer1.pt
+    python -m evaluation.avhubert_wer --lrw ...        # word accuracy: decoded text vs the LRW label
+
+Decoding is fairseq's beam search with ``s2s_decode.yaml``'s settings (beam 50, max_len_a 1.0,
+max_len_b 0, lenpen 1.0) on the video alone; WER is corpus-level (all edits / all reference
+words), as av_hubert's infer_s2s reports it, upper-cased. Mouth crops: ``--roi bbx`` (default) cuts
+the mouth from each frame's stored face box (the lower-middle of the 96 x 96 face crop, resized to
+96 x 96, central 88 x 88); ``--roi center`` is the original protocol, the central 88 x 88 of the
+whole frame (right for LRS2's 160 x 160 face-centred frames).
+"""
+import argparse
+
+import cv2
+import jiwer
+import numpy as np
+import torch
+
+from evaluation.common import add_clip_args, evaluate_clips, load_boxes, lrw_label, read_transcript
+from face_detection.boxes import crop_face
+from models.avhubert import load_avhubert
+from models.avhubert.training import ROI_MEAN, ROI_SIZE, ROI_STD, frames_to_mouth_rois
+from utils.device import resolve_device
+from utils.errors import MediaError, run_cli
+from utils.video import VideoReader
+
+# The mouth square inside TalkLip's 96 x 96 face crop: x 20..76, y 40..96.
+MOUTH_IN_FACE = (20, 40, 76, 96)
+
+
+def mouth_rois(video_path: str, boxes=None) -> torch.Tensor:
+    """(T, 88, 88) normalised grey mouth crops of a video: from the face boxes when given,
+    else the central crop of the whole frame."""
+    rois = []
+    with VideoReader(video_path) as reader:
+        for i, frame in enumerate(reader):
+            if boxes is None:
+                rois.append(frames_to_mouth_rois(torch.from_numpy(frame[None]).float())[0])
+                continue
+            if i >= len(boxes):
+                raise MediaError(f"{video_path} has more frames than its {len(boxes)} face boxes: rerun bbx_extract")
+            x1, y1, x2, y2 = MOUTH_IN_FACE
+            mouth = cv2.resize(crop_face(frame, boxes[i])[y1:y2, x1:x2], (96, 96))
+            grey = cv2.cvtColor(mouth, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+            off = (96 - ROI_SIZE) // 2
+            rois.append((torch.from_numpy(grey[off:off + ROI_SIZE, off:off + ROI_SIZE]) - ROI_MEAN) / ROI_STD)
+    if not rois:
+        raise MediaError(f"{video_path} has no frames: re-synthesize it")
+    return torch.stack(rois)
+
+
+@torch.no_grad()
+def decode_clip(model, rois: torch.Tensor, beam: int = 50, max_len_a: float = 1.0, max_len_b: int = 0,
+                lenpen: float = 1.0) -> str:
+    device = next(model.parameters()).device
+    video = rois[None, None].to(device)
+    mask = torch.zeros(1, rois.shape[0], dtype=torch.bool, device=device)
+    ids = model.generate(video=video, padding_mask=mask, beam=beam, max_len_a=max_len_a,
+                         max_len_b=max_len_b, lenpen=lenpen)[0]
+    return model.decode_text(ids)
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.upper().split())
+
+
+def add_decode_args(parser):
+    parser.add_argument("--beam", type=int, default=50)
+    parser.add_argument("--max_len_a", type=float, default=1.0)
+    parser.add_argument("--max_len_b", type=int, default=0)
+    parser.add_argument("--lenpen", type=float, default=1.0)
+    parser.add_argument("--roi", choices=["bbx", "center"], default="bbx",
+                        help="mouth crops from the face boxes, or the original's frame-centre crop")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video_root", required=True, help="folder of synthesized <name>.mp4")
+    parser.add_argument("--ckpt_path", required=True, help="AV-HuBERT seq2seq checkpoint (observer 1)")
+    parser.add_argument("--task_state", default=None, help="dictionary + sentencepiece (e.g. TalkLip's "
+                        "task_state.pt) when the checkpoint lacks them")
+    parser.add_argument("--bbx_root", default=None, help="folder of <name>.npy face boxes (needed for --roi bbx)")
+    parser.add_argument("--word_root", default=None, help="folder of LRS2 <name>.txt transcripts")
+    parser.add_argument("--lrw", action="store_true", help="LRW word accuracy: the label is the folder name")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index")
+    add_decode_args(parser)
+    add_clip_args(parser)
+    args = parser.parse_args(argv)
+    if args.roi == "bbx" and not args.bbx_root:
+        parser.error("--roi bbx needs --bbx_root (or use --roi center)")
+    if not args.lrw and not args.word_root:
+        parser.error("--word_root is needed for WER (or --lrw for LRW accuracy)")
+    return args
+
+
+def load_observer(args):
+    model = load_avhubert(args.ckpt_path, task_state_path=args.task_state).to(resolve_device(args.device))
+    if model.codec is None:
+        raise MediaError(f"{args.ckpt_path} carries no dictionary/sentencepiece model: pass --task_state")
+    return model
+
+
+def metric(args, model=None):
+    model = model or load_observer(args)
+
+    def run(name):
+        boxes = load_boxes(args.bbx_root, name) if args.roi == "bbx" else None
+        hyp = normalise(decode_clip(model, mouth_rois(f"{args.video_root}/{name}.mp4", boxes), args.beam,
+                                    args.max_len_a, args.max_len_b, args.lenpen))
+        if args.lrw:
+            label = lrw_label(name)
+            return {"acc": float(hyp == label), "acc_contains": float(label in hyp.split()), "hyp": hyp}
+        ref = normalise(read_transcript(args.word_root, name))
+        words = len(ref.split())
+        return {"wer": jiwer.wer(ref, hyp) if words else 0.0, "words": words, "hyp": hyp, "ref": ref}
+    return run
+
+
+def main(args) -> int:
+    tag = f"{'lrw_acc' if args.lrw else 'wer_avhubert'}_{args.roi}_b{args.beam}"
+    summary = evaluate_clips(args, tag, metric(args), weight=None if args.lrw else "words",
+                             root=args.video_root)
+    if args.lrw:
+        print(f"LRW accuracy {summary['acc']:.4f} (label among decoded words {summary['acc_contains']:.4f}) "
+              f"over {summary['clips']} clips")
+    else:
+        print(f"WER {summary['wer']:.4f} over {summary['clips']} clips")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())

@@ -1,0 +1,178 @@
+"""LSE-C and LSE-D: lip-speech sync of synthesized videos, measured by SyncNet (Chung & Zisserman).
+
+    python -m evaluation.sync_eval --data_root SYNT --filelist test.txt --initial_model syncnet_v2.model
+
+``SyncNet`` has the state-dict keys of syncnet_python's ``syncnet_v2.model`` (which loads safely,
+without syncnet_python). Scores follow TalkLip's ``SyncNetInstance_calc_scores.py``: frames resized
+to 224 x 224, 5-frame windows against 20 MFCC frames (100 Hz, ``python_speech_features.mfcc``),
+distances for every offset within +/- ``vshift`` frames averaged over the clip; LSE-D is the
+smallest mean distance, LSE-C the median minus that, ``offset`` the best shift. Frames are decoded
+in memory (the original wrote every frame as a JPEG first, so its numbers differ very slightly).
+"""
+import argparse
+import math
+from typing import Dict, Tuple
+
+import cv2
+import numpy as np
+import python_speech_features
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from evaluation.common import add_clip_args, evaluate_clips
+from utils.audio import AUDIO_RATE_HZ, float_to_int16, load_audio
+from utils.checkpoint import load_state_dict_file, load_strict, strip_prefixes
+from utils.device import resolve_device
+from utils.errors import MediaError, run_cli
+from utils.video import VideoReader
+
+SYNC_SIZE = 224
+WINDOW = 5                  # video frames per SyncNet input
+MFCC_PER_FRAME = 4          # 100 Hz MFCC / 25 fps video
+SAMPLES_PER_FRAME = AUDIO_RATE_HZ // 25
+
+
+def _bn_relu(conv, channels, bn=nn.BatchNorm2d):
+    return [conv, bn(channels), nn.ReLU(inplace=True)]
+
+
+class SyncNet(nn.Module):
+    """syncnet_python's ``S``: ``forward_aud`` (N, 1, 13, 20) MFCC -> (N, 1024), ``forward_lip``
+    (N, 3, 5, 224, 224) BGR in [0, 255] -> (N, 1024)."""
+
+    def __init__(self, embed_dim: int = 1024):
+        super().__init__()
+        c2, c3 = nn.Conv2d, nn.Conv3d
+        self.netcnnaud = nn.Sequential(
+            *_bn_relu(c2(1, 64, 3, 1, 1), 64), nn.MaxPool2d(1, 1),
+            *_bn_relu(c2(64, 192, 3, 1, 1), 192), nn.MaxPool2d(3, (1, 2)),
+            *_bn_relu(c2(192, 384, 3, padding=1), 384),
+            *_bn_relu(c2(384, 256, 3, padding=1), 256),
+            *_bn_relu(c2(256, 256, 3, padding=1), 256), nn.MaxPool2d(3, 2),
+            *_bn_relu(c2(256, 512, (5, 4)), 512))
+        self.netfcaud = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, embed_dim))
+        self.netfclip = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, embed_dim))
+        bn3 = nn.BatchNorm3d
+        self.netcnnlip = nn.Sequential(
+            *_bn_relu(c3(3, 96, (5, 7, 7), (1, 2, 2)), 96, bn3), nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+            *_bn_relu(c3(96, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)), 256, bn3),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+            *_bn_relu(c3(256, 256, (1, 3, 3), padding=(0, 1, 1)), 256, bn3),
+            *_bn_relu(c3(256, 256, (1, 3, 3), padding=(0, 1, 1)), 256, bn3),
+            *_bn_relu(c3(256, 256, (1, 3, 3), padding=(0, 1, 1)), 256, bn3), nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+            *_bn_relu(c3(256, 512, (1, 6, 6)), 512, bn3))
+
+    def forward_aud(self, mfcc: torch.Tensor) -> torch.Tensor:
+        return self.netfcaud(self.netcnnaud(mfcc).flatten(1))
+
+    def forward_lip(self, video: torch.Tensor) -> torch.Tensor:
+        return self.netfclip(self.netcnnlip(video).flatten(1))
+
+
+def load_syncnet(path: str, device="cpu") -> SyncNet:
+    """SyncNet from syncnet_python's ``syncnet_v2.model`` (a state dict, legacy torch format)."""
+    state = strip_prefixes(load_state_dict_file(path, what="SyncNet model"))
+    model = SyncNet()
+    load_strict(model, state, source=path)
+    return model.to(device).eval()
+
+
+def mfcc_features(wav: np.ndarray) -> np.ndarray:
+    """(13, T) MFCCs at 100 Hz of 16 kHz speech, on the int16 scale as the original read it."""
+    wav = np.asarray(wav)
+    if wav.dtype != np.int16:
+        wav = float_to_int16(wav.astype(np.float32))
+    return python_speech_features.mfcc(wav, AUDIO_RATE_HZ).T.astype(np.float32)
+
+
+def offset_scores(video_feats: torch.Tensor, audio_feats: torch.Tensor, vshift: int) -> Dict:
+    """The original's calc_pdist + scoring. Row i of the (2*vshift+1) distances compares video
+    window i with audio window i + j - vshift (zero-padded outside the clip).
+    -> {'lse_d', 'lse_c', 'offset', 'mean_dists'}; offset = vshift - argmin, so audio running k
+    windows late (audio[t + k] matches video[t]) gives offset -k."""
+    win = 2 * vshift + 1
+    padded = F.pad(audio_feats, (0, 0, vshift, vshift))
+    n = len(video_feats)
+    idx = torch.arange(n)[:, None] + torch.arange(win)[None]             # (n, win)
+    dists = F.pairwise_distance(video_feats[:, None].expand(-1, win, -1).reshape(n * win, -1),
+                                padded[idx].reshape(n * win, -1)).view(n, win)
+    mean = dists.mean(0)
+    minval, minidx = torch.min(mean, 0)
+    return {"lse_d": float(minval), "lse_c": float(torch.median(mean) - minval),
+            "offset": int(vshift - minidx), "mean_dists": mean}
+
+
+@torch.no_grad()
+def lse(frames_bgr: np.ndarray, wav_16k: np.ndarray, syncnet: SyncNet, vshift: int = 15,
+        batch_size: int = 20) -> Dict:
+    """LSE-D / LSE-C / offset of one clip. frames_bgr: (T, 224, 224, 3) uint8 BGR at 25 fps;
+    wav_16k: int16 or float samples at 16 kHz."""
+    frames = np.asarray(frames_bgr)
+    if frames.ndim != 4 or frames.shape[1:] != (SYNC_SIZE, SYNC_SIZE, 3):
+        raise ValueError(f"frames must be T x {SYNC_SIZE} x {SYNC_SIZE} x 3, got {frames.shape}")
+    mfcc = torch.from_numpy(mfcc_features(wav_16k))
+    usable = min(len(frames), math.floor(len(wav_16k) / SAMPLES_PER_FRAME))
+    last = usable - WINDOW                  # the original's window count (one short of all)
+    if last < 1:
+        raise ValueError(f"clip too short for SyncNet: {usable} frames, need at least {WINDOW + 1}")
+    device = next(syncnet.parameters()).device
+    video_feats, audio_feats = [], []
+    for start in range(0, last, batch_size):
+        stop = min(last, start + batch_size)
+        clip = torch.from_numpy(frames[start:stop + WINDOW - 1]).to(device).float().permute(3, 0, 1, 2)
+        windows = torch.stack([clip[:, i:i + WINDOW] for i in range(stop - start)])   # (B, 3, 5, H, W)
+        video_feats.append(syncnet.forward_lip(windows).cpu())
+        cc = torch.stack([mfcc[:, MFCC_PER_FRAME * v: MFCC_PER_FRAME * v + 20] for v in range(start, stop)])
+        audio_feats.append(syncnet.forward_aud(cc[:, None].to(device)).cpu())
+    scores = offset_scores(torch.cat(video_feats), torch.cat(audio_feats), vshift)
+    scores.pop("mean_dists")
+    return scores
+
+
+def read_sync_frames(path: str) -> Tuple[np.ndarray, float]:
+    """All frames of a video resized to 224 x 224 (uint8 BGR), and its frame rate."""
+    with VideoReader(path) as reader:
+        fps = reader.fps
+        frames = np.empty((reader.num_frames, SYNC_SIZE, SYNC_SIZE, 3), np.uint8)
+        count = 0
+        for frame in reader:
+            if count == len(frames):
+                frames = np.concatenate([frames, np.empty_like(frames[:max(1, len(frames))])])
+            frames[count] = cv2.resize(frame, (SYNC_SIZE, SYNC_SIZE))
+            count += 1
+    return frames[:count], fps
+
+
+def clip_sync(path: str, syncnet: SyncNet, vshift: int, batch_size: int) -> Dict:
+    frames, fps = read_sync_frames(path)
+    if abs(fps - 25) > 0.01:
+        raise MediaError(f"{path} runs at {fps:g} fps; SyncNet scores assume 25 fps: re-encode it at 25 fps")
+    wav = load_audio(path)
+    return lse(frames, wav, syncnet, vshift=vshift, batch_size=batch_size)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_root", required=True, help="folder of synthesized <name>.mp4 (with audio)")
+    parser.add_argument("--initial_model", required=True, help="syncnet_python's syncnet_v2.model")
+    parser.add_argument("--vshift", type=int, default=15, help="largest offset tried, in frames")
+    parser.add_argument("--batch_size", type=int, default=20, help="windows per SyncNet batch")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index")
+    add_clip_args(parser)
+    return parser.parse_args(argv)
+
+
+def metric(args, syncnet=None):
+    syncnet = syncnet or load_syncnet(args.initial_model, resolve_device(args.device))
+    return lambda name: clip_sync(f"{args.data_root}/{name}.mp4", syncnet, args.vshift, args.batch_size)
+
+
+def main(args) -> int:
+    summary = evaluate_clips(args, f"sync_vshift{args.vshift}", metric(args), root=args.data_root)
+    print(f"LSE-D {summary['lse_d']:.3f}, LSE-C {summary['lse_c']:.3f} over {summary['clips']} clips")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())
