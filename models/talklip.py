@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from models.avhubert.config import EncoderConfig
 from models.avhubert.model import AVHubertEncoder
-from utils.checkpoint import load_state_dict_file, load_strict, strip_prefixes
+from utils.checkpoint import load_checkpoint_file, load_strict, strip_prefixes
 from utils.errors import CheckpointError
 
 FACE_SIZE = 96
@@ -170,24 +170,35 @@ class TalkLipDiscriminator(nn.Module):
 
     def perceptual_loss(self, fake_faces: torch.Tensor) -> torch.Tensor:
         """BCE pushing generated faces towards 'real' (the generator's perceptual loss)."""
-        pred = self(fake_faces)
-        return F.binary_cross_entropy(pred, torch.ones_like(pred))
+        return bce(self(fake_faces), 1.0)
+
+
+def bce(prob: torch.Tensor, value: float) -> torch.Tensor:
+    """Binary cross-entropy of probabilities against a constant label, in float32 outside autocast
+    (CUDA autocast refuses binary_cross_entropy on probabilities)."""
+    with torch.autocast(prob.device.type, enabled=False):
+        prob = prob.float()
+        return F.binary_cross_entropy(prob, torch.full_like(prob, value))
 
 
 TalkLip_disc_qual = TalkLipDiscriminator   # the original name
 
 
-def _checkpoint_state(path_or_state, what: str) -> Tuple[dict, str]:
+def _checkpoint_state(path_or_state, what: str) -> Tuple[dict, str, dict]:
     if isinstance(path_or_state, str):
-        return strip_prefixes(load_state_dict_file(path_or_state, what=what, mmap=True)), path_or_state
-    return strip_prefixes(path_or_state), what
+        state, meta = load_checkpoint_file(path_or_state, what=what, mmap=True)
+        return strip_prefixes(state), path_or_state, meta
+    return strip_prefixes(path_or_state), what, {}
 
 
 def load_talklip(path_or_state: Union[str, dict], device="cpu") -> TalkLip:
-    """A TalkLip generator from an original .pth (dict with ``state_dict``) or a state dict."""
-    state, source = _checkpoint_state(path_or_state, "TalkLip checkpoint")
+    """A TalkLip generator from an original .pth (dict with ``state_dict``) or a state dict. The
+    audio encoder is BASE, as released, unless the file records another (``audio_encoder_cfg``,
+    written by train.py when the expert is not BASE)."""
+    state, source, meta = _checkpoint_state(path_or_state, "TalkLip checkpoint")
     labels = state.get("audio_encoder.w2v_model.label_embs_concat")
-    cfg = EncoderConfig(**{**TALKLIP_AUDIO_ENCODER,
+    base = {**TALKLIP_AUDIO_ENCODER, **(meta.get("audio_encoder_cfg") or {})}
+    cfg = EncoderConfig(**{**base,
                            "num_label_embs": int(labels.shape[0]) if labels is not None else 0,
                            "final_dim": int(labels.shape[1]) if labels is not None else 256})
     if "binary_pred.0.weight" in state:
@@ -200,7 +211,7 @@ def load_talklip(path_or_state: Union[str, dict], device="cpu") -> TalkLip:
 
 
 def load_discriminator(path_or_state: Union[str, dict], device="cpu") -> TalkLipDiscriminator:
-    state, source = _checkpoint_state(path_or_state, "TalkLip discriminator checkpoint")
+    state, source, _ = _checkpoint_state(path_or_state, "TalkLip discriminator checkpoint")
     with torch.device("meta"):
         model = TalkLipDiscriminator()
     load_strict(model, state, source=source, assign=True)

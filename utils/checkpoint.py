@@ -4,7 +4,7 @@
 that hold other pickled objects (fairseq checkpoints) have their own restricted unpickler.
 """
 import os
-from typing import Dict, Mapping, Union
+from typing import Dict, Mapping, Union, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,6 +18,11 @@ SHOWN_KEYS = 4
 def load_state_dict_file(path: str, what: str = "checkpoint", mmap: bool = False) -> dict:
     """Load a torch file of tensors on CPU; a dict holding ``state_dict`` returns that entry.
     With ``mmap`` the tensors stay in the file's pages instead of being read into memory."""
+    return load_checkpoint_file(path, what, mmap)[0]
+
+
+def load_checkpoint_file(path: str, what: str = "checkpoint", mmap: bool = False) -> Tuple[dict, dict]:
+    """(state dict, the other top-level entries of the file, e.g. optimizer and global_step)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} file {path} does not exist: check the path")
     try:
@@ -31,11 +36,13 @@ def load_state_dict_file(path: str, what: str = "checkpoint", mmap: bool = False
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read {what} file {path} ({reason[:200]}): "
                               f"is it a PyTorch weights file, complete and uncorrupted?") from None
+    meta = {}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        meta = {k: v for k, v in obj.items() if k != "state_dict"}
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{what} file {path} holds a {type(obj).__name__}, not a state dict")
-    return dict(obj)
+    return dict(obj), meta
 
 
 def strip_prefixes(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

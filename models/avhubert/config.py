@@ -30,6 +30,7 @@ class EncoderConfig:
     audio_feat_dim: int = 104
     modality_fuse: str = "concat"
     resnet_relu_type: str = "prelu"
+    resnet_width: int = 64        # talklip extension: 64 in every released model
     sub_encoder_layers: int = 0
     masking_type: str = "input"
     final_dim: int = 0

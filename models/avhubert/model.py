@@ -38,7 +38,7 @@ class AVHubertModel(nn.Module):
         self.cfg = cfg
         dim = cfg.encoder_embed_dim
         self.feature_extractor_audio = SubModel(cfg.audio_feat_dim, cfg)
-        self.feature_extractor_video = SubModel(ResEncoder.out_dim, cfg, resnet=ResEncoder(cfg.resnet_relu_type))
+        self.feature_extractor_video = SubModel(8 * cfg.resnet_width, cfg, resnet=ResEncoder(cfg.resnet_relu_type, cfg.resnet_width))
         if cfg.modality_fuse not in ("concat", "add"):
             raise ValueError(f"modality_fuse must be concat or add, got {cfg.modality_fuse!r}")
         fused = dim * 2 if cfg.modality_fuse == "concat" else dim

@@ -165,10 +165,10 @@ class BasicBlock(nn.Module):
 class ResNetTrunk(nn.Module):
     """ResNet-18 body (layer1..layer4) and global average pooling."""
 
-    def __init__(self, relu_type: str):
+    def __init__(self, relu_type: str, width: int = 64):
         super().__init__()
-        planes = [64, 128, 256, 512]
-        inplanes = 64
+        planes = [width, 2 * width, 4 * width, 8 * width]
+        inplanes = width
         for index, width in enumerate(planes):
             stride = 1 if index == 0 else 2
             blocks = [BasicBlock(inplanes, width, stride, relu_type), BasicBlock(width, width, 1, relu_type)]
@@ -181,18 +181,18 @@ class ResNetTrunk(nn.Module):
 
 
 class ResEncoder(nn.Module):
-    """Visual front end: 3-D conv stem + ResNet-18 per frame. (B, 1, T, H, W) -> (B, 512, T)."""
+    """Visual front end: 3-D conv stem + ResNet-18 per frame. (B, 1, T, H, W) -> (B, 8*width, T).
+    ``width`` 64 is the released models'; smaller widths make cheap experts for small corpora."""
 
-    out_dim = 512
-
-    def __init__(self, relu_type: str = "prelu"):
+    def __init__(self, relu_type: str = "prelu", width: int = 64):
         super().__init__()
+        self.out_dim = 8 * width
         self.frontend3D = nn.Sequential(
-            nn.Conv3d(1, 64, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
-            nn.BatchNorm3d(64),
-            nn.PReLU(64) if relu_type == "prelu" else nn.ReLU(),
+            nn.Conv3d(1, width, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
+            nn.BatchNorm3d(width),
+            nn.PReLU(width) if relu_type == "prelu" else nn.ReLU(),
             nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
-        self.trunk = ResNetTrunk(relu_type)
+        self.trunk = ResNetTrunk(relu_type, width)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         batch = video.shape[0]

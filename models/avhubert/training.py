@@ -99,12 +99,13 @@ def collate_videos(rois: List[torch.Tensor], length: int = 0) -> Tuple[torch.Ten
 
 
 def images_to_avhubert(frames: List[torch.Tensor], boxes: List[torch.Tensor], faces: torch.Tensor,
-                       frame_indices: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+                       frame_indices: List[torch.Tensor], length: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """The original ``images2avhubert``: paste each clip's generated faces (consecutive rows of
-    ``faces``) into its frames, then mouth crops. -> video (B, 1, T, 88, 88), padding mask (B, T)."""
+    ``faces``) into its frames, then mouth crops. -> video (B, 1, T, 88, 88), padding mask (B, T),
+    T at least ``length`` (the batch's audio length, so both encoders' rows line up)."""
     rois, start = [], 0
     for clip_frames, clip_boxes, index in zip(frames, boxes, frame_indices):
         pasted = paste_faces(clip_frames.float(), clip_boxes, faces[start:start + len(index)], index)
         rois.append(frames_to_mouth_rois(pasted))
         start += len(index)
-    return collate_videos(rois)
+    return collate_videos(rois, length)

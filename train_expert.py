@@ -1,0 +1,46 @@
+"""Train the lip-reading expert (AV-HuBERT seq2seq) on an LRS2-layout corpus, for your own data or
+language: fine-tune a released AV-HuBERT checkpoint (--init) or train a small one from scratch.
+
+    python train_expert.py --file_dir DATA --video_root DATA/main --word_root DATA/main --out expert.pt \
+        [--init base_vox_iter5.pt] [--preset tiny|base|large] [--steps 300]
+
+Input is the central 88 x 88 grey crop of each frame, as TalkLip feeds its expert. Without --init
+(or when --init has no dictionary) a sentencepiece model is trained on train.txt's transcripts.
+The output loads with train.py --avhubert_path and the observer-1 evaluation.
+"""
+import argparse
+
+from training.expert import train_expert
+from utils.device import resolve_device
+from utils.errors import run_cli
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--file_dir", required=True, help="folder of train.txt and valid.txt")
+    p.add_argument("--video_root", required=True)
+    p.add_argument("--word_root", required=True, help="folder of <name>.txt transcripts")
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--init", default=None, help="AV-HuBERT pretraining or seq2seq checkpoint to start from")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"], help="size when training from scratch")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--vocab_size", type=int, default=100, help="sentencepiece pieces (upper bound)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no_progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(args) -> int:
+    result = train_expert(args.file_dir, args.video_root, args.word_root, args.out, init=args.init,
+                          preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          vocab_size=args.vocab_size, seed=args.seed, device=resolve_device(args.device),
+                          progress=not args.no_progress)
+    print(f"expert written to {args.out} (validation WER {result['wer']:.3f}, token accuracy {result['token_acc']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())

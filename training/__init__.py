@@ -1,0 +1,1 @@
+"""TalkLip training: data, objective, curriculum, trainer; and the lip-reading expert trainer."""

@@ -1,0 +1,164 @@
+"""TalkLip training data: the original ``Talklipdata`` and ``collate_fn``, made deterministic.
+
+Every random choice of a sample (which 5-frame windows, which reference windows) comes from a
+generator seeded by (seed, epoch, index, rollbacks), and the order of samples from
+``ResumableBatchSampler``; so a resumed run and a run on more processes see exactly the same data.
+"""
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from evaluation.common import read_transcript
+from face_detection.boxes import crop_face
+from models.avhubert.training import collate_targets
+from utils.audio import audio_visual_align, load_audio, talklip_features
+from utils.errors import MediaError
+from utils.fileio import read_filelist
+from utils.video import VideoReader
+
+WINDOW = 5                 # frames per training window
+TRAIN_WINDOW_RATE = 0.08   # windows drawn per frame of a training clip
+VALID_WINDOW_STEP = 0.12   # validation windows start every 12% of a clip
+
+
+def spread_starts(starts: Sequence[int]) -> List[int]:
+    """Sorted starts, dropping any within 4 frames of the last kept (non-overlapping windows)."""
+    kept = []
+    for s in sorted(starts):
+        if not kept or s - kept[-1] > WINDOW - 1:
+            kept.append(int(s))
+    return kept
+
+
+def window_starts(num_frames: int, train: bool, rng: np.random.Generator, per_clip: Optional[int] = None):
+    """(starts, reference starts or None). Train: ~8% of the frames drawn from 1..T-5, references
+    from another window of the clip; validation: every 12% of the clip, reference frame 0."""
+    last = num_frames - WINDOW            # the largest valid start
+    if last < 1:
+        raise MediaError(f"clip of {num_frames} frames is shorter than the {WINDOW + 1} frames training needs")
+    if train:
+        count = per_clip or max(1, int(num_frames * TRAIN_WINDOW_RATE))
+        starts = spread_starts(rng.choice(np.arange(1, last + 1), size=min(count, last), replace=False))
+        refs = []
+        for s in starts:
+            ref = s
+            while ref == s:
+                ref = int(rng.integers(0, last + 1))
+            refs.append(ref)
+        return starts, refs
+    step = max(1, int(num_frames * VALID_WINDOW_STEP))
+    return spread_starts(range(0, last + 1, step)), None
+
+
+class TalkLipDataset(torch.utils.data.Dataset):
+    """Samples of ``<file_dir>/<split>.txt``; item -> dict (see ``__getitem__``)."""
+
+    def __init__(self, split: str, file_dir: str, video_root: str, audio_root: str, bbx_root: str,
+                 word_root: str, codec, train: Optional[bool] = None, seed: int = 0,
+                 windows_per_clip: Optional[int] = None):
+        self.names = read_filelist(os.path.join(file_dir, f"{split}.txt"))
+        self.video_root, self.audio_root, self.bbx_root, self.word_root = video_root, audio_root, bbx_root, word_root
+        self.codec, self.seed, self.windows_per_clip = codec, seed, windows_per_clip
+        self.train = split == "train" if train is None else train
+        self.epoch, self.rollbacks = 0, 0
+
+    def __len__(self):
+        return len(self.names)
+
+    def set_epoch(self, epoch: int, rollbacks: int = 0):
+        self.epoch, self.rollbacks = epoch, rollbacks
+
+    def __getitem__(self, idx: int) -> Dict:
+        """faces_in (N, 6, 96, 96) masked target + reference in [0, 1] BGR; faces_gt (N, 3, 96, 96);
+        audio (T, 104); target ids; frames (T, H, W, 3) uint8; boxes (T, 4); picked (N,) frame indices."""
+        name = self.names[idx]
+        rng = np.random.default_rng([self.seed, self.epoch, idx, self.rollbacks])
+        video = f"{self.video_root}/{name}.mp4"
+        bbx = f"{self.bbx_root}/{name}.npy"
+        if not os.path.isfile(bbx):
+            raise MediaError(f"face boxes {bbx} do not exist: run preprocess.sh for this clip")
+        with VideoReader(video) as reader:
+            frames = np.stack(list(reader))
+        boxes = np.load(bbx)
+        if len(boxes) < len(frames):
+            raise MediaError(f"{bbx} has {len(boxes)} boxes for {len(frames)} frames: rerun bbx_extract")
+        wav = load_audio(f"{self.audio_root}/{name}.wav")
+        audio = torch.from_numpy(audio_visual_align(talklip_features(wav, 16000), len(frames), mode="end"))
+        starts, refs = window_starts(len(frames), self.train, rng, self.windows_per_clip)
+        picked = np.concatenate([np.arange(s, s + WINDOW) for s in starts])
+        ref_idx = (np.concatenate([np.arange(r, r + WINDOW) for r in refs]) if refs is not None
+                   else np.zeros(len(picked), np.int64))
+        crop = lambda idx: torch.from_numpy(np.stack([crop_face(frames[i], boxes[i]) for i in idx])
+                                            ).permute(0, 3, 1, 2).float() / 255.0
+        gt = crop(picked)
+        masked = gt.clone()
+        masked[:, :, gt.shape[2] // 2:] = 0.0
+        target = self.codec.encode(read_transcript(self.word_root, name))
+        return {"faces_in": torch.cat([masked, crop(ref_idx)], dim=1), "faces_gt": gt, "audio": audio,
+                "target": target, "frames": torch.from_numpy(frames), "boxes": torch.from_numpy(boxes[:len(frames)]),
+                "picked": torch.from_numpy(picked), "name": name}
+
+
+def collate(samples: List[Dict]) -> Dict:
+    """Batch: faces concatenated over clips; audio (B, 104, T) zero-padded to the longest clip with
+    padding_mask (B, T) True on padding; audio_index picks each face's row of the flattened
+    (B*T) audio features; targets as fairseq collates them."""
+    steps = max(len(s["frames"]) for s in samples)
+    dim = samples[0]["audio"].shape[1]
+    audio = torch.zeros(len(samples), dim, steps)
+    mask = torch.ones(len(samples), steps, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        audio[i, :, :len(s["audio"])] = s["audio"].T
+        mask[i, :len(s["audio"])] = False
+    target, prev, lengths, ntokens = collate_targets([s["target"] for s in samples])
+    return {"faces_in": torch.cat([s["faces_in"] for s in samples]),
+            "faces_gt": torch.cat([s["faces_gt"] for s in samples]),
+            "audio": audio, "padding_mask": mask,
+            "audio_index": torch.cat([s["picked"] + steps * i for i, s in enumerate(samples)]),
+            "target": target, "prev_output_tokens": prev, "ntokens": ntokens,
+            "frames": [s["frames"] for s in samples], "boxes": [s["boxes"] for s in samples],
+            "picked": [s["picked"] for s in samples], "names": [s["name"] for s in samples]}
+
+
+class ResumableBatchSampler(torch.utils.data.Sampler):
+    """Micro-batches for one process of a (possibly distributed, accumulating) run.
+
+    Each epoch's order is a permutation seeded by (seed, epoch, rollbacks); a global step takes
+    ``batch_size * world * accum`` samples, of which micro-batch ``a * world + rank`` (a < accum)
+    is this process's a-th. ``start_step`` skips global steps already done (resume)."""
+
+    def __init__(self, num_samples: int, batch_size: int, world: int = 1, rank: int = 0, accum: int = 1,
+                 seed: int = 0, shuffle: bool = True, drop_last: bool = True):
+        self.n, self.b, self.world, self.rank, self.accum = num_samples, batch_size, world, rank, accum
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.epoch, self.rollbacks, self.start_step = 0, 0, 0
+        if self.global_batch > num_samples and drop_last:
+            raise MediaError(f"{num_samples} training clips are fewer than one step's "
+                             f"{self.global_batch} (batch_size x processes x accum_steps): lower them")
+
+    @property
+    def global_batch(self) -> int:
+        return self.b * self.world * self.accum
+
+    def set_epoch(self, epoch: int, rollbacks: int = 0, start_step: int = 0):
+        self.epoch, self.rollbacks, self.start_step = epoch, rollbacks, start_step
+
+    def steps_per_epoch(self) -> int:
+        full = self.n // self.global_batch
+        return full if self.drop_last or self.n % self.global_batch == 0 else full + 1
+
+    def __len__(self):
+        return (self.steps_per_epoch() - self.start_step) * self.accum
+
+    def __iter__(self):
+        order = (np.random.default_rng([self.seed, self.epoch, self.rollbacks]).permutation(self.n)
+                 if self.shuffle else np.arange(self.n))
+        for step in range(self.start_step, self.steps_per_epoch()):
+            chunk = order[step * self.global_batch:(step + 1) * self.global_batch]
+            for a in range(self.accum):
+                j = a * self.world + self.rank
+                part = chunk[j * self.b:(j + 1) * self.b]
+                if len(part):
+                    yield part.tolist()

@@ -1,0 +1,166 @@
+"""Fine-tune (or train from scratch at a small size) the AV-HuBERT seq2seq lip reader that TalkLip
+uses as its expert, on an LRS2-layout corpus. The result loads with ``load_avhubert`` (and so with
+``train.py --avhubert_path`` and the observer-1 evaluation): talklip's own checkpoint format, a
+plain-dict version of fairseq's (``cfg``, ``model``, ``task_state`` with dictionary + sentencepiece).
+"""
+import dataclasses
+import io
+import os
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from evaluation.common import read_transcript
+from models.avhubert import AVHubertSeq2Seq, DecoderConfig, EncoderConfig, load_avhubert
+from models.avhubert.config import decoder_preset, encoder_preset
+from models.avhubert.model import AVHubertModel
+from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec
+from models.avhubert.training import collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
+from utils.checkpoint import save_atomic
+from utils.errors import CheckpointError
+from utils.fileio import read_filelist
+from utils.video import VideoReader
+
+PRESETS = {
+    "tiny": (EncoderConfig(encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=4,
+                           layer_norm_first=True, conv_pos=16, conv_pos_groups=4, dropout=0.1, resnet_width=8,
+                           audio_feat_dim=104),
+             dict(decoder_embed_dim=64, decoder_ffn_embed_dim=128, decoder_layers=2, decoder_attention_heads=4,
+                  decoder_normalize_before=True, share_decoder_input_output_embed=True)),
+}
+
+
+def build_codec(lines: List[str], vocab_size: int) -> TextCodec:
+    """A unigram sentencepiece model over the transcripts and its fairseq dictionary."""
+    import sentencepiece as spm
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab_size,
+                                   model_type="unigram", hard_vocab_limit=False, minloglevel=2)
+    tok = SentencePieceTokenizer(model_proto=buf.getvalue())
+    pieces = [tok.sp.id_to_piece(i) for i in range(tok.sp.get_piece_size())]
+    symbols = ["<s>", "<pad>", "</s>", "<unk>"] + [p for p in pieces if p not in ("<unk>", "<s>", "</s>")]
+    codec = TextCodec(Dictionary(symbols), tok)
+    codec.proto = buf.getvalue()
+    return codec
+
+
+def new_model(preset: str, vocab: int) -> AVHubertSeq2Seq:
+    if preset in PRESETS:
+        enc, dec = PRESETS[preset]
+        enc = dataclasses.replace(enc)
+        dec = DecoderConfig(vocab_size=vocab, encoder_embed_dim=enc.encoder_embed_dim, **dec)
+    else:
+        enc = encoder_preset(preset)
+        dec = decoder_preset(preset, vocab_size=vocab, encoder_embed_dim=enc.encoder_embed_dim)
+    return AVHubertSeq2Seq(enc, dec)
+
+
+def from_init(path: str, vocab: int, preset: str) -> AVHubertSeq2Seq:
+    """A seq2seq model whose encoder (and decoder, when the vocabulary matches) come from ``path``."""
+    init = load_avhubert(path)
+    if isinstance(init, AVHubertSeq2Seq):
+        if init.decoder.embed_tokens.weight.shape[0] == vocab:
+            return init
+        model = AVHubertSeq2Seq(init.encoder.w2v_model.cfg,
+                                dataclasses.replace(init.decoder.cfg, vocab_size=vocab))
+        model.encoder.load_state_dict(init.encoder.state_dict())
+        return model
+    if isinstance(init, AVHubertModel):
+        dec = decoder_preset("large" if init.cfg.encoder_embed_dim == 1024 else "base", vocab_size=vocab,
+                             encoder_embed_dim=init.cfg.encoder_embed_dim)
+        model = AVHubertSeq2Seq(init.cfg, dec)
+        model.encoder.w2v_model.load_state_dict(init.state_dict())
+        return model
+    raise CheckpointError(f"{path} is not an AV-HuBERT checkpoint")
+
+
+def save_expert(model: AVHubertSeq2Seq, codec: TextCodec, path: str, extra: Optional[Dict] = None):
+    enc = dataclasses.asdict(model.encoder.w2v_model.cfg)
+    dec = {k: v for k, v in dataclasses.asdict(model.decoder.cfg).items() if k not in ("vocab_size", "encoder_embed_dim")}
+    d = codec.dictionary
+    save_atomic({"cfg": {"model": {"_name": "av_hubert_seq2seq", "w2v_args": {"model": enc}, **dec},
+                         "task": {"_name": "av_hubert_pretraining", "is_s2s": True, "modalities": ["video"]}},
+                 "model": model.state_dict(),
+                 "task_state": {"target_dictionary": {"symbols": d.symbols, "bos_index": d.bos_index,
+                                                      "pad_index": d.pad_index, "eos_index": d.eos_index,
+                                                      "unk_index": d.unk_index, "nspecial": d.nspecial},
+                                "s2s_tokenizer": {"sp": codec_proto(codec)}},
+                 **(extra or {})}, path)
+
+
+def codec_proto(codec: TextCodec) -> bytes:
+    proto = getattr(codec, "proto", None)
+    return proto if proto is not None else codec.tokenizer.sp.serialized_model_proto()
+
+
+class ClipCache:
+    """Mouth crops and targets of a split, read once (the corpora this is for are small)."""
+
+    def __init__(self, names, video_root, word_root, codec):
+        self.items, self.codec = [], codec
+        for name in tqdm(names, desc="reading clips", unit="clip", leave=False):
+            with VideoReader(f"{video_root}/{name}.mp4") as reader:
+                frames = torch.from_numpy(np.stack(list(reader))).float()
+            self.items.append((frames_to_mouth_rois(frames), codec.encode(read_transcript(word_root, name))))
+
+    def batch(self, idx):
+        video, mask = collate_videos([self.items[i][0] for i in idx])
+        target, prev, _, ntokens = collate_targets([self.items[i][1] for i in idx])
+        return video, mask, target, prev, ntokens
+
+
+def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="tiny", steps=300, batch_size=4,
+                 lr=1e-3, vocab_size=100, seed=0, device="cpu", progress=True, log=print) -> Dict:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    train_names = read_filelist(os.path.join(file_dir, "train.txt"))
+    valid_names = read_filelist(os.path.join(file_dir, "valid.txt"))
+    lines = [read_transcript(word_root, n).lower() for n in train_names]
+    model = None
+    if init:
+        base = load_avhubert(init)
+        if isinstance(base, AVHubertSeq2Seq) and base.codec is not None:
+            codec, model = base.codec, base
+    if model is None:
+        codec = build_codec(lines, vocab_size)
+        model = from_init(init, len(codec.dictionary), preset) if init else new_model(preset, len(codec.dictionary))
+    model = model.to(device).train()
+    train, valid = ClipCache(train_names, video_root, word_root, codec), ClipCache(valid_names, video_root, word_root, codec)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
+    started, bar = time.time(), tqdm(range(steps), desc="train expert", unit="step", disable=not progress)
+    for step in bar:
+        idx = rng.choice(len(train.items), size=min(batch_size, len(train.items)), replace=False)
+        video, mask, target, prev, ntokens = (t.to(device) if torch.is_tensor(t) else t for t in train.batch(idx))
+        out = lip_reading_loss(model, video, mask, target, prev)
+        loss = out["loss"] / ntokens
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix_str(f"loss {loss.item():.3f} acc {float(out['n_correct']) / float(out['total']):.3f}")
+    result = {"steps": steps, "seconds": round(time.time() - started, 1), **evaluate_expert(model, valid, device)}
+    log(f"expert: validation token accuracy {result['token_acc']:.3f}, WER {result['wer']:.3f}")
+    save_expert(model.eval(), codec, out_path, {"train_summary": result})
+    return result
+
+
+@torch.no_grad()
+def evaluate_expert(model, clips: ClipCache, device) -> Dict[str, float]:
+    from evaluation.wer import error_rates
+    model.eval()
+    correct = total = 0
+    refs, hyps = [], []
+    for i in range(len(clips.items)):
+        video, mask, target, prev, _ = (t.to(device) if torch.is_tensor(t) else t for t in clips.batch([i]))
+        out = lip_reading_loss(model, video, mask, target, prev)
+        correct, total = correct + int(out["n_correct"]), total + int(out["total"])
+        ids = model.generate(video=video, padding_mask=mask, beam=1)[0]
+        refs.append(clips.codec.decode(clips.items[i][1]))
+        hyps.append(clips.codec.decode(ids))
+    model.train()
+    return {"token_acc": correct / max(1, total), "wer": error_rates(refs, hyps)["wer"] if refs else 1.0}
