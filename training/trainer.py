@@ -454,6 +454,7 @@ class Trainer:
             self.resume(latest)
         else:
             self.load_original()
+            self.save()                      # a rollback target from before the first step
         self.note(f"training on {self.device} x{self.dist.world}: {len(self.train_set)} train / "
                   f"{len(self.valid_set)} valid clips, stage {self.stage} ({STAGES[self.stage]})")
         history = []
