@@ -49,7 +49,6 @@ def make_clip(path: str, wav_path: str, seconds: float) -> None:
 
 
 def worker(video: str, wav: str, ckpt: str) -> dict:
-    import torch
     from face_detection import CascadeDetector
     from models.synthesis import SynthesisOptions, dub
     from models.talklip import load_talklip

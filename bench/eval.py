@@ -39,7 +39,7 @@ def run(device: str, data: str, names, beam: int) -> dict:
     dev = torch.device(device)
     main, bbx = f"{data}/main", f"{data}/bbx"
     vq = visual_quality.metric(Namespace(synt_root=main, orig_root=main, bbx_root=bbx, legacy_uint8_psnr=False))
-    sync = sync_eval.metric(Namespace(data_root=main, vshift=15, batch_size=20), SyncNet_on(dev))
+    sync = sync_eval.metric(Namespace(data_root=main, vshift=15, batch_size=20), sync_eval.SyncNet().to(dev).eval())
     conformer = ConformerLipReader().to(dev).eval()
     wer2 = teacher_force_wer.metric(Namespace(device=device, video_root=main, word_root=main,
                                               video_mean=0.4161, video_std=0.1688), conformer)
@@ -53,10 +53,6 @@ def run(device: str, data: str, names, beam: int) -> dict:
     return {"psnr_ssim_clips_per_s": timed(vq, names), "lse_clips_per_s": timed(sync, names),
             "wer2_conformer_clips_per_s": timed(wer2, names), f"wer1_avhubert_large_beam{beam}_clips_per_s":
             timed(wer1, names[:2])}
-
-
-def SyncNet_on(device):
-    return sync_eval.SyncNet().to(device).eval()
 
 
 def main():

@@ -118,10 +118,15 @@ def metric(args, model=None):
     return run
 
 
-def main(args) -> int:
+def evaluate(args, names=None) -> dict:
+    """Corpus WER (weighted by reference words), or LRW accuracy with ``args.lrw``."""
     tag = f"{'lrw_acc' if args.lrw else 'wer_avhubert'}_{args.roi}_b{args.beam}"
-    summary = evaluate_clips(args, tag, metric(args), weight=None if args.lrw else "words",
-                             root=args.video_root)
+    return evaluate_clips(args, tag, metric(args), weight=None if args.lrw else "words", names=names,
+                          root=args.video_root)
+
+
+def main(args) -> int:
+    summary = evaluate(args)
     if args.lrw:
         print(f"LRW accuracy {summary['acc']:.4f} (label among decoded words {summary['acc_contains']:.4f}) "
               f"over {summary['clips']} clips")

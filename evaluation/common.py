@@ -13,8 +13,11 @@ from utils.errors import MediaError, TalkLipError, one_line
 from utils.fileio import atomic_output, read_filelist
 
 
-def add_clip_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--filelist", required=True, help="text file of sample names (first token per line)")
+def add_clip_args(parser: argparse.ArgumentParser, filelist_help: Optional[str] = None) -> None:
+    """--filelist (required unless ``filelist_help`` describes its default), --cache_dir, --out_json,
+    --no_progress."""
+    parser.add_argument("--filelist", required=filelist_help is None, default=None,
+                        help=filelist_help or "text file of sample names (first token per line)")
     parser.add_argument("--cache_dir", default=None,
                         help="per-clip results are kept here so a rerun skips finished clips "
                              "(default: <synthesized folder>/.eval_cache)")
@@ -58,12 +61,12 @@ def weighted_summary(rows: List[Dict], weight: Optional[str]) -> Dict[str, float
     return out
 
 
-def evaluate_clips(args, tag: str, per_clip: Callable[[str], Dict], weight: Optional[str] = None,
-                   names: Optional[List[str]] = None, root: Optional[str] = None) -> Dict:
-    """Run ``per_clip(name)`` over the file list with caching and progress; return
-    {'clips': n, 'failed': [...], 'per_clip': rows, <field>: corpus mean}; ``--out_json`` too."""
+def evaluate_clips(args, tag: str, per_clip: Callable[[str], Dict], root: str, weight: Optional[str] = None,
+                   names: Optional[List[str]] = None) -> Dict:
+    """Run ``per_clip(name)`` over the file list with caching (``args.cache_dir``, else
+    ``<root>/.eval_cache``) and progress; return {'clips': n, 'failed': [...], 'per_clip': rows,
+    <field>: corpus mean}; ``--out_json`` too."""
     names = names if names is not None else read_filelist(args.filelist)
-    root = root or getattr(args, "synt_root", None) or getattr(args, "data_root", None) or "."
     cache = os.path.join(args.cache_dir or os.path.join(root, ".eval_cache"), tag)
     rows, failed = [], []
     bar = tqdm(names, desc=tag, unit="clip", disable=getattr(args, "no_progress", False), file=sys.stderr)

@@ -18,7 +18,6 @@ import sys
 from argparse import Namespace
 
 from evaluation import avhubert_wer, sync_eval, teacher_force_wer, visual_quality
-from evaluation.common import evaluate_clips
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output, read_filelist
 
@@ -59,12 +58,11 @@ def run_metrics(args) -> dict:
     results, notes = {}, []
     vq = Namespace(**common, synt_root=args.synt_root, orig_root=args.orig_root, bbx_root=args.bbx_root,
                    legacy_uint8_psnr=args.legacy_uint8_psnr)
-    results["visual"] = evaluate_clips(vq, "visual_quality_legacy" if args.legacy_uint8_psnr else "visual_quality",
-                                       visual_quality.metric(vq), weight="frames", names=names)
+    results["visual"] = visual_quality.evaluate(vq, names)
     if args.syncnet_path:
         sy = Namespace(**common, data_root=args.synt_root, initial_model=args.syncnet_path,
                        vshift=args.vshift, batch_size=20)
-        results["sync"] = evaluate_clips(sy, f"sync_vshift{args.vshift}", sync_eval.metric(sy), names=names)
+        results["sync"] = sync_eval.evaluate(sy, names)
     else:
         notes.append("LSE-C/LSE-D skipped: pass --syncnet_path syncnet_v2.model")
     if args.observer1_path:
@@ -72,16 +70,13 @@ def run_metrics(args) -> dict:
                        task_state=args.task_state, bbx_root=args.bbx_root, word_root=args.word_root,
                        lrw=args.lrw, beam=args.beam, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
                        lenpen=args.lenpen, roi=args.roi)
-        key = "lrw" if args.lrw else "wer1"
-        tag = f"{'lrw_acc' if args.lrw else 'wer_avhubert'}_{args.roi}_b{args.beam}"
-        results[key] = evaluate_clips(ob, tag, avhubert_wer.metric(ob), names=names,
-                                      weight=None if args.lrw else "words")
+        results["lrw" if args.lrw else "wer1"] = avhubert_wer.evaluate(ob, names)
     else:
         notes.append("observer 1 skipped: pass --observer1_path (AV-HuBERT LRS2 lip reader)")
     if args.observer2_path and not args.lrw:
         o2 = Namespace(**common, video_root=args.synt_root, ckpt_path=args.observer2_path,
                        word_root=args.word_root, video_mean=0.4161, video_std=0.1688)
-        results["wer2"] = evaluate_clips(o2, "wer_conformer", teacher_force_wer.metric(o2), names=names)
+        results["wer2"] = teacher_force_wer.evaluate(o2, names)
     elif not args.lrw:
         notes.append("observer 2 skipped: pass --observer2_path (conformer lip reader)")
     return {"results": results, "notes": notes}

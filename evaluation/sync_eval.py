@@ -168,8 +168,12 @@ def metric(args, syncnet=None):
     return lambda name: clip_sync(f"{args.data_root}/{name}.mp4", syncnet, args.vshift, args.batch_size)
 
 
+def evaluate(args, names=None) -> dict:
+    return evaluate_clips(args, f"sync_vshift{args.vshift}", metric(args), names=names, root=args.data_root)
+
+
 def main(args) -> int:
-    summary = evaluate_clips(args, f"sync_vshift{args.vshift}", metric(args), root=args.data_root)
+    summary = evaluate(args)
     print(f"LSE-D {summary['lse_d']:.3f}, LSE-C {summary['lse_c']:.3f} over {summary['clips']} clips")
     return 0
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from evaluation.common import evaluate_clips, read_transcript
+from evaluation.common import add_clip_args, evaluate_clips, read_transcript
 from models.conformer_lip_reading import (load_conformer_lip_reader, required_length, teacher_forced_error_rates,
                                           text_to_indices)
 from utils.device import resolve_device
@@ -54,16 +54,13 @@ def parse_args(argv=None):
     parser.add_argument("--data_root", required=True, help="LRS2 folder holding test.txt and main/")
     parser.add_argument("--video_root", required=True, help="folder of synthesized <name>.mp4")
     parser.add_argument("--ckpt_path", required=True, help="lip-reading observer 2 checkpoint")
-    parser.add_argument("--filelist", default=None, help="clip list (default: <data_root>/test.txt)")
     parser.add_argument("--word_root", default=None, help="folder of <name>.txt (default: <data_root>/main)")
     parser.add_argument("--video_std", type=float, default=0.1688)
     parser.add_argument("--video_mean", type=float, default=0.4161)
     parser.add_argument("--seed", type=int, default=19220297, help="accepted for compatibility")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index")
     parser.add_argument("--num_workers", type=int, default=0, help="accepted for compatibility")
-    parser.add_argument("--cache_dir", default=None, help="per-clip results (default: <video_root>/.eval_cache)")
-    parser.add_argument("--out_json", default=None)
-    parser.add_argument("--no_progress", action="store_true")
+    add_clip_args(parser, filelist_help="clip list (default: <data_root>/test.txt)")
     args = parser.parse_args(argv)
     args.filelist = args.filelist or os.path.join(args.data_root, "test.txt")
     args.word_root = args.word_root or os.path.join(args.data_root, "main")
@@ -78,8 +75,12 @@ def metric(args, model=None):
                                          args.video_std, device)
 
 
+def evaluate(args, names=None) -> dict:
+    return evaluate_clips(args, "wer_conformer", metric(args), names=names, root=args.video_root)
+
+
 def main(args) -> int:
-    summary = evaluate_clips(args, "wer_conformer", metric(args), root=args.video_root)
+    summary = evaluate(args)
     print(f"Val.CER: {summary['cer']:.3f}  Val.WER: {summary['wer']:.3f}  ({summary['clips']} clips)")
     return 0
 

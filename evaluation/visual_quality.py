@@ -128,9 +128,14 @@ def metric(args):
     return run
 
 
-def main(args) -> int:
+def evaluate(args, names=None) -> dict:
+    """The corpus summary (frame-weighted means) with per-clip rows, cached per clip."""
     tag = "visual_quality_legacy" if args.legacy_uint8_psnr else "visual_quality"
-    summary = evaluate_clips(args, tag, metric(args), weight="frames")
+    return evaluate_clips(args, tag, metric(args), weight="frames", names=names, root=args.synt_root)
+
+
+def main(args) -> int:
+    summary = evaluate(args)
     print(f"PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} over {summary['clips']} clips")
     return 0
 

@@ -1,5 +1,4 @@
 """train.py: what each stage trains, exact resume, DDP equivalence, learning, divergence rollback."""
-import dataclasses
 import os
 import socket
 import subprocess
@@ -11,7 +10,7 @@ import torch
 from evaluation.common import read_transcript
 from models.avhubert import load_avhubert
 from models.talklip import load_talklip
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_module
 from training.expert import build_codec, new_model, save_expert
 from training.trainer import TrainConfig, Trainer
 from utils.errors import TalkLipError
@@ -110,7 +109,7 @@ def test_two_process_ddp_equals_one_process_with_the_doubled_batch(corpus, one_s
     assert one.returncode == 0, one.stderr[-3000:]
     a = torch.load(tmp_path / "ddp" / "checkpoint_step000000001.pth", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "one" / "checkpoint_step000000001.pth", weights_only=True)["state_dict"]
-    start = load_talklip(str(tmp_path / "one" / "checkpoint_step000000001.pth"))   # noqa: F841 (loads)
+    load_talklip(str(tmp_path / "one" / "checkpoint_step000000001.pth"))     # the original layout loads
     for k, v in a.items():
         if v.is_floating_point() and "running_" not in k:
             assert torch.allclose(v, b[k], atol=1e-6), k
@@ -135,3 +134,16 @@ def test_injected_divergence_rolls_back_then_gives_up(corpus, one_shard, tiny_ex
     log = (tmp_path / "talklip.log").read_text()
     assert "rolling back to" in log and "state_step000000000.pt" in log and "(rollback 1)" in log
     assert trainer.rollbacks == 1
+
+
+def test_bad_inputs_give_one_line_errors_and_write_nothing(corpus, one_shard, tmp_path):
+    data, _ = corpus
+    args = ["--file_dir", data, "--video_root", f"{data}/main", "--audio_root", one_shard / "audio",
+            "--bbx_root", one_shard / "bbx", "--word_root", f"{data}/main", "--device", "cpu"]
+    proc = run_module("train", *args, "--avhubert_path", tmp_path / "nope.pt", "--checkpoint_dir", tmp_path / "ck")
+    assert proc.returncode == 2 and "nope.pt does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "ck").exists()
+    proc = run_module("train_expert", "--file_dir", tmp_path, "--video_root", f"{data}/main", "--word_root",
+                      f"{data}/main", "--out", tmp_path / "expert.pt", "--steps", 1)
+    assert proc.returncode == 2 and "train.txt does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "expert.pt").exists()

@@ -42,9 +42,7 @@ def build_codec(lines: List[str], vocab_size: int) -> TextCodec:
     tok = SentencePieceTokenizer(model_proto=buf.getvalue())
     pieces = [tok.sp.id_to_piece(i) for i in range(tok.sp.get_piece_size())]
     symbols = ["<s>", "<pad>", "</s>", "<unk>"] + [p for p in pieces if p not in ("<unk>", "<s>", "</s>")]
-    codec = TextCodec(Dictionary(symbols), tok)
-    codec.proto = buf.getvalue()
-    return codec
+    return TextCodec(Dictionary(symbols), tok)
 
 
 def new_model(preset: str, vocab: int) -> AVHubertSeq2Seq:
@@ -58,9 +56,9 @@ def new_model(preset: str, vocab: int) -> AVHubertSeq2Seq:
     return AVHubertSeq2Seq(enc, dec)
 
 
-def from_init(path: str, vocab: int, preset: str) -> AVHubertSeq2Seq:
-    """A seq2seq model whose encoder (and decoder, when the vocabulary matches) come from ``path``."""
-    init = load_avhubert(path)
+def from_init(init, vocab: int) -> AVHubertSeq2Seq:
+    """A seq2seq model whose encoder (and decoder, when the vocabulary matches) come from a loaded
+    AV-HuBERT pretraining or seq2seq model."""
     if isinstance(init, AVHubertSeq2Seq):
         if init.decoder.embed_tokens.weight.shape[0] == vocab:
             return init
@@ -74,7 +72,7 @@ def from_init(path: str, vocab: int, preset: str) -> AVHubertSeq2Seq:
         model = AVHubertSeq2Seq(init.cfg, dec)
         model.encoder.w2v_model.load_state_dict(init.state_dict())
         return model
-    raise CheckpointError(f"{path} is not an AV-HuBERT checkpoint")
+    raise CheckpointError(f"{type(init).__name__} is not an AV-HuBERT model")
 
 
 def save_expert(model: AVHubertSeq2Seq, codec: TextCodec, path: str, extra: Optional[Dict] = None):
@@ -87,13 +85,8 @@ def save_expert(model: AVHubertSeq2Seq, codec: TextCodec, path: str, extra: Opti
                  "task_state": {"target_dictionary": {"symbols": d.symbols, "bos_index": d.bos_index,
                                                       "pad_index": d.pad_index, "eos_index": d.eos_index,
                                                       "unk_index": d.unk_index, "nspecial": d.nspecial},
-                                "s2s_tokenizer": {"sp": codec_proto(codec)}},
+                                "s2s_tokenizer": {"sp": codec.tokenizer.sp.serialized_model_proto()}},
                  **(extra or {})}, path)
-
-
-def codec_proto(codec: TextCodec) -> bytes:
-    proto = getattr(codec, "proto", None)
-    return proto if proto is not None else codec.tokenizer.sp.serialized_model_proto()
 
 
 class ClipCache:
@@ -119,14 +112,13 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
     train_names = read_filelist(os.path.join(file_dir, "train.txt"))
     valid_names = read_filelist(os.path.join(file_dir, "valid.txt"))
     lines = [read_transcript(word_root, n).lower() for n in train_names]
-    model = None
-    if init:
-        base = load_avhubert(init)
-        if isinstance(base, AVHubertSeq2Seq) and base.codec is not None:
-            codec, model = base.codec, base
-    if model is None:
+    base = load_avhubert(init) if init else None
+    if isinstance(base, AVHubertSeq2Seq) and base.codec is not None:
+        codec, model = base.codec, base
+    else:
         codec = build_codec(lines, vocab_size)
-        model = from_init(init, len(codec.dictionary), preset) if init else new_model(preset, len(codec.dictionary))
+        vocab = len(codec.dictionary)
+        model = from_init(base, vocab) if base is not None else new_model(preset, vocab)
     model = model.to(device).train()
     train, valid = ClipCache(train_names, video_root, word_root, codec), ClipCache(valid_names, video_root, word_root, codec)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))

@@ -5,6 +5,7 @@ expert's encoder, discriminator, frozen expert), ``Objective`` (one forward of t
 losses, wrapped in DDP), ``Curriculum`` (the original ``status_manager``), ``Trainer`` (loop,
 validation, checkpoints, divergence rollback). ``train.py`` only parses flags and calls ``run``.
 """
+import contextlib
 import dataclasses
 import glob
 import json
@@ -15,7 +16,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -170,7 +171,7 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed(device_spec: str) -> (Dist, torch.device):
+def init_distributed(device_spec: str) -> Tuple[Dist, torch.device]:
     """torchrun's RANK/WORLD_SIZE/LOCAL_RANK -> process group (NCCL on GPU, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -192,10 +193,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.dist, self.device = init_distributed(cfg.device)
+        torch.manual_seed(cfg.seed)                  # the same initial weights in every process and run
+        m = build_models(cfg, self.device)           # bad inputs fail here, before anything is written
         os.makedirs(cfg.checkpoint_dir, exist_ok=True)
         self.log = self._logger()
-        torch.manual_seed(cfg.seed)                  # the same initial weights in every process and run
-        m = build_models(cfg, self.device)
         self.gen, self.disc, self.expert = m["gen"], m["disc"], m["expert"]
         self.objective = Objective(self.gen, self.expert, self.disc)
         self.opt_g = torch.optim.Adam([p for p in self.gen.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.999))
@@ -279,7 +280,7 @@ class Trainer:
             index = a * self.dist.world + self.dist.rank
             torch.manual_seed(_micro_seed(cfg.seed, self.step, index, self.rollbacks))
             sync = a == len(micro_batches) - 1
-            ctx = self.objective_ddp.no_sync() if (self.dist.world > 1 and not sync) else _null()
+            ctx = self.objective_ddp.no_sync() if (self.dist.world > 1 and not sync) else contextlib.nullcontext()
             for p in self.disc.parameters():
                 p.requires_grad = False           # the perceptual loss trains the generator only
             with ctx, self.autocast():
@@ -293,7 +294,7 @@ class Trainer:
         self.opt_g.step()
         for a, (batch, syn) in enumerate(zip(micro_batches, outs)):
             sync = a == len(micro_batches) - 1
-            ctx = self.disc_ddp.no_sync() if (self.dist.world > 1 and not sync) else _null()
+            ctx = self.disc_ddp.no_sync() if (self.dist.world > 1 and not sync) else contextlib.nullcontext()
             with ctx, self.autocast():
                 d = disc_loss(self.disc_ddp, batch["faces_gt"], syn)
                 (d["disc"] / len(micro_batches)).backward()
@@ -351,9 +352,7 @@ class Trainer:
                      "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                              "python": random.getstate()}}, self.state_path(s))
         for pattern in ("checkpoint_step*.pth", "disc_checkpoint_step*.pth", "state_step*.pt"):
-            files = sorted(f for f in glob.glob(os.path.join(d, pattern)) if not os.path.basename(f).startswith("."))
-            if pattern.startswith("checkpoint"):
-                files = [f for f in files if os.path.basename(f).startswith("checkpoint_")]
+            files = sorted(glob.glob(os.path.join(d, pattern)))      # glob skips the .tmp dot-files
             for old in files[:-self.cfg.keep_last]:
                 os.remove(old)
         self.note(f"saved step {s}: {d}/checkpoint_step{s:09d}.pth (+ disc_, state_)")
@@ -544,14 +543,6 @@ class Trainer:
         if changed:
             self.note(f"step {self.step}: stage {before} -> {self.stage} ({STAGES[self.stage]})")
         return changed
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def fmt(values: Dict[str, float], keys=None) -> str:
