@@ -60,7 +60,7 @@ def main():
     p.add_argument("--gpu_expert", default="large", choices=["tiny", "base", "large"])
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as data:
-        splits = make_corpus(data, num_clips=max(args.batch_size + 2, 10), seed=0)
+        splits = make_corpus(data, num_clips=max(2 * args.batch_size, 10), seed=0)   # train split >= batch
         for name in splits["all"]:
             os.makedirs(os.path.dirname(f"{data}/bbx/{name}"), exist_ok=True)
             np.save(f"{data}/bbx/{name}.npy", np.load(f"{data}/gt/{name}.npz")["face_box"].astype(np.int64))
