@@ -11,7 +11,7 @@ import time
 from face_detection import DEFAULT_S3FD_PATH, build_detector
 from models.synthesis import SynthesisOptions, dub
 from models.talklip import load_talklip
-from utils.device import resolve_device
+from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
 
 
@@ -21,7 +21,7 @@ def parse_args(argv=None):
     parser.add_argument("--wav_path", required=True, help="speech: any audio format, rate and channel count")
     parser.add_argument("--ckpt_path", required=True, help="TalkLip generator checkpoint (.pth)")
     parser.add_argument("--save_path", default="tmp", help="output path; .mp4 is appended when missing")
-    parser.add_argument("--device", default="0", help="GPU index as the original, or cpu / cuda / cuda:N")
+    add_device_arg(parser)
     parser.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
     parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
     parser.add_argument("--batch_size", type=int, default=32, help="faces per generator batch")

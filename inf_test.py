@@ -14,7 +14,7 @@ import numpy as np
 from models.synthesis import SynthesisOptions, synthesize_test_clip
 from models.talklip import load_talklip
 from preparation.runner import run_shard
-from utils.device import resolve_device
+from utils.device import add_device_arg, resolve_device
 from utils.errors import MediaError, run_cli
 
 
@@ -27,7 +27,7 @@ def parse_args(argv=None):
     parser.add_argument("--save_root", required=True, help="output folder for <name>.mp4")
     parser.add_argument("--ckpt_path", required=True, help="TalkLip generator checkpoint (.pth)")
     parser.add_argument("--check", action="store_true", help="skip samples already synthesized in save_root")
-    parser.add_argument("--device", default="0", help="GPU index as the original, or cpu / cuda / cuda:N")
+    add_device_arg(parser)
     parser.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
     parser.add_argument("--batch_size", type=int, default=32, help="faces per generator batch")
     parser.add_argument("--rank", type=int, default=None, help="this shard, 1..nshard (also from torchrun/SLURM)")

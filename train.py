@@ -7,54 +7,81 @@
 Stage 0 trains the generator with a frozen audio encoder; when the validation L1 has not improved
 for more than --patience evaluations (every --ckpt_interval steps), stage 1 fine-tunes the encoder's
 last three layers, stage 2 adds the expert's loss (--lip_w) and the contrastive loss (--cont_w),
-and stage 3 stops. Checkpoints are the original's (checkpoint_stepN.pth, disc_checkpoint_stepN.pth)
-plus state_stepN.pt; rerunning the same command resumes from the latest state exactly.
+and stage 3 stops. --stage_min_steps / --stage_max_steps bound each stage's length in steps (equal
+values give a fixed schedule). Checkpoints are the original's (checkpoint_stepN.pth,
+disc_checkpoint_stepN.pth) plus state_stepN.pt; rerunning the same command resumes exactly.
 """
 import argparse
 import dataclasses
 import sys
 
+from models.presets import TALKLIP_PRESETS
 from training.trainer import TrainConfig, Trainer
+from utils.cli import non_negative_int, per_stage, positive_int
+from utils.device import add_device_arg
 from utils.errors import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--file_dir", required=True, help="folder of train.txt and valid.txt")
-    p.add_argument("--video_root", required=True)
-    p.add_argument("--audio_root", required=True)
-    p.add_argument("--bbx_root", required=True)
-    p.add_argument("--word_root", required=True, help="folder of LRS2 <name>.txt transcripts")
-    p.add_argument("--avhubert_path", required=True, help="the lip-reading expert (AV-HuBERT seq2seq .pt)")
-    p.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
-    p.add_argument("--checkpoint_dir", required=True)
-    p.add_argument("--log_name", default="talklip")
-    p.add_argument("--cont_w", type=float, default=1e-3, help="weight of the contrastive loss")
-    p.add_argument("--lip_w", type=float, default=1e-5, help="weight of the lip-reading expert loss")
-    p.add_argument("--perp_w", type=float, default=0.07, help="weight of the perceptual (GAN) loss")
-    p.add_argument("--gen_checkpoint_path", default=None, help="start from this generator (original format)")
-    p.add_argument("--disc_checkpoint_path", default=None, help="start from this discriminator")
-    p.add_argument("--batch_size", type=int, default=8, help="clips per step per process")
-    p.add_argument("--num_worker", type=int, default=6)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--n_epoch", type=int, default=100)
-    p.add_argument("--ckpt_interval", type=int, default=3000, help="steps between validation + checkpoint")
-    p.add_argument("--gpu", type=int, default=None, help="accepted for compatibility; use CUDA_VISIBLE_DEVICES")
-    p.add_argument("--patience", type=int, default=5, help="validations without improvement before a stage ends")
-    p.add_argument("--accum_steps", type=int, default=1, help="micro-batches per step (batch = batch_size x this)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keep_last", type=int, default=3, help="checkpoints kept")
-    p.add_argument("--max_steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--valid_clips", type=int, default=None, help="validate on the first N clips of valid.txt")
-    p.add_argument("--windows_per_clip", type=int, default=None, help="training windows per clip (default 8%% of frames)")
-    p.add_argument("--diverge_threshold", type=float, default=20.0, help="discriminator loss deemed diverged")
-    p.add_argument("--diverge_steps", type=int, default=50, help="... for this many steps in a row -> roll back")
-    p.add_argument("--max_rollbacks", type=int, default=5)
-    p.add_argument("--device", default="auto", help="auto (GPU if present) or cpu")
-    p.add_argument("--start_stage", type=int, default=0, choices=[0, 1, 2], help="begin at this stage")
-    p.add_argument("--no_tensorboard", action="store_true")
-    p.add_argument("--no_progress", action="store_true")
+    data = p.add_argument_group("data")
+    data.add_argument("--file_dir", required=True, help="folder of train.txt and valid.txt (one <spk>/<clip> per line)")
+    data.add_argument("--video_root", required=True, help="folder of <spk>/<clip>.mp4")
+    data.add_argument("--audio_root", required=True, help="folder of <spk>/<clip>.wav (preprocess.sh output)")
+    data.add_argument("--bbx_root", required=True, help="folder of <spk>/<clip>.npy face boxes (preprocess.sh output)")
+    data.add_argument("--word_root", required=True, help="folder of LRS2 <spk>/<clip>.txt transcripts")
+    data.add_argument("--num_worker", type=non_negative_int, default=6, help="data-loading processes")
+    data.add_argument("--valid_clips", type=positive_int, default=None,
+                      help="validate on the first N clips of valid.txt (default: all)")
+    data.add_argument("--windows_per_clip", type=positive_int, default=None,
+                      help="5-frame training windows drawn per clip (default: 8%% of its frames, as the original)")
+    model = p.add_argument_group("models")
+    model.add_argument("--avhubert_path", required=True, help="the lip-reading expert (AV-HuBERT seq2seq .pt)")
+    model.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
+    model.add_argument("--generator_preset", default="paper", choices=list(TALKLIP_PRESETS),
+                       help="generator/discriminator widths: paper (the released models) or cpu (4x narrower, "
+                            "for CPU training on small corpora); stored in the checkpoints")
+    model.add_argument("--gen_checkpoint_path", default=None, help="start from this generator (original format)")
+    model.add_argument("--disc_checkpoint_path", default=None, help="start from this discriminator (original format)")
+    loss = p.add_argument_group("losses and optimisation")
+    loss.add_argument("--cont_w", type=float, default=1e-3, help="weight of the contrastive loss (stage 2 on)")
+    loss.add_argument("--lip_w", type=float, default=1e-5, help="weight of the lip-reading expert loss (stage 2 on)")
+    loss.add_argument("--perp_w", type=float, default=0.07, help="weight of the perceptual (GAN) loss")
+    loss.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of generator and discriminator")
+    loss.add_argument("--batch_size", type=positive_int, default=8, help="clips per step per process")
+    loss.add_argument("--accum_steps", type=positive_int, default=1,
+                      help="micro-batches per step (batch = batch_size x processes x this)")
+    loss.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    loss.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order and dropout")
+    sched = p.add_argument_group("schedule")
+    sched.add_argument("--n_epoch", type=positive_int, default=100, help="stop after this many epochs")
+    sched.add_argument("--max_steps", type=positive_int, default=None, help="stop after this many steps")
+    sched.add_argument("--ckpt_interval", type=positive_int, default=3000, help="steps between validation + checkpoint")
+    sched.add_argument("--patience", type=non_negative_int, default=5,
+                       help="validations without a new best L1 before a stage ends")
+    sched.add_argument("--start_stage", type=int, default=0, choices=[0, 1, 2], help="begin at this stage")
+    sched.add_argument("--stage_min_steps", type=per_stage(3), default=(0, 0, 0), metavar="S0,S1,S2",
+                       help="a plateau ends a stage only after this many steps in it (per stage, or one value)")
+    sched.add_argument("--stage_max_steps", type=per_stage(3), default=(0, 0, 0), metavar="S0,S1,S2",
+                       help="a stage ends after this many steps in it whatever the L1 does (0: no limit)")
+    robust = p.add_argument_group("checkpoints and robustness")
+    robust.add_argument("--checkpoint_dir", required=True, help="where checkpoints, logs and samples go")
+    robust.add_argument("--log_name", default="talklip", help="name of the text log <checkpoint_dir>/<log_name>.log")
+    robust.add_argument("--keep_last", type=positive_int, default=3, help="checkpoints of each kind kept")
+    robust.add_argument("--resume_anyway", action="store_true",
+                        help="resume even when the state was written with another batch size, accumulation, "
+                             "process count, preset or expert")
+    robust.add_argument("--diverge_threshold", type=float, default=20.0,
+                        help="a discriminator loss above this counts as diverging")
+    robust.add_argument("--diverge_steps", type=positive_int, default=50,
+                        help="that many diverging steps in a row roll back to the last checkpoint before them")
+    robust.add_argument("--max_rollbacks", type=non_negative_int, default=5, help="rollbacks before giving up")
+    robust.add_argument("--max_oom", type=positive_int, default=10,
+                        help="out-of-memory steps in a row (each skipped) before the run stops")
+    robust.add_argument("--gpu", type=int, default=None, help="accepted for compatibility; use --device or CUDA_VISIBLE_DEVICES")
+    add_device_arg(robust)
+    robust.add_argument("--no_tensorboard", action="store_true", help="do not write TensorBoard logs")
+    robust.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return p.parse_args(argv)
 
 

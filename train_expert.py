@@ -10,8 +10,9 @@ The output loads with train.py --avhubert_path and the observer-1 evaluation.
 """
 import argparse
 
+from models.presets import EXPERT_PRESETS
 from training.expert import train_expert
-from utils.device import resolve_device
+from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
 
 
@@ -22,13 +23,13 @@ def parse_args(argv=None):
     p.add_argument("--word_root", required=True, help="folder of <name>.txt transcripts")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     p.add_argument("--init", default=None, help="AV-HuBERT pretraining or seq2seq checkpoint to start from")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"], help="size when training from scratch")
+    p.add_argument("--preset", default="tiny", choices=EXPERT_PRESETS, help="size when training from scratch")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--vocab_size", type=int, default=100, help="sentencepiece pieces (upper bound)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    add_device_arg(p)
     p.add_argument("--no_progress", action="store_true")
     return p.parse_args(argv)
 

@@ -14,7 +14,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from models.avhubert import AVHubertModel, encoder_preset  # noqa: E402
+from models.avhubert import AVHubertModel  # noqa: E402
+from models.presets import encoder_preset  # noqa: E402
 
 
 def measure(model, inputs: dict, frames: int, repeat: int, device: torch.device, dtype) -> float:

@@ -22,7 +22,7 @@ from evaluation.common import add_clip_args, evaluate_clips, load_boxes, lrw_lab
 from face_detection.boxes import crop_face
 from models.avhubert import load_avhubert
 from models.avhubert.training import ROI_MEAN, ROI_SIZE, ROI_STD, frames_to_mouth_rois
-from utils.device import resolve_device
+from utils.device import add_device_arg, resolve_device
 from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
 
@@ -84,7 +84,7 @@ def parse_args(argv=None):
     parser.add_argument("--bbx_root", default=None, help="folder of <name>.npy face boxes (needed for --roi bbx)")
     parser.add_argument("--word_root", default=None, help="folder of LRS2 <name>.txt transcripts")
     parser.add_argument("--lrw", action="store_true", help="LRW word accuracy: the label is the folder name")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index")
+    add_device_arg(parser)
     add_decode_args(parser)
     add_clip_args(parser)
     args = parser.parse_args(argv)

@@ -62,10 +62,10 @@ def weighted_summary(rows: List[Dict], weight: Optional[str]) -> Dict[str, float
 
 
 def evaluate_clips(args, tag: str, per_clip: Callable[[str], Dict], root: str, weight: Optional[str] = None,
-                   names: Optional[List[str]] = None) -> Dict:
+                   names: Optional[List[str]] = None, summarize: Optional[Callable[[Dict], None]] = None) -> Dict:
     """Run ``per_clip(name)`` over the file list with caching (``args.cache_dir``, else
     ``<root>/.eval_cache``) and progress; return {'clips': n, 'failed': [...], 'per_clip': rows,
-    <field>: corpus mean}; ``--out_json`` too."""
+    <field>: corpus mean}, amended by ``summarize(summary)`` when given; ``--out_json`` too."""
     names = names if names is not None else read_filelist(args.filelist)
     cache = os.path.join(args.cache_dir or os.path.join(root, ".eval_cache"), tag)
     rows, failed = [], []
@@ -89,6 +89,8 @@ def evaluate_clips(args, tag: str, per_clip: Callable[[str], Dict], root: str, w
         raise TalkLipError(f"{tag}: no clip of {args.filelist} could be evaluated (see the messages above)")
     summary = {"metric": tag, "clips": len(rows), "failed": failed, **weighted_summary(rows, weight),
                "per_clip": rows}
+    if summarize is not None:
+        summarize(summary)
     if getattr(args, "out_json", None):
         with atomic_output(args.out_json) as tmp, open(tmp, "w") as handle:
             json.dump(summary, handle, indent=1)

@@ -18,6 +18,7 @@ import sys
 from argparse import Namespace
 
 from evaluation import avhubert_wer, sync_eval, teacher_force_wer, visual_quality
+from utils.device import add_device_arg
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output, read_filelist
 
@@ -41,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--lrw", action="store_true", help="LRW layout: word accuracy instead of WER")
     p.add_argument("--legacy_uint8_psnr", action="store_true", help="the original's wrapped-around PSNR")
     p.add_argument("--vshift", type=int, default=15)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index")
+    add_device_arg(p)
     p.add_argument("--out_dir", default=None, help="where results go (default: <synt_root>/eval)")
     p.add_argument("--no_progress", action="store_true")
     avhubert_wer.add_decode_args(p)

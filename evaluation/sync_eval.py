@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from evaluation.common import add_clip_args, evaluate_clips
 from utils.audio import AUDIO_RATE_HZ, float_to_int16, load_audio
 from utils.checkpoint import load_state_dict_file, load_strict, strip_prefixes
-from utils.device import resolve_device
+from utils.device import add_device_arg, resolve_device
 from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
 
@@ -158,7 +158,7 @@ def parse_args(argv=None):
     parser.add_argument("--initial_model", required=True, help="syncnet_python's syncnet_v2.model")
     parser.add_argument("--vshift", type=int, default=15, help="largest offset tried, in frames")
     parser.add_argument("--batch_size", type=int, default=20, help="windows per SyncNet batch")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index")
+    add_device_arg(parser)
     add_clip_args(parser)
     return parser.parse_args(argv)
 

@@ -17,7 +17,7 @@ import torch
 from evaluation.common import add_clip_args, evaluate_clips, read_transcript
 from models.conformer_lip_reading import (load_conformer_lip_reader, required_length, teacher_forced_error_rates,
                                           text_to_indices)
-from utils.device import resolve_device
+from utils.device import add_device_arg, resolve_device
 from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
 
@@ -58,7 +58,7 @@ def parse_args(argv=None):
     parser.add_argument("--video_std", type=float, default=0.1688)
     parser.add_argument("--video_mean", type=float, default=0.4161)
     parser.add_argument("--seed", type=int, default=19220297, help="accepted for compatibility")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index")
+    add_device_arg(parser)
     parser.add_argument("--num_workers", type=int, default=0, help="accepted for compatibility")
     add_clip_args(parser, filelist_help="clip list (default: <data_root>/test.txt)")
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ State-dict keys are those of the released TalkLip checkpoints: ``face_encoder_bl
 ``binary_pred.0.*``. Faces are BGR, as OpenCV decodes them and the released models were trained.
 """
 import contextlib
+import dataclasses
 from typing import Optional, Tuple, Union
 
 import torch
@@ -14,17 +15,11 @@ import torch.nn.functional as F
 
 from models.avhubert.config import EncoderConfig
 from models.avhubert.model import AVHubertEncoder
+from models.presets import TalkLipConfig, encoder_preset
 from utils.checkpoint import load_checkpoint_file, load_strict, strip_prefixes
 from utils.errors import CheckpointError
 
 FACE_SIZE = 96
-# The audio encoder of the released models: AV-HuBERT BASE as in TalkLip's config.yaml
-# (w2v_args.model), with the pretraining label embeddings of its 2004-unit k-means dictionary.
-TALKLIP_AUDIO_ENCODER = dict(
-    encoder_layers=12, encoder_embed_dim=768, encoder_ffn_embed_dim=3072, encoder_attention_heads=12,
-    layer_norm_first=True, audio_feat_dim=104, modality_fuse="concat", masking_type="input",
-    final_dim=256, feature_grad_mult=1.0, dropout=0.1, attention_dropout=0.1, activation_dropout=0.0,
-    dropout_input=0.1, dropout_features=0.1, encoder_layerdrop=0.05, num_label_embs=2004)
 
 
 class ConvBlock(nn.Module):
@@ -89,15 +84,15 @@ class TalkLip(nn.Module):
     audio_emb (N, C) per-frame audio-encoder features -> (N, 3, 96, 96) in [0, 1].
     ``forward(faces, audio, padding_mask, audio_index)``: runs the audio encoder on (B, 104, T)
     features and picks row ``audio_index`` of the flattened (B*T, C) output for each face.
+    Widths come from ``config`` (default: the paper's), the audio encoder from ``audio_encoder_cfg``
+    (default: the released BASE encoder).
     """
 
-    ENC = [6, 16, 32, 64, 128, 256, 512, 512]
-    DEC = [512, 512, 512, 384, 256, 128, 64]
-
-    def __init__(self, audio_encoder_cfg: Optional[EncoderConfig] = None):
+    def __init__(self, audio_encoder_cfg: Optional[EncoderConfig] = None, config: Optional[TalkLipConfig] = None):
         super().__init__()
-        cfg = audio_encoder_cfg or EncoderConfig(**TALKLIP_AUDIO_ENCODER)
-        e, d = self.ENC, self.DEC
+        cfg = audio_encoder_cfg or encoder_preset("talklip_audio")
+        self.config = config or TalkLipConfig()
+        e, d = (6,) + self.config.encoder_channels, self.config.decoder_channels
         self.face_encoder_blocks = nn.ModuleList([
             nn.Sequential(ConvBlock(e[0], e[1], 7, 1, 3)),
             nn.Sequential(ConvBlock(e[1], e[2], 3, 2, 1), *_res(e[2], 2)),
@@ -114,7 +109,8 @@ class TalkLip(nn.Module):
             nn.Sequential(ConvBlock(up[0], d[1], 3, 1, 0, transpose=True), *_res(d[1], 1)),
             *[nn.Sequential(ConvBlock(up[i - 1], d[i], 3, 2, 1, transpose=True, output_padding=1), *_res(d[i], 2))
               for i in range(2, 7)]])
-        self.output_block = nn.Sequential(ConvBlock(up[6], 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
+        out = self.config.output_channels
+        self.output_block = nn.Sequential(ConvBlock(up[6], out, 3, 1, 1), nn.Conv2d(out, 3, 1, 1, 0), nn.Sigmoid())
         self.sync_net = AVSync(cfg.encoder_embed_dim)
         self.ft = False          # fine-tune the audio encoder (training stage 2 on)
 
@@ -149,36 +145,43 @@ class TalkLip(nn.Module):
 class TalkLipDiscriminator(nn.Module):
     """``TalkLip_disc_qual``: real/fake probability from the lower half of a face."""
 
-    def __init__(self):
+    def __init__(self, config: Optional[TalkLipConfig] = None):
         super().__init__()
+        self.config = config or TalkLipConfig()
+        c = self.config.disc_channels
         self.face_encoder_blocks = nn.ModuleList([
-            nn.Sequential(PlainConv(3, 32, 7, 1, 3)),
-            nn.Sequential(PlainConv(32, 64, 5, (1, 2), 2), PlainConv(64, 64, 5, 1, 2)),
-            nn.Sequential(PlainConv(64, 128, 5, 2, 2), PlainConv(128, 128, 5, 1, 2)),
-            nn.Sequential(PlainConv(128, 256, 5, 2, 2), PlainConv(256, 256, 5, 1, 2)),
-            nn.Sequential(PlainConv(256, 512, 3, 2, 1), PlainConv(512, 512, 3, 1, 1)),
-            nn.Sequential(PlainConv(512, 512, 3, 2, 1), PlainConv(512, 512, 3, 1, 1)),
-            nn.Sequential(PlainConv(512, 512, 3, 1, 0), PlainConv(512, 512, 1, 1, 0))])
-        self.binary_pred = nn.Sequential(nn.Conv2d(512, 1, 1, 1, 0), nn.Sigmoid())
+            nn.Sequential(PlainConv(3, c[0], 7, 1, 3)),
+            nn.Sequential(PlainConv(c[0], c[1], 5, (1, 2), 2), PlainConv(c[1], c[1], 5, 1, 2)),
+            nn.Sequential(PlainConv(c[1], c[2], 5, 2, 2), PlainConv(c[2], c[2], 5, 1, 2)),
+            nn.Sequential(PlainConv(c[2], c[3], 5, 2, 2), PlainConv(c[3], c[3], 5, 1, 2)),
+            nn.Sequential(PlainConv(c[3], c[4], 3, 2, 1), PlainConv(c[4], c[4], 3, 1, 1)),
+            nn.Sequential(PlainConv(c[4], c[5], 3, 2, 1), PlainConv(c[5], c[5], 3, 1, 1)),
+            nn.Sequential(PlainConv(c[5], c[6], 3, 1, 0), PlainConv(c[6], c[6], 1, 1, 0))])
+        self.binary_pred = nn.Sequential(nn.Conv2d(c[6], 1, 1, 1, 0), nn.Sigmoid())
 
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        """faces (N, 3, 96, 96) in [0, 1] -> (N, 1) probability of being real."""
+    def forward(self, faces: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """faces (N, 3, 96, 96) in [0, 1] -> (N, 1) probability of being real (``logits``: before
+        the sigmoid, what the losses take)."""
         x = faces[:, :, faces.shape[2] // 2:]
         for block in self.face_encoder_blocks:
             x = block(x)
-        return self.binary_pred(x).view(len(x), -1)
+        x = self.binary_pred[0](x).view(len(x), -1)
+        return x if logits else self.binary_pred[1](x)
 
     def perceptual_loss(self, fake_faces: torch.Tensor) -> torch.Tensor:
         """BCE pushing generated faces towards 'real' (the generator's perceptual loss)."""
-        return bce(self(fake_faces), 1.0)
+        return bce(self(fake_faces, logits=True), 1.0)
 
 
-def bce(prob: torch.Tensor, value: float) -> torch.Tensor:
-    """Binary cross-entropy of probabilities against a constant label, in float32 outside autocast
-    (CUDA autocast refuses binary_cross_entropy on probabilities)."""
-    with torch.autocast(prob.device.type, enabled=False):
-        prob = prob.float()
-        return F.binary_cross_entropy(prob, torch.full_like(prob, value))
+def bce(logits: torch.Tensor, value: float) -> torch.Tensor:
+    """Binary cross-entropy of sigmoid(logits) against a constant label, in float32 outside autocast.
+
+    The original applied BCE to the sigmoid's output; that equals this wherever the probability
+    is not rounded to exactly 0 or 1, but there its loss sticks at 100 with a zero gradient (the
+    discriminator "collapse" of a saturated start). On logits the gradient never vanishes."""
+    with torch.autocast(logits.device.type, enabled=False):
+        logits = logits.float()
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, value))
 
 
 TalkLip_disc_qual = TalkLipDiscriminator   # the original name
@@ -193,26 +196,25 @@ def _checkpoint_state(path_or_state, what: str) -> Tuple[dict, str, dict]:
 
 def load_talklip(path_or_state: Union[str, dict], device="cpu") -> TalkLip:
     """A TalkLip generator from an original .pth (dict with ``state_dict``) or a state dict. The
-    audio encoder is BASE, as released, unless the file records another (``audio_encoder_cfg``,
-    written by train.py when the expert is not BASE)."""
+    model is the paper's with the released BASE audio encoder, unless the file records otherwise
+    (``talklip_cfg`` and ``audio_encoder_cfg``, written by train.py)."""
     state, source, meta = _checkpoint_state(path_or_state, "TalkLip checkpoint")
     labels = state.get("audio_encoder.w2v_model.label_embs_concat")
-    base = {**TALKLIP_AUDIO_ENCODER, **(meta.get("audio_encoder_cfg") or {})}
-    cfg = EncoderConfig(**{**base,
-                           "num_label_embs": int(labels.shape[0]) if labels is not None else 0,
-                           "final_dim": int(labels.shape[1]) if labels is not None else 256})
+    cfg = encoder_preset("talklip_audio", **(meta.get("audio_encoder_cfg") or {}))
+    cfg = dataclasses.replace(cfg, num_label_embs=int(labels.shape[0]) if labels is not None else 0,
+                              final_dim=int(labels.shape[1]) if labels is not None else 256)
     if "binary_pred.0.weight" in state:
         raise CheckpointError(f"{source} is a TalkLip discriminator checkpoint: pass the generator "
                               f"checkpoint (the file without the disc_ prefix)")
     with torch.device("meta"):                 # no random init; the checkpoint's tensors are used
-        model = TalkLip(cfg)
+        model = TalkLip(cfg, TalkLipConfig.from_dict(meta.get("talklip_cfg")))
     load_strict(model, state, source=source, assign=True)
     return model.to(device).eval()
 
 
 def load_discriminator(path_or_state: Union[str, dict], device="cpu") -> TalkLipDiscriminator:
-    state, source, _ = _checkpoint_state(path_or_state, "TalkLip discriminator checkpoint")
+    state, source, meta = _checkpoint_state(path_or_state, "TalkLip discriminator checkpoint")
     with torch.device("meta"):
-        model = TalkLipDiscriminator()
+        model = TalkLipDiscriminator(TalkLipConfig.from_dict(meta.get("talklip_cfg")))
     load_strict(model, state, source=source, assign=True)
     return model.to(device).eval()

@@ -10,11 +10,10 @@ import argparse
 import os
 
 import numpy as np
-import torch
-
 from face_detection import DEFAULT_S3FD_PATH, build_detector, detect_video
 from preparation.runner import add_shard_args, run_shard
-from utils.errors import TalkLipError, run_cli
+from utils.device import add_device_arg, resolve_device
+from utils.errors import run_cli
 from utils.fileio import atomic_output, read_filelist
 
 
@@ -24,9 +23,8 @@ def parse_args(argv=None):
     parser.add_argument("--bbx_root", required=True, help="output folder for <speaker>/<clip>.npy")
     parser.add_argument("--batch_size", type=int, default=32, help="frames per detector batch")
     parser.add_argument("--gpu", type=int, default=None,
-                        help="CUDA device index (default: the shard's rank modulo the GPU count)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="where the detector runs (auto: CUDA when available)")
+                        help="GPU index, as the original (default: the shard's rank modulo the GPU count)")
+    add_device_arg(parser)
     parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH,
                         help="S3FD weights (s3fd.pth); without them OpenCV's cascade is used")
     parser.add_argument("--smooth_window", type=int, default=1,
@@ -34,18 +32,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def pick_device(args) -> torch.device:
-    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise TalkLipError("--device cuda was asked for but PyTorch sees no GPU: use --device cpu")
-    index = args.gpu if args.gpu is not None else max((args.rank or 1) - 1, 0) % torch.cuda.device_count()
-    return torch.device(f"cuda:{index}")
-
-
 def main(args) -> int:
     read_filelist(args.filelist)            # a bad list fails before the detector loads
-    detector = build_detector(args.s3fd_path, pick_device(args))
+    device = resolve_device(args.device if args.gpu is None else str(args.gpu),
+                            gpu_hint=max((args.rank or 1) - 1, 0))
+    detector = build_detector(args.s3fd_path, device)
 
     def npy_path(name):
         return os.path.join(args.bbx_root, f"{name}.npy")

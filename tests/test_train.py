@@ -52,7 +52,7 @@ def test_expert_written_by_train_expert_loads(tiny_expert):
 
 def test_each_stage_trains_exactly_its_parameters(corpus, one_shard, tiny_expert, tmp_path):
     trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path))
-    batch = next(iter(trainer.loader()))
+    batch = trainer.next_micro_batches()[0]
     layers = [f"audio_encoder.w2v_model.encoder.layers.{i}." for i in range(2)]   # tiny: 2 layers, all "last three"
     for stage in (0, 1, 2):
         trainer.curriculum.stage = stage
@@ -118,7 +118,7 @@ def test_two_process_ddp_equals_one_process_with_the_doubled_batch(corpus, one_s
 def test_a_short_run_lowers_the_validation_l1(corpus, one_shard, tiny_expert, tmp_path):
     trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path, lr=1e-3, perp_w=0.0))
     before = trainer.validate()["l1"]
-    batches = list(trainer.loader())
+    batches = [trainer.next_micro_batches()[0] for _ in range(trainer.sampler.steps_per_epoch())]
     for i in range(8):
         trainer.train_step([batches[i % len(batches)]])
         trainer.step += 1

@@ -14,24 +14,15 @@ import torch
 from tqdm import tqdm
 
 from evaluation.common import read_transcript
-from models.avhubert import AVHubertSeq2Seq, DecoderConfig, EncoderConfig, load_avhubert
-from models.avhubert.config import decoder_preset, encoder_preset
+from models.avhubert import AVHubertSeq2Seq, load_avhubert
 from models.avhubert.model import AVHubertModel
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec
 from models.avhubert.training import collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
+from models.presets import decoder_preset, encoder_preset
 from utils.checkpoint import save_atomic
 from utils.errors import CheckpointError
 from utils.fileio import read_filelist
 from utils.video import VideoReader
-
-PRESETS = {
-    "tiny": (EncoderConfig(encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=4,
-                           layer_norm_first=True, conv_pos=16, conv_pos_groups=4, dropout=0.1, resnet_width=8,
-                           audio_feat_dim=104),
-             dict(decoder_embed_dim=64, decoder_ffn_embed_dim=128, decoder_layers=2, decoder_attention_heads=4,
-                  decoder_normalize_before=True, share_decoder_input_output_embed=True)),
-}
-
 
 def build_codec(lines: List[str], vocab_size: int) -> TextCodec:
     """A unigram sentencepiece model over the transcripts and its fairseq dictionary."""
@@ -46,14 +37,9 @@ def build_codec(lines: List[str], vocab_size: int) -> TextCodec:
 
 
 def new_model(preset: str, vocab: int) -> AVHubertSeq2Seq:
-    if preset in PRESETS:
-        enc, dec = PRESETS[preset]
-        enc = dataclasses.replace(enc)
-        dec = DecoderConfig(vocab_size=vocab, encoder_embed_dim=enc.encoder_embed_dim, **dec)
-    else:
-        enc = encoder_preset(preset)
-        dec = decoder_preset(preset, vocab_size=vocab, encoder_embed_dim=enc.encoder_embed_dim)
-    return AVHubertSeq2Seq(enc, dec)
+    """A randomly initialised lip reader of a registry size (models.presets) over ``vocab`` tokens."""
+    enc = encoder_preset(preset)
+    return AVHubertSeq2Seq(enc, decoder_preset(preset, vocab_size=vocab, encoder_embed_dim=enc.encoder_embed_dim))
 
 
 def from_init(init, vocab: int) -> AVHubertSeq2Seq:

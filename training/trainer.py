@@ -1,19 +1,18 @@
-"""TalkLip training: the objective, the three-stage curriculum, checkpoints, resume and rollback.
+"""TalkLip training: the three-stage curriculum and the loop.
 
 Read top to bottom: ``TrainConfig`` (the flags), ``build_models`` (generator initialised from the
-expert's encoder, discriminator, frozen expert), ``Objective`` (one forward of the generator's
-losses, wrapped in DDP), ``Curriculum`` (the original ``status_manager``), ``Trainer`` (loop,
-validation, checkpoints, divergence rollback). ``train.py`` only parses flags and calls ``run``.
+expert's encoder, discriminator, frozen expert), ``Curriculum`` (the original ``status_manager``,
+optionally bounded by per-stage step counts), ``Trainer`` (set-up, ``run``: the loop, then its
+helpers: one step, validation, checkpoints, resume, divergence rollback, logging). The losses live
+in ``training.objective``, the checkpoint files in ``training.checkpoints``; ``train.py`` only
+parses flags and calls ``run``.
 """
 import contextlib
 import dataclasses
-import glob
 import json
 import logging
 import math
 import os
-import random
-import re
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -22,18 +21,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.avhubert import load_avhubert
+from models.avhubert import freeze_all_but, load_avhubert
 from models.avhubert.model import AVHubertSeq2Seq
-from models.avhubert.training import images_to_avhubert, lip_reading_loss
-from models.talklip import TalkLip, TalkLipDiscriminator, bce
+from models.presets import talklip_preset
+from models.talklip import TalkLip, TalkLipDiscriminator
+from training import checkpoints
 from training.data import ResumableBatchSampler, TalkLipDataset, collate
-from utils.checkpoint import load_checkpoint_file, load_strict, save_atomic
+from training.objective import LossWeights, Objective, disc_loss
+from utils.checkpoint import load_checkpoint_file, load_strict
+from utils.device import resolve_device
 from utils.errors import CheckpointError, TalkLipError
 
 STAGES = ("frozen audio encoder", "audio encoder fine-tuned", "lip-reading expert on", "done")
+DONE = len(STAGES) - 1
 FINETUNED_LAYERS = 3            # the audio encoder's last three transformer layers (9-11 of BASE)
 
 
@@ -52,12 +54,15 @@ class TrainConfig:
     perp_w: float = 0.07
     gen_checkpoint_path: Optional[str] = None
     disc_checkpoint_path: Optional[str] = None
+    generator_preset: str = "paper"
     batch_size: int = 8
     num_worker: int = 6
     lr: float = 1e-4
     n_epoch: int = 100
     ckpt_interval: int = 3000
     patience: int = 5
+    stage_min_steps: Tuple[int, ...] = (0, 0, 0)
+    stage_max_steps: Tuple[int, ...] = (0, 0, 0)
     accum_steps: int = 1
     bf16: bool = False
     seed: int = 0
@@ -73,90 +78,74 @@ class TrainConfig:
     no_progress: bool = False
     tensorboard: bool = True
     start_stage: int = 0
+    resume_anyway: bool = False
+
+    @property
+    def weights(self) -> LossWeights:
+        return LossWeights(lip_w=self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w)
 
 
 # ------------------------------------------------------------------------------------ models
 def build_models(cfg: TrainConfig, device) -> Dict[str, nn.Module]:
-    """The frozen expert, a generator whose audio encoder starts from the expert's encoder (only its
-    last three layers trainable), and a fresh discriminator."""
+    """The frozen expert, a generator (``cfg.generator_preset`` widths) whose audio encoder starts
+    from the expert's encoder with only its last three layers trainable, and a fresh discriminator."""
     expert = load_avhubert(cfg.avhubert_path)
     if not isinstance(expert, AVHubertSeq2Seq) or expert.codec is None:
         raise CheckpointError(f"{cfg.avhubert_path} is not a seq2seq lip reader with its dictionary: "
                               f"--avhubert_path needs an AV-HuBERT model fine-tuned for lip reading")
-    for p in expert.parameters():
-        p.requires_grad = False
+    expert.requires_grad_(False)
     enc_cfg = expert.encoder.w2v_model.cfg
-    generator = TalkLip(enc_cfg)
+    widths = talklip_preset(cfg.generator_preset)
+    generator = TalkLip(enc_cfg, widths)
     load_strict(generator.audio_encoder, expert.encoder.state_dict(), source=cfg.avhubert_path)
     layers = enc_cfg.encoder_layers
-    tuned = tuple(f"w2v_model.encoder.layers.{i}." for i in range(layers - FINETUNED_LAYERS, layers))
-    for name, p in generator.audio_encoder.named_parameters():
-        p.requires_grad = name.startswith(tuned)
-    return {"gen": generator.to(device), "disc": TalkLipDiscriminator().to(device), "expert": expert.to(device).eval()}
-
-
-class Objective(nn.Module):
-    """The generator's loss for one batch; the only module DDP wraps on the generator side. The
-    expert and the discriminator are used, not owned (their parameters get no gradient here)."""
-
-    def __init__(self, generator: TalkLip, expert: AVHubertSeq2Seq, disc: TalkLipDiscriminator):
-        super().__init__()
-        self.gen = generator
-        self._frozen = (expert, disc)
-
-    def forward(self, batch: Dict, stage: int, w: Dict[str, float]) -> Dict[str, torch.Tensor]:
-        expert, disc = self._frozen
-        gen = self.gen
-        gen.ft = stage >= 1
-        syn, enc_audio = gen(batch["faces_in"], batch["audio"], batch["padding_mask"], batch["audio_index"])
-        zero = syn.new_zeros(())
-        out = {"syn": syn, "lip": zero, "cont": zero, "perc": zero, "n_correct": zero, "total": zero}
-        if stage >= 2 or not gen.training:
-            video, vmask = images_to_avhubert([f.to(syn.device) for f in batch["frames"]],
-                                              batch["boxes"], syn, batch["picked"], batch["audio"].shape[2])
-            res = lip_reading_loss(expert, video, batch["padding_mask"], batch["target"], batch["prev_output_tokens"])
-            out.update(lip=res["loss"], n_correct=res["n_correct"], total=res["total"])
-            if w["cont_w"] > 0:
-                idx = batch["audio_index"]
-                vid = res["encoder_out"].transpose(0, 1).reshape(-1, res["encoder_out"].shape[-1])[idx]
-                aud = enc_audio.transpose(0, 1).reshape(-1, enc_audio.shape[-1])[idx]
-                out["cont"] = gen.sync_net(vid.float(), aud.float())
-        if w["perp_w"] > 0:
-            out["perc"] = disc.perceptual_loss(syn)
-        out["l1"] = F.l1_loss(syn, batch["faces_gt"])
-        lip_on = stage >= 2
-        out["loss"] = (w["lip_w"] * out["lip"] * lip_on + w["perp_w"] * out["perc"]
-                       + (1.0 - w["lip_w"] - w["perp_w"]) * out["l1"] + w["cont_w"] * out["cont"] * lip_on)
-        return out
-
-
-def disc_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
-    r, f = bce(disc(real), 1.0), bce(disc(fake.detach()), 0.0)
-    return {"disc_real": r, "disc_fake": f, "disc": r + f}
+    freeze_all_but(generator.audio_encoder, encoder_layers=range(max(0, layers - FINETUNED_LAYERS), layers))
+    return {"gen": generator.to(device), "disc": TalkLipDiscriminator(widths).to(device),
+            "expert": expert.to(device).eval()}
 
 
 class Curriculum:
     """The original ``status_manager``: after more than ``patience`` validations without a new
-    lowest L1, move to the next stage."""
+    lowest L1, move to the next stage. Bounded by per-stage step counts (index = stage): a plateau
+    ends stage s only after ``min_steps[s]`` steps in it, and stage s ends after ``max_steps[s]``
+    steps in it whatever the L1 does (0: no bound). Equal bounds give a fixed schedule."""
 
-    def __init__(self, patience: int = 5, stage: int = 0):
+    def __init__(self, patience: int = 5, stage: int = 0, min_steps=(0, 0, 0), max_steps=(0, 0, 0)):
         self.best, self.waited, self.stage, self.patience = math.inf, 0, stage, patience
+        self.min_steps, self.max_steps = tuple(min_steps), tuple(max_steps)
+        self.stage_start = 0        # the step at which the current stage began
 
-    def update(self, value: float) -> bool:
+    def _bound(self, bounds) -> int:
+        return bounds[self.stage] if self.stage < len(bounds) else 0
+
+    def _advance(self, step: int) -> bool:
+        self.stage, self.waited, self.stage_start = self.stage + 1, 0, step
+        return True
+
+    def validated(self, value: float, step: int) -> bool:
+        """A validation L1 after ``step`` steps; True when the stage changed."""
         if value < self.best:
             self.best, self.waited = value, 0
         else:
             self.waited += 1
-        if self.waited > self.patience:
-            self.stage, self.waited = self.stage + 1, 0
-            return True
+        ran = step - self.stage_start
+        if self.waited > self.patience and ran > 0 and ran >= self._bound(self.min_steps):
+            return self._advance(step)
+        return False
+
+    def stepped(self, step: int) -> bool:
+        """Called after every step; True when the stage reached its maximum length."""
+        limit = self._bound(self.max_steps)
+        if self.stage < DONE and limit and step - self.stage_start >= limit:
+            return self._advance(step)
         return False
 
     def state_dict(self):
-        return {"best": self.best, "waited": self.waited, "stage": self.stage}
+        return {"best": self.best, "waited": self.waited, "stage": self.stage, "stage_start": self.stage_start}
 
     def load_state_dict(self, s):
         self.best, self.waited, self.stage = s["best"], s["waited"], s["stage"]
+        self.stage_start = s.get("stage_start", 0)
 
 
 # ------------------------------------------------------------------------------------ distributed
@@ -175,12 +164,11 @@ def init_distributed(device_spec: str) -> Tuple[Dist, torch.device]:
     """torchrun's RANK/WORLD_SIZE/LOCAL_RANK -> process group (NCCL on GPU, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_spec != "cpu"
-    device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
-    if use_cuda:
+    device = resolve_device(device_spec)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, local), device
 
 
@@ -195,26 +183,27 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.device)
         torch.manual_seed(cfg.seed)                  # the same initial weights in every process and run
         m = build_models(cfg, self.device)           # bad inputs fail here, before anything is written
-        os.makedirs(cfg.checkpoint_dir, exist_ok=True)
-        self.log = self._logger()
+        self.expert_sha256 = checkpoints.file_sha256(cfg.avhubert_path)
         self.gen, self.disc, self.expert = m["gen"], m["disc"], m["expert"]
         self.objective = Objective(self.gen, self.expert, self.disc)
         self.opt_g = torch.optim.Adam([p for p in self.gen.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-        self.curriculum = Curriculum(cfg.patience, cfg.start_stage)
+        self.curriculum = Curriculum(cfg.patience, cfg.start_stage, cfg.stage_min_steps, cfg.stage_max_steps)
         self.step, self.epoch, self.epoch_step, self.rollbacks = 0, 0, 0, 0
-        self.ooms, self.high_disc, self.last_good = 0, 0, None
-        codec = self.expert.codec
+        self.ooms, self.high_disc, self.history = 0, 0, []
         common = dict(file_dir=cfg.file_dir, video_root=cfg.video_root, audio_root=cfg.audio_root,
-                      bbx_root=cfg.bbx_root, word_root=cfg.word_root, codec=codec, seed=cfg.seed)
+                      bbx_root=cfg.bbx_root, word_root=cfg.word_root, codec=self.expert.codec, seed=cfg.seed)
         self.train_set = TalkLipDataset("train", windows_per_clip=cfg.windows_per_clip, **common)
         self.valid_set = TalkLipDataset("valid", **common)
         if cfg.valid_clips:
             self.valid_set.names = self.valid_set.names[:cfg.valid_clips]
         self.sampler = ResumableBatchSampler(len(self.train_set), cfg.batch_size, self.dist.world, self.dist.rank,
                                              cfg.accum_steps, cfg.seed)
+        os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+        self.log = self._logger()
         self._wrap()
         self.tb = self._tensorboard()
+        self._batches = None                         # this epoch's batch iterator, made when needed
 
     # ---- set-up helpers
     def _logger(self):
@@ -256,50 +245,146 @@ class Trainer:
     def stage(self) -> int:
         return self.curriculum.stage
 
-    def weights(self) -> Dict[str, float]:
-        c = self.cfg
-        return {"lip_w": c.lip_w, "perp_w": c.perp_w, "cont_w": c.cont_w}
-
     def autocast(self):
-        enabled = self.cfg.bf16
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     def to_device(self, batch: Dict) -> Dict:
         return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
+    # ---- the loop
+    def run(self) -> Dict:
+        """Train until the curriculum is done, ``max_steps`` or ``n_epoch``; resume first if a state exists."""
+        self.start()
+        started = time.time()
+        bar = tqdm(total=self.total_steps(), initial=self.step, unit="step", desc="train",
+                   disable=self.cfg.no_progress or not self.dist.main)
+        while not self.finished():
+            logs = self.train_step_or_skip(self.next_micro_batches())
+            if logs is not None and self.diverged(logs):
+                self.rollback(logs)
+                bar.n = self.step
+                continue
+            self.after_step(logs)
+            bar.update(1)
+            if logs is not None:
+                bar.set_postfix_str(fmt(logs, ("l1", "perc", "lip", "disc")))
+        bar.close()
+        return self.finish(time.time() - started)
+
+    def start(self):
+        """Resume from the newest readable state, or load --gen/--disc_checkpoint_path and save step 0
+        (the first rollback target)."""
+        found = checkpoints.newest_state(self.cfg.checkpoint_dir, warn=self.note)
+        if found:
+            self.resume(*found)
+        else:
+            self.load_original()
+            self.save()
+        self.note(f"training on {self.device} x{self.dist.world}: {len(self.train_set)} train / "
+                  f"{len(self.valid_set)} valid clips, stage {self.stage} ({STAGES[self.stage]})")
+
+    def finished(self) -> bool:
+        cfg = self.cfg
+        return (self.stage >= DONE or self.epoch >= cfg.n_epoch
+                or (cfg.max_steps is not None and self.step >= cfg.max_steps))
+
+    def total_steps(self) -> int:
+        total = self.cfg.n_epoch * self.sampler.steps_per_epoch()
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps is not None else total
+
+    def next_micro_batches(self) -> List[Dict]:
+        """The next step's ``accum_steps`` micro-batches of this process (the sampler's epochs hold
+        whole steps, so an epoch never ends inside one)."""
+        if self._batches is None:
+            self.sampler.set_epoch(self.epoch, self.rollbacks, self.epoch_step)
+            self.train_set.set_epoch(self.epoch, self.rollbacks)
+            self._batches = iter(torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler,
+                                                             collate_fn=collate, num_workers=self.cfg.num_worker))
+        return [self.to_device(next(self._batches)) for _ in range(self.cfg.accum_steps)]
+
+    def train_step_or_skip(self, micro: List[Dict]) -> Optional[Dict[str, float]]:
+        """One step; None when it ran out of memory (skipped; too many in a row stop the run)."""
+        try:
+            logs = self.train_step(micro)
+        except torch.OutOfMemoryError:
+            del micro
+            self.opt_g.zero_grad(set_to_none=True)
+            self.opt_d.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            self.ooms += 1
+            self.note(f"step {self.step}: out of memory, step skipped ({self.ooms} in a row)")
+            if self.ooms >= self.cfg.max_oom or self.dist.world > 1:
+                raise TalkLipError(f"out of memory {self.ooms} times in a row at batch {self.cfg.batch_size}: "
+                                   f"use a smaller --batch_size with --accum_steps to keep the batch, "
+                                   f"or --bf16") from None
+            return None
+        self.ooms = 0
+        return logs
+
+    def after_step(self, logs: Optional[Dict[str, float]]):
+        """Count the step, log it; every ``ckpt_interval`` steps validate and save; move the curriculum."""
+        self.step += 1
+        self.epoch_step += 1
+        if self.epoch_step == self.sampler.steps_per_epoch():
+            self.epoch, self.epoch_step, self._batches = self.epoch + 1, 0, None
+        if logs is not None:
+            self.log_scalars("train", logs)
+        validate = self.step % self.cfg.ckpt_interval == 0
+        if validate:
+            self.save_samples()
+            self.validate_and_advance()
+        before = self.stage
+        if self.curriculum.stepped(self.step):
+            self.note(f"step {self.step}: stage {before} -> {self.stage} ({STAGES[self.stage]}), "
+                      f"after {self.cfg.stage_max_steps[before]} steps (--stage_max_steps)")
+        if validate:
+            self.save()                              # after the curriculum moved: resume sees it
+
+    def finish(self, seconds: float) -> Dict:
+        if self.stage >= DONE:
+            self.note("training done: the last stage ended")
+        self.save()
+        summary = {"step": self.step, "epoch": self.epoch, "stage": self.stage, "stage_name": STAGES[self.stage],
+                   "rollbacks": self.rollbacks, "seconds": round(seconds, 1), "history": self.history,
+                   "checkpoint": os.path.join(self.cfg.checkpoint_dir, checkpoints.GENERATOR_FILE.format(self.step))}
+        if self.dist.main:
+            with open(os.path.join(self.cfg.checkpoint_dir, "train_summary.json"), "w") as h:
+                json.dump(summary, h, indent=1)
+        if self.tb is not None:
+            self.tb.close()
+        return summary
+
     # ---- one optimisation step (accum_steps micro-batches on this process)
     def train_step(self, micro_batches: List[Dict]) -> Dict[str, float]:
-        cfg, w = self.cfg, self.weights()
+        w = self.cfg.weights
         self.objective.train()
         self.disc.train()
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
         logs: Dict[str, float] = {}
         outs = []
+        n = len(micro_batches)
         for a, batch in enumerate(micro_batches):
-            index = a * self.dist.world + self.dist.rank
-            torch.manual_seed(_micro_seed(cfg.seed, self.step, index, self.rollbacks))
-            sync = a == len(micro_batches) - 1
-            ctx = self.objective_ddp.no_sync() if (self.dist.world > 1 and not sync) else contextlib.nullcontext()
-            for p in self.disc.parameters():
-                p.requires_grad = False           # the perceptual loss trains the generator only
+            torch.manual_seed(_micro_seed(self.cfg.seed, self.step, a * self.dist.world + self.dist.rank, self.rollbacks))
+            last = a == n - 1
+            ctx = self.objective_ddp.no_sync() if (self.dist.world > 1 and not last) else contextlib.nullcontext()
+            self.disc.requires_grad_(False)           # the perceptual loss trains the generator only
             with ctx, self.autocast():
                 out = self.objective_ddp(batch, self.stage, w)
-                (out["loss"] / len(micro_batches)).backward()
-            for p in self.disc.parameters():
-                p.requires_grad = True
+                (out["loss"] / n).backward()
+            self.disc.requires_grad_(True)
             outs.append(out["syn"].detach())
             for k in ("loss", "l1", "perc", "lip", "cont"):
-                logs[k] = logs.get(k, 0.0) + float(out[k].detach()) / len(micro_batches)
+                logs[k] = logs.get(k, 0.0) + float(out[k].detach()) / n
         self.opt_g.step()
         for a, (batch, syn) in enumerate(zip(micro_batches, outs)):
-            sync = a == len(micro_batches) - 1
-            ctx = self.disc_ddp.no_sync() if (self.dist.world > 1 and not sync) else contextlib.nullcontext()
+            last = a == n - 1
+            ctx = self.disc_ddp.no_sync() if (self.dist.world > 1 and not last) else contextlib.nullcontext()
             with ctx, self.autocast():
                 d = disc_loss(self.disc_ddp, batch["faces_gt"], syn)
-                (d["disc"] / len(micro_batches)).backward()
+                (d["disc"] / n).backward()
             for k in ("disc_real", "disc_fake", "disc"):
-                logs[k] = logs.get(k, 0.0) + float(d[k].detach()) / len(micro_batches)
+                logs[k] = logs.get(k, 0.0) + float(d[k].detach()) / n
         self.opt_d.step()
         self.last_samples = (micro_batches[0]["faces_in"], outs[0], micro_batches[0]["faces_gt"])
         return logs
@@ -318,7 +403,7 @@ class Trainer:
             batch = self.to_device(batch)
             torch.manual_seed(_micro_seed(self.cfg.seed, 10 ** 9, steps))
             with self.autocast():
-                out = self.objective(batch, self.stage, self.weights())
+                out = self.objective(batch, self.stage, self.cfg.weights)
                 d = disc_loss(self.disc, batch["faces_gt"], out["syn"])
             for k, v in {**out, **d}.items():
                 if k not in ("syn", "n_correct", "total"):
@@ -328,43 +413,53 @@ class Trainer:
             steps += 1
         result = {k: v / max(1, steps) for k, v in sums.items()}
         result["l1_sum"] = sums.get("l1", 0.0)
-        result["wer"] = 1.0 - n_correct / max(1, total)      # the original's token error of the expert
+        result["token_acc"] = n_correct / max(1, total)
+        result["wer"] = 1.0 - result["token_acc"]           # the original's "wer": the expert's token error
         return result
 
+    def validate_and_advance(self) -> bool:
+        """Validate (rank 0), share the L1 with every process, advance the curriculum on a plateau."""
+        value = torch.zeros(1)
+        if self.dist.main:
+            val = self.validate()
+            self.note(f"valid step {self.step} stage {self.stage}: {fmt(val)}")
+            self.log_scalars("valid", val)
+            self.history.append({"step": self.step, "stage": self.stage, **val})
+            value[0] = val["l1_sum"]
+        if self.dist.world > 1:
+            dist.broadcast(value, 0)
+        before = self.stage
+        changed = self.curriculum.validated(float(value[0]), self.step)
+        if changed:
+            self.note(f"step {self.step}: stage {before} -> {self.stage} ({STAGES[self.stage]}), "
+                      f"validation L1 stopped improving")
+        return changed
+
     # ---- checkpoints
-    def state_path(self, step: int) -> str:
-        return os.path.join(self.cfg.checkpoint_dir, f"state_step{step:09d}.pt")
+    def resume_config(self) -> Dict:
+        """What a state records about the run, for check_resume."""
+        return {**dataclasses.asdict(self.cfg), "world": self.dist.world, "expert_sha256": self.expert_sha256}
 
     def save(self):
         """Original-format generator and disc_ files, plus the resume state; keep the last K."""
         if not self.dist.main:
             return
-        d, s = self.cfg.checkpoint_dir, self.step
-        enc = dataclasses.asdict(self.gen.audio_encoder.w2v_model.cfg)
-        save_atomic({"state_dict": self.gen.state_dict(), "optimizer": self.opt_g.state_dict(), "global_step": s,
-                     "global_epoch": self.epoch, "audio_encoder_cfg": enc}, os.path.join(d, f"checkpoint_step{s:09d}.pth"))
-        save_atomic({"state_dict": self.disc.state_dict(), "optimizer": self.opt_d.state_dict(), "global_step": s,
-                     "global_epoch": self.epoch}, os.path.join(d, f"disc_checkpoint_step{s:09d}.pth"))
-        save_atomic({"gen": self.gen.state_dict(), "disc": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
-                     "opt_d": self.opt_d.state_dict(), "curriculum": self.curriculum.state_dict(), "step": s,
-                     "epoch": self.epoch, "epoch_step": self.epoch_step, "rollbacks": self.rollbacks,
-                     "ooms": self.ooms, "config": dataclasses.asdict(self.cfg),
-                     "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                             "python": random.getstate()}}, self.state_path(s))
-        for pattern in ("checkpoint_step*.pth", "disc_checkpoint_step*.pth", "state_step*.pt"):
-            files = sorted(glob.glob(os.path.join(d, pattern)))      # glob skips the .tmp dot-files
-            for old in files[:-self.cfg.keep_last]:
-                os.remove(old)
-        self.note(f"saved step {s}: {d}/checkpoint_step{s:09d}.pth (+ disc_, state_)")
+        widths = self.gen.config.to_dict()
+        common = {"global_step": self.step, "global_epoch": self.epoch, "talklip_cfg": widths}
+        state = {"gen": self.gen.state_dict(), "disc": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
+                 "opt_d": self.opt_d.state_dict(), "curriculum": self.curriculum.state_dict(), "step": self.step,
+                 "epoch": self.epoch, "epoch_step": self.epoch_step, "rollbacks": self.rollbacks, "ooms": self.ooms,
+                 "history": self.history, "config": self.resume_config(), "rng": checkpoints.rng_state()}
+        path = checkpoints.write_step(
+            self.cfg.checkpoint_dir, self.step,
+            {"state_dict": self.gen.state_dict(), "optimizer": self.opt_g.state_dict(), **common,
+             "audio_encoder_cfg": dataclasses.asdict(self.gen.audio_encoder.w2v_model.cfg)},
+            {"state_dict": self.disc.state_dict(), "optimizer": self.opt_d.state_dict(), **common},
+            state, self.cfg.keep_last)
+        self.note(f"saved step {self.step}: {path} (+ disc_, state_)")
 
-    def latest_state(self, before: Optional[int] = None) -> Optional[str]:
-        files = sorted(glob.glob(os.path.join(self.cfg.checkpoint_dir, "state_step*.pt")))
-        steps = [(int(re.search(r"state_step(\d+)", f).group(1)), f) for f in files]
-        steps = [(s, f) for s, f in steps if before is None or s < before]
-        return steps[-1][1] if steps else None
-
-    def resume(self, path: str):
-        state = torch.load(path, map_location="cpu", weights_only=False)
+    def resume(self, path: str, state: Dict):
+        checkpoints.check_resume(state["config"], self.resume_config(), path, self.cfg.resume_anyway, warn=self.note)
         self.gen.load_state_dict(state["gen"])
         self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -372,9 +467,9 @@ class Trainer:
         self.curriculum.load_state_dict(state["curriculum"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.rollbacks, self.ooms = state["rollbacks"], state.get("ooms", 0)
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        self.history = list(state.get("history", []))
+        checkpoints.set_rng_state(state["rng"])
+        self._batches = None
         self.note(f"resumed from {path}: step {self.step}, epoch {self.epoch}, stage {self.stage} ({STAGES[self.stage]})")
 
     def load_original(self):
@@ -392,6 +487,7 @@ class Trainer:
                     self.note(f"{path}: optimizer state does not fit (different trainable set); starting it fresh")
             if is_gen and meta.get("global_step"):
                 self.step = int(meta["global_step"])
+                self.curriculum.stage_start = self.step
             self.note(f"loaded {path}")
 
     # ---- divergence
@@ -402,17 +498,19 @@ class Trainer:
         return self.high_disc >= self.cfg.diverge_steps
 
     def rollback(self, logs: Dict[str, float]):
-        start = self.step - self.high_disc
-        path = self.latest_state(before=start + 1)
-        if path is None or self.rollbacks >= self.cfg.max_rollbacks:
-            raise TalkLipError(f"training diverged at step {self.step} (losses {fmt(logs)}) and "
-                               + ("no earlier checkpoint exists" if path is None else
+        """Back to the newest state from before the divergence began, with a new data order."""
+        now = self.step + 1                           # the step just taken, not yet counted
+        began = now - self.high_disc                  # the weights before the first diverging step
+        found = checkpoints.newest_state(self.cfg.checkpoint_dir, before=began + 1, warn=self.note)
+        if found is None or self.rollbacks >= self.cfg.max_rollbacks:
+            raise TalkLipError(f"training diverged at step {now} (losses {fmt(logs)}) and "
+                               + ("no earlier checkpoint exists" if found is None else
                                   f"{self.rollbacks} rollbacks did not help")
-                               + ": lower --lr or raise --ckpt_interval frequency, then resume")
+                               + ": lower --lr or validate more often (--ckpt_interval), then resume")
         rollbacks = self.rollbacks + 1
-        self.note(f"divergence at step {self.step} (losses {fmt(logs)}): rolling back to {path} "
+        self.note(f"divergence at step {now} (losses {fmt(logs)}): rolling back to {found[0]} "
                   f"(rollback {rollbacks}), with a new data order")
-        self.resume(path)
+        self.resume(*found)
         self.rollbacks = rollbacks
         self.high_disc = 0
 
@@ -438,111 +536,6 @@ class Trainer:
             cv2.imwrite(os.path.join(folder, f"{i}.jpg"), (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
         if self.tb is not None:
             self.tb.add_images("samples", grid[:8].flip(1), self.step)     # BGR -> RGB
-
-    # ---- the loop
-    def loader(self):
-        self.sampler.set_epoch(self.epoch, self.rollbacks, self.epoch_step)
-        self.train_set.set_epoch(self.epoch, self.rollbacks)
-        return torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate,
-                                           num_workers=self.cfg.num_worker, persistent_workers=False)
-
-    def run(self) -> Dict:
-        cfg = self.cfg
-        latest = self.latest_state()
-        if latest:
-            self.resume(latest)
-        else:
-            self.load_original()
-            self.save()                      # a rollback target from before the first step
-        self.note(f"training on {self.device} x{self.dist.world}: {len(self.train_set)} train / "
-                  f"{len(self.valid_set)} valid clips, stage {self.stage} ({STAGES[self.stage]})")
-        history = []
-        started = time.time()
-        while self.epoch < cfg.n_epoch and self.stage < 3:
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                break
-            bar = tqdm(total=self.sampler.steps_per_epoch(), initial=self.epoch_step, disable=cfg.no_progress or not self.dist.main,
-                       desc=f"epoch {self.epoch}", unit="step")
-            it = iter(self.loader())
-            restart = False
-            while True:
-                micro = []
-                try:
-                    for _ in range(cfg.accum_steps):
-                        micro.append(self.to_device(next(it)))
-                except StopIteration:
-                    break
-                try:
-                    logs = self.train_step(micro)
-                    self.ooms = 0
-                except torch.OutOfMemoryError:
-                    del micro
-                    self.opt_g.zero_grad(set_to_none=True)
-                    self.opt_d.zero_grad(set_to_none=True)
-                    torch.cuda.empty_cache()
-                    self.ooms += 1
-                    self.note(f"step {self.step}: out of memory, step skipped ({self.ooms} in a row)")
-                    if self.ooms >= cfg.max_oom or self.dist.world > 1:
-                        raise TalkLipError(f"out of memory {self.ooms} times in a row at batch {cfg.batch_size}: "
-                                           f"use a smaller --batch_size with --accum_steps to keep the batch, "
-                                           f"or --bf16") from None
-                    logs = None
-                self.step += 1
-                self.epoch_step += 1
-                bar.update(1)
-                if logs is not None:
-                    bar.set_postfix_str(fmt(logs, ("l1", "perc", "lip", "disc")))
-                    self.log_scalars("train", logs)
-                    if self.diverged(logs):
-                        self.rollback(logs)
-                        restart = True
-                        break
-                if self.step % cfg.ckpt_interval == 0:
-                    self.save_samples()
-                    self.evaluate(history)
-                    self.save()                        # after the curriculum moved: resume sees it
-                    if self.stage >= 3:
-                        break
-                elif self.step == 1:
-                    self.save()
-                if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                    break
-            bar.close()
-            if restart:
-                continue
-            if self.stage >= 3 or (cfg.max_steps is not None and self.step >= cfg.max_steps):
-                break
-            self.epoch += 1
-            self.epoch_step = 0
-        if self.stage >= 3:
-            self.note("training done: the validation L1 stopped improving in the last stage")
-        self.save()
-        summary = {"step": self.step, "epoch": self.epoch, "stage": self.stage, "stage_name": STAGES[self.stage],
-                   "rollbacks": self.rollbacks, "seconds": round(time.time() - started, 1), "history": history,
-                   "checkpoint": os.path.join(cfg.checkpoint_dir, f"checkpoint_step{self.step:09d}.pth")}
-        if self.dist.main:
-            with open(os.path.join(cfg.checkpoint_dir, "train_summary.json"), "w") as h:
-                json.dump(summary, h, indent=1)
-        if self.tb is not None:
-            self.tb.close()
-        return summary
-
-    def evaluate(self, history: list) -> bool:
-        """Validate (rank 0), share the L1 with every process, advance the curriculum."""
-        value = torch.zeros(1)
-        if self.dist.main:
-            val = self.validate()
-            self.note(f"valid step {self.step} stage {self.stage}: {fmt(val)}")
-            self.log_scalars("valid", val)
-            history.append({"step": self.step, "stage": self.stage, **val})
-            value[0] = val["l1_sum"]
-        if self.dist.world > 1:
-            dist.broadcast(value, 0)
-        before = self.stage
-        changed = self.curriculum.update(float(value[0]))
-        if changed:
-            self.note(f"step {self.step}: stage {before} -> {self.stage} ({STAGES[self.stage]})")
-        return changed
 
 
 def fmt(values: Dict[str, float], keys=None) -> str:

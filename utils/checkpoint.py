@@ -4,6 +4,7 @@
 that hold other pickled objects (fairseq checkpoints) have their own restricted unpickler.
 """
 import os
+import pickle
 from typing import Dict, Mapping, Union, Tuple
 
 import torch
@@ -21,21 +22,31 @@ def load_state_dict_file(path: str, what: str = "checkpoint", mmap: bool = False
     return load_checkpoint_file(path, what, mmap)[0]
 
 
-def load_checkpoint_file(path: str, what: str = "checkpoint", mmap: bool = False) -> Tuple[dict, dict]:
-    """(state dict, the other top-level entries of the file, e.g. optimizer and global_step)."""
+def load_torch_file(path: str, what: str = "checkpoint", mmap: bool = False):
+    """Whatever a torch file holds, read without running code (``weights_only=True``): tensors and
+    plain containers/numbers/strings. Anything else is refused with one line."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} file {path} does not exist: check the path")
     try:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except RuntimeError as exc:
             if not mmap or "mmap" not in str(exc):
                 raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)   # legacy (non-zip) file
+            return torch.load(path, map_location="cpu", weights_only=True)   # legacy (non-zip) file
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{what} file {path} holds pickled objects other than tensors and plain "
+                              f"data, which are refused because loading them could run code: give a "
+                              f"weights file (state dict)") from None
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read {what} file {path} ({reason[:200]}): "
                               f"is it a PyTorch weights file, complete and uncorrupted?") from None
+
+
+def load_checkpoint_file(path: str, what: str = "checkpoint", mmap: bool = False) -> Tuple[dict, dict]:
+    """(state dict, the other top-level entries of the file, e.g. optimizer and global_step)."""
+    obj = load_torch_file(path, what, mmap)
     meta = {}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}

@@ -1,21 +1,47 @@
-"""Choosing the device once, from a script flag."""
+"""Choosing the device once, from a script flag; every script and the trainer use this."""
+import os
+from typing import Optional
+
 import torch
 
 from utils.errors import TalkLipError
 
+DEVICE_HELP = ("auto (the GPU when PyTorch sees one, else the CPU), cpu, cuda, cuda:N, or a GPU index N "
+               "as the original scripts take")
 
-def resolve_device(spec) -> torch.device:
-    """'cpu', 'cuda', 'cuda:1', or a GPU index as the original scripts take ('0'); a GPU index or
-    'cuda' falls back to the CPU when no GPU is present."""
-    spec = str(spec).strip().lower()
-    if spec == "cpu":
+
+def resolve_device(spec="auto", gpu_hint: Optional[int] = None) -> torch.device:
+    """'auto', 'cpu', 'cuda', 'cuda:N' or 'N' -> a torch.device.
+
+    'auto' and 'cuda' take GPU ``gpu_hint`` modulo the GPU count when given (torchrun's LOCAL_RANK
+    when set), else GPU 0. Asking for a GPU (anything but 'auto' and 'cpu') where PyTorch sees none,
+    or for a GPU index that does not exist, is an error naming the fix."""
+    text = str(spec).strip().lower()
+    if text == "cpu":
         return torch.device("cpu")
-    if spec.isdigit() or spec in ("cuda", "auto"):
-        if not torch.cuda.is_available():
+    if text not in ("auto", "cuda") and not text.isdigit() and not text.startswith("cuda:"):
+        raise TalkLipError(f"--device {spec!r} is not understood: use {DEVICE_HELP}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        if text == "auto":
             return torch.device("cpu")
-        return torch.device(f"cuda:{spec}" if spec.isdigit() else "cuda")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TalkLipError(f"--device {spec} asks for a GPU but PyTorch sees none: use --device cpu")
-        return torch.device(spec)
-    raise TalkLipError(f"--device {spec!r} is not understood: use cpu, cuda, cuda:N or a GPU index")
+        raise TalkLipError(f"--device {spec} asks for a GPU but PyTorch sees none: use --device cpu "
+                           f"(or auto), or install a CUDA build of PyTorch")
+    if text in ("auto", "cuda"):
+        if gpu_hint is None and "LOCAL_RANK" in os.environ:
+            gpu_hint = int(os.environ["LOCAL_RANK"])
+        index = (gpu_hint or 0) % count
+    else:
+        index_text = text.split(":", 1)[1] if text.startswith("cuda:") else text
+        if not index_text.isdigit():
+            raise TalkLipError(f"--device {spec!r} is not understood: use {DEVICE_HELP}")
+        index = int(index_text)
+        if index >= count:
+            raise TalkLipError(f"--device {spec} asks for GPU {index} but PyTorch sees {count}: "
+                               f"use an index below {count}")
+    return torch.device(f"cuda:{index}")
+
+
+def add_device_arg(parser, default: str = "auto") -> None:
+    """The one ``--device`` flag of every script."""
+    parser.add_argument("--device", default=default, help=f"where models run: {DEVICE_HELP}")

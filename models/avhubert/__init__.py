@@ -1,9 +1,9 @@
 """Native AV-HuBERT: encoder, seq2seq lip reader, original-checkpoint loading, decoding."""
-from models.avhubert.config import (DecoderConfig, EncoderConfig, decoder_preset, encoder_preset)
+from models.avhubert.config import DecoderConfig, EncoderConfig
 from models.avhubert.load import load_avhubert, map_fairseq_keys
 from models.avhubert.model import AVHubertEncoder, AVHubertModel, AVHubertSeq2Seq, freeze_all_but
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TaskState, TextCodec
 
 __all__ = ["load_avhubert", "map_fairseq_keys", "AVHubertModel", "AVHubertEncoder", "AVHubertSeq2Seq",
-           "EncoderConfig", "DecoderConfig", "encoder_preset", "decoder_preset", "freeze_all_but",
+           "EncoderConfig", "DecoderConfig", "freeze_all_but",
            "Dictionary", "SentencePieceTokenizer", "TaskState", "TextCodec"]

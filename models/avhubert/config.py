@@ -74,24 +74,3 @@ class DecoderConfig:
         values = {k: v for k, v in (model_cfg or {}).items() if k not in ("activation_fn", "encoder_embed_dim")}
         return _from_mapping(cls, values, **overrides)
 
-
-# Presets: the released models' shapes. TalkLip's audio encoder is BASE.
-ENCODER_PRESETS = {
-    "base": EncoderConfig(layer_norm_first=True),
-    "large": EncoderConfig(encoder_layers=24, encoder_embed_dim=1024, encoder_ffn_embed_dim=4096,
-                           encoder_attention_heads=16, layer_norm_first=True),
-}
-DECODER_PRESETS = {
-    "base": DecoderConfig(decoder_normalize_before=True, share_decoder_input_output_embed=True),
-    "large": DecoderConfig(decoder_embed_dim=1024, decoder_ffn_embed_dim=4096, decoder_layers=9,
-                           decoder_attention_heads=8, decoder_normalize_before=True,
-                           share_decoder_input_output_embed=True, encoder_embed_dim=1024),
-}
-
-
-def encoder_preset(name: str, **overrides) -> EncoderConfig:
-    return dataclasses.replace(ENCODER_PRESETS[name], **overrides)
-
-
-def decoder_preset(name: str, **overrides) -> DecoderConfig:
-    return dataclasses.replace(DECODER_PRESETS[name], **overrides)

@@ -1,0 +1,155 @@
+"""Lip sync measured on the synthetic corpus, where the truth is known.
+
+The synthetic corpus (``preparation.make_synthetic``) draws a mouth whose opening follows the speech
+loudness, and stores the per-frame truth in ``gt/<name>.npz``. This measure reads the opening back
+from the pixels of a video (the corpus clip itself, a synthesized test clip, or a dub) as the
+darkness of a window around the ground-truth mouth centre: lips and the open mouth are darker than
+skin, and both grow with the opening. Its Pearson r with the ground-truth opening is the score, per
+clip and over the frames of all clips. The corpus videos score about 0.99; a frozen mouth about 0.
+
+    python -m evaluation.mouth_sync --video_root SYNT --gt_root CORPUS/gt --filelist CORPUS/test.txt
+    python -m evaluation.mouth_sync --dub dubbed.mp4 --face_gt CORPUS/gt/A.npz --speech_gt CORPUS/gt/B.npz
+
+A dub shows the face clip's frames (forward, then backward when the speech is longer) with the
+mouth driven by another clip's speech: output frame k is scored at the face clip's mouth position
+for the source frame it shows, against the speech clip's opening at the time of frame k.
+"""
+import argparse
+import os
+from typing import Dict, Mapping, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from evaluation.common import add_clip_args, evaluate_clips
+from utils.audio import FEATURE_RATE_HZ
+from utils.errors import MediaError, run_cli
+from utils.video import VideoReader
+
+DARK_LEVEL = 120.0          # grey level: skin is brighter, lips (~105) and the open mouth (~25) darker
+WINDOW_HALF_WIDTH = 0.25    # of the face box width: the mouth is ~0.4 of it
+WINDOW_HALF_HEIGHT = 0.15   # of the face box height: an open mouth is ~0.19 of it
+
+
+def mouth_darkness(frame: np.ndarray, center: Sequence[float], face_box: Sequence[float]) -> float:
+    """Mean of max(0, DARK_LEVEL - grey) over a window at ``center`` sized by ``face_box``;
+    frame (H, W, 3) uint8 BGR, center (x, y) and face_box (x1, y1, x2, y2) in its pixels."""
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    rx = int(round(WINDOW_HALF_WIDTH * (face_box[2] - face_box[0])))
+    ry = int(round(WINDOW_HALF_HEIGHT * (face_box[3] - face_box[1])))
+    cx, cy = (int(round(v)) for v in center)
+    window = grey[max(0, cy - ry):cy + ry + 1, max(0, cx - rx):cx + rx + 1]
+    if window.size == 0:
+        raise MediaError(f"the mouth window at {cx},{cy} lies outside the {frame.shape[1]}x{frame.shape[0]} frame")
+    return float(np.maximum(0.0, DARK_LEVEL - window).mean())
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson r; 0 when either series is constant (a frozen mouth carries no sync)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) != len(y):
+        raise ValueError(f"series differ in length: {len(x)} vs {len(y)}")
+    if len(x) < 2 or x.std() < 1e-9 or y.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def load_ground_truth(path: str) -> Dict[str, np.ndarray]:
+    if not os.path.isfile(path):
+        raise MediaError(f"ground truth {path} does not exist: the mouth-sync measure needs a synthetic "
+                         f"corpus' gt/<name>.npz (preparation.make_synthetic)")
+    with np.load(path) as data:
+        if not {"mouth_opening", "face_box", "mouth_center"} <= set(data.files):
+            raise MediaError(f"{path} lacks mouth_opening/face_box/mouth_center: not a synthetic-corpus ground truth")
+        return {k: data[k] for k in ("mouth_opening", "face_box", "mouth_center")}
+
+
+def darkness_series(video_path: str, positions: Mapping[str, np.ndarray], source_index: np.ndarray) -> np.ndarray:
+    """Darkness of output frame k at the mouth of source frame ``source_index[k]`` (decoded frames beyond
+    ``source_index`` are ignored; fewer decoded frames are an error)."""
+    values = []
+    with VideoReader(video_path) as reader:
+        for k, frame in enumerate(reader):
+            if k >= len(source_index):
+                break
+            s = source_index[k]
+            values.append(mouth_darkness(frame, positions["mouth_center"][s], positions["face_box"][s]))
+    if len(values) < len(source_index):
+        raise MediaError(f"{video_path} decodes to {len(values)} frames, its ground truth has {len(source_index)}: "
+                         f"re-synthesize it")
+    return np.array(values)
+
+
+def clip_mouth_sync(video_path: str, gt: Mapping[str, np.ndarray]) -> Dict:
+    """A video frame-aligned with its ground truth (a corpus clip or its synthesized copy)."""
+    opening = gt["mouth_opening"]
+    darkness = darkness_series(video_path, gt, np.arange(len(opening)))
+    return {"frames": len(opening), "r": pearson(darkness, opening), "darkness": darkness.tolist(),
+            "opening": opening.astype(float).tolist()}
+
+
+def dub_mouth_sync(video_path: str, face_gt: Mapping[str, np.ndarray], speech_gt: Mapping[str, np.ndarray],
+                   fps: Optional[float] = None) -> Dict:
+    """A dub of the face clip (ground truth ``face_gt``) driven by the speech clip's audio (``speech_gt``):
+    output frame k shows face frame ping_pong(k) and should open as the speech clip's frame at k / fps."""
+    from models.synthesis import ping_pong
+    with VideoReader(video_path) as reader:
+        fps, declared = fps or reader.fps, reader.num_frames
+    speech_rows = np.floor(np.arange(declared) * FEATURE_RATE_HZ / fps + 1e-6).astype(np.int64)
+    count = int(np.sum(speech_rows < len(speech_gt["mouth_opening"])))   # frames the speech truth covers
+    source = ping_pong(declared, len(face_gt["mouth_opening"]))[:count]
+    darkness = darkness_series(video_path, face_gt, source)
+    opening = speech_gt["mouth_opening"][speech_rows[:count]]
+    return {"frames": count, "r": pearson(darkness, opening), "darkness": darkness.tolist(),
+            "opening": opening.astype(float).tolist()}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video_root", default=None, help="folder of <name>.mp4 to score (corpus main/ or synthesized)")
+    parser.add_argument("--gt_root", default=None, help="the synthetic corpus' gt/ folder of <name>.npz")
+    parser.add_argument("--dub", default=None, help="score one dubbed video instead (with --face_gt and --speech_gt)")
+    parser.add_argument("--face_gt", default=None, help="gt .npz of the clip whose face was dubbed")
+    parser.add_argument("--speech_gt", default=None, help="gt .npz of the clip whose speech drove the dub")
+    add_clip_args(parser, filelist_help="text file of sample names (needed with --video_root)")
+    args = parser.parse_args(argv)
+    if args.dub:
+        if not (args.face_gt and args.speech_gt):
+            parser.error("--dub needs --face_gt and --speech_gt")
+    elif not (args.video_root and args.gt_root and args.filelist):
+        parser.error("give --video_root, --gt_root and --filelist (or --dub with --face_gt and --speech_gt)")
+    return args
+
+
+def evaluate(args, names=None) -> Dict:
+    """Per-clip r and the r over the frames of all clips ('r'), plus the mean of per-clip r ('r_mean')."""
+    def run(name):
+        return clip_mouth_sync(f"{args.video_root}/{name}.mp4", load_ground_truth(f"{args.gt_root}/{name}.npz"))
+    def overall(summary):
+        rows = summary["per_clip"]
+        summary["r_mean"] = summary.pop("r")
+        summary["r"] = pearson([d for row in rows for d in row["darkness"]], [o for row in rows for o in row["opening"]])
+    return evaluate_clips(args, "mouth_sync", run, weight="frames", names=names, root=args.video_root,
+                          summarize=overall)
+
+
+def main(args) -> int:
+    if args.dub:
+        result = dub_mouth_sync(args.dub, load_ground_truth(args.face_gt), load_ground_truth(args.speech_gt))
+        print(f"mouth sync r {result['r']:.3f} over {result['frames']} frames of {args.dub}")
+        if args.out_json:
+            import json
+            from utils.fileio import atomic_output
+            with atomic_output(args.out_json) as tmp, open(tmp, "w") as handle:
+                json.dump(result, handle)
+        return 0
+    summary = evaluate(args)
+    for row in summary["per_clip"]:
+        print(f"  {row['name']}: r {row['r']:.3f} ({row['frames']} frames)")
+    print(f"mouth sync r {summary['r']:.3f} over {summary['frames']} frames of {summary['clips']} clips "
+          f"(mean per clip {summary['r_mean']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())

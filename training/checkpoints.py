@@ -1,0 +1,119 @@
+"""What train.py writes and reads back: the original-format generator and discriminator files, the
+resume state, and the choice of the state to resume from.
+
+Every file goes through ``utils.checkpoint`` (atomic writes; ``weights_only`` reads, so a state file
+someone hands you cannot run code). RNG states are stored as plain tensors and lists for that reason.
+"""
+import glob
+import hashlib
+import os
+import random
+import re
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from utils.checkpoint import load_torch_file, save_atomic
+from utils.errors import CheckpointError, TalkLipError
+
+GENERATOR_FILE = "checkpoint_step{:09d}.pth"
+DISCRIMINATOR_FILE = "disc_checkpoint_step{:09d}.pth"
+STATE_FILE = "state_step{:09d}.pt"
+PATTERNS = ("checkpoint_step*.pth", "disc_checkpoint_step*.pth", "state_step*.pt")
+# Settings a resumed run must share with the run that wrote the state: they fix the model, the data
+# order and what a step means. (config field, what to call it in the message)
+RESUME_MUST_MATCH = (("batch_size", "--batch_size"), ("accum_steps", "--accum_steps"), ("world", "processes"),
+                     ("generator_preset", "--generator_preset"), ("expert_sha256", "the expert (--avhubert_path)"))
+
+
+def file_sha256(path: str, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------ RNG state
+def rng_state() -> Dict:
+    """Every global RNG, as tensors and plain lists (readable with weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_state(state: Mapping) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+
+
+# ------------------------------------------------------------------------------------ writing
+def write_step(folder: str, step: int, generator_file: Dict, disc_file: Dict, state: Dict, keep_last: int) -> str:
+    """checkpoint_stepN.pth and disc_checkpoint_stepN.pth (the original layout: state_dict, optimizer,
+    global_step, global_epoch, plus the configs that rebuild the model) and state_stepN.pt; then
+    only the newest ``keep_last`` of each kind are kept. Returns the generator file's path."""
+    gen_path = os.path.join(folder, GENERATOR_FILE.format(step))
+    save_atomic(generator_file, gen_path)
+    save_atomic(disc_file, os.path.join(folder, DISCRIMINATOR_FILE.format(step)))
+    save_atomic(state, os.path.join(folder, STATE_FILE.format(step)))
+    for pattern in PATTERNS:
+        files = sorted(glob.glob(os.path.join(folder, pattern)))     # glob skips the dot-file temporaries
+        for old in files[:-keep_last]:
+            os.remove(old)
+    return gen_path
+
+
+# ------------------------------------------------------------------------------------ reading
+def state_files(folder: str) -> List[Tuple[int, str]]:
+    """(step, path) of every state_stepN.pt in ``folder``, oldest first."""
+    found = []
+    for path in glob.glob(os.path.join(folder, "state_step*.pt")):
+        match = re.fullmatch(r"state_step(\d+)\.pt", os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def load_state(path: str) -> Dict:
+    state = load_torch_file(path, what="training state")
+    missing = {"gen", "disc", "opt_g", "opt_d", "curriculum", "step", "config", "rng"} - set(state)
+    if missing:
+        raise CheckpointError(f"training state {path} lacks {', '.join(sorted(missing))}: "
+                              f"it was not written by this train.py")
+    return state
+
+
+def newest_state(folder: str, before: Optional[int] = None,
+                 warn: Callable[[str], None] = print) -> Optional[Tuple[str, Dict]]:
+    """The newest readable state (of a step below ``before`` when given), as (path, state). An
+    unreadable one (truncated by a full disk or a killed copy) is skipped with a one-line warning."""
+    for step, path in reversed(state_files(folder)):
+        if before is not None and step >= before:
+            continue
+        try:
+            return path, load_state(path)
+        except CheckpointError as exc:
+            warn(f"warning: skipping {path}: {exc}")
+    return None
+
+
+def check_resume(stored: Mapping, current: Mapping, path: str, allow: bool,
+                 warn: Callable[[str], None] = print) -> None:
+    """Refuse to resume ``path`` when a setting in RESUME_MUST_MATCH differs (one line), unless ``allow``."""
+    diffs = [f"{flag} {stored.get(key)!r} -> {current.get(key)!r}" if key != "expert_sha256"
+             else f"{flag} is a different file" for key, flag in RESUME_MUST_MATCH
+             if stored.get(key) != current.get(key)]
+    if not diffs:
+        return
+    text = f"{path} was written with other settings ({'; '.join(diffs)})"
+    if not allow:
+        raise TalkLipError(f"{text}: rerun with the original settings, use another --checkpoint_dir, "
+                           f"or pass --resume_anyway")
+    warn(f"warning: {text}; resuming anyway (--resume_anyway)")
