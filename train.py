@@ -47,7 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     loss.add_argument("--cont_w", type=float, default=1e-3, help="weight of the contrastive loss (stage 2 on)")
     loss.add_argument("--lip_w", type=float, default=1e-5, help="weight of the lip-reading expert loss (stage 2 on)")
     loss.add_argument("--perp_w", type=float, default=0.07, help="weight of the perceptual (GAN) loss")
-    loss.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of generator and discriminator")
+    loss.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the generator")
+    loss.add_argument("--disc_lr", type=float, default=None,
+                      help="Adam learning rate of the discriminator (default: --lr, as the original)")
+    loss.add_argument("--lr_warmdown", type=non_negative_int, default=0,
+                      help="decay both learning rates linearly to a tenth over the last N steps before --max_steps "
+                           "(0: constant, as the original)")
     loss.add_argument("--batch_size", type=positive_int, default=8, help="clips per step per process")
     loss.add_argument("--accum_steps", type=positive_int, default=1,
                       help="micro-batches per step (batch = batch_size x processes x this)")
@@ -57,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     sched.add_argument("--n_epoch", type=positive_int, default=100, help="stop after this many epochs")
     sched.add_argument("--max_steps", type=positive_int, default=None, help="stop after this many steps")
     sched.add_argument("--ckpt_interval", type=positive_int, default=3000, help="steps between validation + checkpoint")
+    sched.add_argument("--log_interval", type=positive_int, default=100,
+                       help="steps between lines of mean training losses in the text log")
     sched.add_argument("--patience", type=non_negative_int, default=5,
                        help="validations without a new best L1 before a stage ends")
     sched.add_argument("--start_stage", type=int, default=0, choices=[0, 1, 2], help="begin at this stage")

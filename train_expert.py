@@ -9,28 +9,32 @@ Input is the central 88 x 88 grey crop of each frame, as TalkLip feeds its exper
 The output loads with train.py --avhubert_path and the observer-1 evaluation.
 """
 import argparse
+import json
 
 from models.presets import EXPERT_PRESETS
 from training.expert import train_expert
+from utils.cli import positive_int
 from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
+from utils.fileio import atomic_output
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--file_dir", required=True, help="folder of train.txt and valid.txt")
-    p.add_argument("--video_root", required=True)
+    p.add_argument("--video_root", required=True, help="folder of <spk>/<clip>.mp4 (face-centred frames, as LRS2)")
     p.add_argument("--word_root", required=True, help="folder of <name>.txt transcripts")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     p.add_argument("--init", default=None, help="AV-HuBERT pretraining or seq2seq checkpoint to start from")
     p.add_argument("--preset", default="tiny", choices=EXPERT_PRESETS, help="size when training from scratch")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--vocab_size", type=int, default=100, help="sentencepiece pieces (upper bound)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=300, help="optimisation steps")
+    p.add_argument("--batch_size", type=positive_int, default=4, help="clips per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (linear warm-up over a tenth of the steps)")
+    p.add_argument("--vocab_size", type=positive_int, default=100, help="sentencepiece pieces (upper bound)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batch order")
+    p.add_argument("--out_json", default=None, help="also write the validation results here")
     add_device_arg(p)
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return p.parse_args(argv)
 
 
@@ -39,7 +43,11 @@ def main(args) -> int:
                           preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           vocab_size=args.vocab_size, seed=args.seed, device=resolve_device(args.device),
                           progress=not args.no_progress)
-    print(f"expert written to {args.out} (validation WER {result['wer']:.3f}, token accuracy {result['token_acc']:.3f})")
+    if args.out_json:
+        with atomic_output(args.out_json) as tmp, open(tmp, "w") as handle:
+            json.dump(result, handle, indent=1)
+    print(f"expert written to {args.out}: validation token accuracy {result['token_acc']:.3f} "
+          f"(blank video {result['token_acc_blank']:.3f}), WER {result['wer']:.3f}")
     return 0
 
 

@@ -3,8 +3,9 @@
 The synthetic corpus (``preparation.make_synthetic``) draws a mouth whose opening follows the speech
 loudness, and stores the per-frame truth in ``gt/<name>.npz``. This measure reads the opening back
 from the pixels of a video (the corpus clip itself, a synthesized test clip, or a dub) as the
-darkness of a window around the ground-truth mouth centre: lips and the open mouth are darker than
-skin, and both grow with the opening. Its Pearson r with the ground-truth opening is the score, per
+darkness of a window around the ground-truth mouth centre (its central band: the opening, not the
+width a sound gives the mouth): lips and the open mouth are darker than skin, and both grow with
+the opening. Its Pearson r with the ground-truth opening is the score, per
 clip and over the frames of all clips. The corpus videos score about 0.99; a frozen mouth about 0.
 
     python -m evaluation.mouth_sync --video_root SYNT --gt_root CORPUS/gt --filelist CORPUS/test.txt
@@ -27,8 +28,8 @@ from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
 
 DARK_LEVEL = 120.0          # grey level: skin is brighter, lips (~105) and the open mouth (~25) darker
-WINDOW_HALF_WIDTH = 0.25    # of the face box width: the mouth is ~0.4 of it
-WINDOW_HALF_HEIGHT = 0.15   # of the face box height: an open mouth is ~0.19 of it
+WINDOW_HALF_WIDTH = 0.10   # of the face box width: inside the narrowest open mouth's interior
+WINDOW_HALF_HEIGHT = 0.15  # of the face box height: an open mouth is ~0.19 of it
 
 
 def mouth_darkness(frame: np.ndarray, center: Sequence[float], face_box: Sequence[float]) -> float:

@@ -159,6 +159,18 @@ class TalkLipDiscriminator(nn.Module):
             nn.Sequential(PlainConv(c[5], c[6], 3, 1, 0), PlainConv(c[6], c[6], 1, 1, 0))])
         self.binary_pred = nn.Sequential(nn.Conv2d(c[6], 1, 1, 1, 0), nn.Sigmoid())
 
+    def init_for_training(self) -> "TalkLipDiscriminator":
+        """He initialisation for LeakyReLU(0.01), zero biases: the signal keeps its scale through the 13
+        convolutions. With PyTorch's default init it shrinks ~6x per layer, the output starts at 0.5
+        for every input and the early layers' gradients fall below Adam's epsilon, so a freshly
+        trained discriminator can stay at chance for good (used for new training runs; loaded
+        checkpoints bring their own weights)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        return self
+
     def forward(self, faces: torch.Tensor, logits: bool = False) -> torch.Tensor:
         """faces (N, 3, 96, 96) in [0, 1] -> (N, 1) probability of being real (``logits``: before
         the sigmoid, what the losses take)."""
@@ -192,6 +204,15 @@ def _checkpoint_state(path_or_state, what: str) -> Tuple[dict, str, dict]:
         state, meta = load_checkpoint_file(path_or_state, what=what, mmap=True)
         return strip_prefixes(state), path_or_state, meta
     return strip_prefixes(path_or_state), what, {}
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Store every 4-D weight channels-last (NHWC), the layout oneDNN's and cuDNN's fastest convolutions
+    use (a train step of the cpu preset on 2 CPU cores: -21% time); values are unchanged."""
+    for param in module.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return module
 
 
 def load_talklip(path_or_state: Union[str, dict], device="cpu") -> TalkLip:

@@ -14,12 +14,13 @@ import os
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from preparation.speech import espeak_available, mouth_opening, speak
+from preparation.speech import espeak_available, mouth_opening, mouth_width, speak
 from utils.audio import AUDIO_RATE_HZ, save_wav
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output
@@ -49,10 +50,11 @@ def neutral_face() -> np.ndarray:
     return cv2.inpaint(photo, mask, 7, cv2.INPAINT_TELEA)
 
 
-def draw_mouth(image: np.ndarray, opening: float) -> None:
-    """Draw lips and, when open, the dark mouth interior, in place (photo coordinates)."""
+def draw_mouth(image: np.ndarray, opening: float, width: float = 1.0) -> None:
+    """Draw lips and, when open, the dark mouth interior, in place (photo coordinates); ``width``
+    scales the mouth's width (its shape for the current sound)."""
     cx, cy = (int(round(v)) for v in MOUTH_CENTER)
-    half_w = int(MOUTH_HALF_WIDTH)
+    half_w = int(round(MOUTH_HALF_WIDTH * width))
     lip_h = int(round(3 + 8 * opening))
     cv2.ellipse(image, (cx, cy), (half_w, lip_h), 0, 0, 360, (80, 80, 165), -1, cv2.LINE_AA)
     if opening > 0.05:
@@ -77,12 +79,13 @@ def apply(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ affine[:, :2].T + affine[:, 2]
 
 
-def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray):
+def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width: Optional[np.ndarray] = None):
     """Yield (frame BGR uint8, face_box (4,), mouth_center (2,)) for each frame."""
     corners = np.array([FACE_BOX[:2], FACE_BOX[2:]])
+    width = np.ones(len(opening)) if width is None else width
     for i, value in enumerate(opening):
         image = face.copy()
-        draw_mouth(image, float(value))
+        draw_mouth(image, float(value), float(width[i]))
         affine = frame_transform(i, motion)
         frame = cv2.warpAffine(image, affine, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_AREA,
                                borderMode=cv2.BORDER_REFLECT)
@@ -98,6 +101,7 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
     num_frames = int(np.ceil(len(wav) / samples_per_frame))
     wav = np.pad(wav, (0, num_frames * samples_per_frame - len(wav)))
     opening = mouth_opening(wav, num_frames, FPS)
+    width = mouth_width(wav, opening, FPS)
     motion = np.array([rng.uniform(2, 5), rng.uniform(1, 3), rng.uniform(0.2, 0.5),
                        rng.uniform(0, 2 * np.pi), rng.uniform(0.95, 1.05)])
 
@@ -108,7 +112,7 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
         wav_path = os.path.join(scratch, "speech.wav")
         save_wav(wav_path, wav)
         with VideoWriter(video_path, FPS, FRAME_SIZE, FRAME_SIZE, audio_path=wav_path) as writer:
-            for frame, box, center in render_clip(face, opening, motion):
+            for frame, box, center in render_clip(face, opening, motion, width):
                 writer.write(frame)
                 boxes.append(box)
                 centers.append(center)
@@ -116,7 +120,7 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(f"Text:  {sentence}\nConf:  4\n")
     with atomic_output(os.path.join(out_dir, "gt", f"{name}.npz")) as tmp:
-        np.savez(tmp, mouth_opening=opening, face_box=np.array(boxes, np.float32),
+        np.savez(tmp, mouth_opening=opening, mouth_width=width, face_box=np.array(boxes, np.float32),
                  mouth_center=np.array(centers, np.float32))
 
 

@@ -84,3 +84,27 @@ def mouth_opening(wav: np.ndarray, num_frames: int, fps: float, rate: int = AUDI
     opening = np.clip(rms / level, 0, 1)
     opening[opening < 0.08] = 0.0
     return opening.astype(np.float32)
+
+
+def mouth_width(wav: np.ndarray, opening: np.ndarray, fps: float, rate: int = AUDIO_RATE_HZ,
+                narrowest: float = 0.8, widest: float = 1.2) -> np.ndarray:
+    """Per-frame mouth width factor from the sound: the share of energy above 1.5 kHz (high for spread
+    vowels like /i/ and for /s/, low for rounded /o/, /u/), ranked within the clip onto
+    [narrowest, widest]; 1 where the mouth is closed. So each sound has its own mouth shape."""
+    half = int(0.03 * rate)
+    freqs = np.fft.rfftfreq(2 * half, 1.0 / rate)
+    band, high = (freqs >= 300) & (freqs <= 5000), freqs >= 1500
+    brightness = np.zeros(len(opening))
+    for i in range(len(opening)):
+        centre = int((i + 0.5) / fps * rate)
+        window = wav[max(0, centre - half): centre + half].astype(np.float64)
+        if len(window) < 2 * half or opening[i] <= 0:
+            continue
+        power = np.abs(np.fft.rfft(window * np.hanning(len(window)))) ** 2
+        brightness[i] = power[band & high].sum() / (power[band].sum() + 1e-12)
+    width = np.ones(len(opening))
+    open_frames = np.flatnonzero(opening > 0)
+    if len(open_frames) > 1:
+        ranks = np.argsort(np.argsort(brightness[open_frames]))
+        width[open_frames] = narrowest + (widest - narrowest) * ranks / (len(open_frames) - 1)
+    return width.astype(np.float32)

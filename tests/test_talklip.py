@@ -11,7 +11,8 @@ import torch
 from face_detection import CascadeDetector, crop_face
 from models.synthesis import (FrameFetcher, SynthesisOptions, dub, encode_audio, frame_feature_rows,
                               ping_pong, synthesize_frames)
-from models.talklip import TalkLip, TalkLipDiscriminator, load_discriminator, load_talklip
+from models.presets import talklip_preset
+from models.talklip import TalkLip, TalkLipDiscriminator, bce, load_discriminator, load_talklip
 from tests.conftest import run_module
 from utils.audio import AUDIO_RATE_HZ, load_audio
 from utils.errors import CheckpointError
@@ -52,6 +53,31 @@ def test_state_dicts_have_the_original_layout():
         assert disc[name] == shape, name
     assert not [k for k in gen if "final_proj" in k]      # removed as remove_pretraining_modules does
     assert len(disc) == 2 * 13 + 2                        # 13 convolutions (1 + 6 blocks of 2) and the head
+
+
+def test_discriminator_loss_equals_the_original_and_cannot_saturate():
+    logits = torch.tensor([[-3.0], [0.5], [4.0]])
+    for label in (0.0, 1.0):
+        original = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), torch.full_like(logits, label))
+        torch.testing.assert_close(bce(logits, label), original)
+    saturated = torch.tensor([[60.0]], requires_grad=True)
+    assert torch.sigmoid(saturated).item() == 1.0                       # float32 rounds the probability to 1
+    stuck = torch.nn.functional.binary_cross_entropy(torch.sigmoid(saturated), torch.zeros(1, 1))
+    assert stuck.item() == 100.0 and torch.autograd.grad(stuck, saturated)[0].item() == 0.0   # the original: stuck
+    ours = bce(saturated, 0.0)
+    assert ours.item() == pytest.approx(60.0) and torch.autograd.grad(ours, saturated)[0].item() == pytest.approx(1.0)
+
+
+def test_a_fresh_discriminator_separates_inputs():
+    """PyTorch's default init shrinks the signal through the 13 layers (the output is ~0.5 for every face);
+    the training init keeps it, so the discriminator's gradients do not vanish."""
+    faces = torch.rand(16, 3, 96, 96)
+    torch.manual_seed(0)
+    disc = TalkLipDiscriminator(talklip_preset("cpu"))
+    with torch.no_grad():
+        default = disc(faces, logits=True).std()
+        trained = disc.init_for_training()(faces, logits=True).std()
+    assert trained > 100 * default
 
 
 def test_checkpoints_load_strictly_and_errors_are_one_line(tmp_path, talklip_checkpoint):

@@ -1,4 +1,6 @@
-"""train.py: what each stage trains, exact resume, DDP equivalence, learning, divergence rollback."""
+"""train.py: what each stage trains, the stage schedule, exact and safe resume, DDP equivalence, learning,
+divergence rollback, the cpu preset through inference. The generator runs at the cpu preset (every
+property here holds at any width; the paper's layout is tested in test_talklip.py)."""
 import os
 import socket
 import subprocess
@@ -9,10 +11,11 @@ import torch
 
 from evaluation.common import read_transcript
 from models.avhubert import load_avhubert
+from models.presets import talklip_preset
 from models.talklip import load_talklip
 from tests.conftest import ROOT, run_module
 from training.expert import build_codec, new_model, save_expert
-from training.trainer import TrainConfig, Trainer
+from training.trainer import Curriculum, TrainConfig, Trainer, warmdown_scale
 from utils.errors import TalkLipError
 
 
@@ -32,7 +35,7 @@ def config(corpus, one_shard, expert, ckpt_dir, **kw):
     base = dict(file_dir=data, video_root=f"{data}/main", audio_root=str(one_shard / "audio"),
                 bbx_root=str(one_shard / "bbx"), word_root=f"{data}/main", avhubert_path=expert,
                 checkpoint_dir=str(ckpt_dir), batch_size=1, num_worker=0, windows_per_clip=1, valid_clips=1,
-                tensorboard=False, no_progress=True, device="cpu", ckpt_interval=1000)
+                tensorboard=False, no_progress=True, device="cpu", ckpt_interval=1000, generator_preset="cpu")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -74,8 +77,8 @@ def test_resumed_run_equals_an_uninterrupted_one(corpus, one_shard, tiny_expert,
     resumed = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "b", max_steps=4, **kw))
     summary = resumed.run()
     assert summary["step"] == 4
-    a = torch.load(tmp_path / "a" / "state_step000000004.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "state_step000000004.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "state_step000000004.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "state_step000000004.pt", weights_only=True)
     assert a["curriculum"] == b["curriculum"]
     for part in ("gen", "disc"):
         for k, v in a[part].items():
@@ -97,7 +100,7 @@ def test_two_process_ddp_equals_one_process_with_the_doubled_batch(corpus, one_s
     args = ["--file_dir", data, "--video_root", f"{data}/main", "--audio_root", one_shard / "audio",
             "--bbx_root", one_shard / "bbx", "--word_root", f"{data}/main", "--avhubert_path", tiny_expert,
             "--batch_size", 1, "--windows_per_clip", 1, "--num_worker", 0, "--max_steps", 1, "--device", "cpu",
-            "--no_tensorboard", "--no_progress"]
+            "--generator_preset", "cpu", "--no_tensorboard", "--no_progress"]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", str(free_port()), os.path.join(ROOT, "train.py"),
@@ -116,10 +119,10 @@ def test_two_process_ddp_equals_one_process_with_the_doubled_batch(corpus, one_s
 
 
 def test_a_short_run_lowers_the_validation_l1(corpus, one_shard, tiny_expert, tmp_path):
-    trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path, lr=1e-3, perp_w=0.0))
+    trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path, lr=2e-3, perp_w=0.0))   # the quickstart's lr
     before = trainer.validate()["l1"]
     batches = [trainer.next_micro_batches()[0] for _ in range(trainer.sampler.steps_per_epoch())]
-    for i in range(8):
+    for i in range(12):
         trainer.train_step([batches[i % len(batches)]])
         trainer.step += 1
     assert trainer.validate()["l1"] < before * 0.95
@@ -147,3 +150,92 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(corpus, one_shard, tm
                       f"{data}/main", "--out", tmp_path / "expert.pt", "--steps", 1)
     assert proc.returncode == 2 and "train.txt does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "expert.pt").exists()
+
+
+def test_curriculum_plateaus_and_step_bounds():
+    c = Curriculum(patience=0, min_steps=(3, 0, 0), max_steps=(0, 2, 0))
+    assert not c.validated(1.0, 1)                     # a new best
+    assert not c.validated(1.0, 2)                     # a plateau, but stage 0 must run 3 steps
+    assert c.validated(1.0, 3) and (c.stage, c.stage_start) == (1, 3)
+    assert not c.stepped(4) and c.stepped(5) and (c.stage, c.stage_start) == (2, 5)    # stage 1: 2 steps at most
+    assert not c.validated(0.5, 5)                     # a stage must have run a step before a plateau ends it
+    assert not c.stepped(10 ** 6)                      # stage 2 has no maximum
+    restored = Curriculum()
+    restored.load_state_dict(c.state_dict())
+    assert restored.state_dict() == c.state_dict()
+
+
+def test_learning_rate_warmdown():
+    assert [warmdown_scale(s, 10, 4) for s in range(10)] == pytest.approx([1] * 6 + [0.775, 0.55, 0.325, 0.1])
+    assert warmdown_scale(3, None, 0) == 1.0
+
+
+def test_a_fixed_schedule_reaches_stage_2_and_validates_in_it(corpus, one_shard, tiny_expert, tmp_path):
+    cfg = config(corpus, one_shard, tiny_expert, tmp_path, ckpt_interval=2, stage_min_steps=(2, 1, 3),
+                 stage_max_steps=(2, 1, 3), patience=100)
+    summary = Trainer(cfg).run()
+    assert (summary["step"], summary["stage"]) == (6, 3)
+    assert [(h["step"], h["stage"]) for h in summary["history"]] == [(2, 0), (4, 2), (6, 2)]
+    log = (tmp_path / "talklip.log").read_text()
+    for step, move in ((2, "0 -> 1"), (3, "1 -> 2"), (6, "2 -> 3")):
+        assert f"step {step}: stage {move}" in log
+
+
+def test_resume_refuses_other_settings_and_keeps_the_history(corpus, one_shard, tiny_expert, tmp_path):
+    Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=2, ckpt_interval=1)).run()
+    with pytest.raises(TalkLipError, match=r"--batch_size 1 -> 2.*--resume_anyway") as err:
+        Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=3, ckpt_interval=1, batch_size=2)).run()
+    assert "\n" not in str(err.value)
+    with pytest.raises(TalkLipError, match="--generator_preset 'cpu' -> 'paper'"):
+        Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=3, generator_preset="paper")).run()
+    summary = Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=3, ckpt_interval=1)).run()
+    assert [h["step"] for h in summary["history"]] == [1, 2, 3]          # validations from before the resume too
+    anyway = config(corpus, one_shard, tiny_expert, tmp_path, max_steps=4, ckpt_interval=1, accum_steps=2,
+                    resume_anyway=True)
+    assert Trainer(anyway).run()["step"] == 4
+    assert "resuming anyway" in (tmp_path / "talklip.log").read_text()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_unsafe_or_damaged_states_are_skipped_never_unpickled(corpus, one_shard, tiny_expert, tmp_path):
+    Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=1, ckpt_interval=1)).run()
+    good = torch.load(tmp_path / "state_step000000001.pt", weights_only=True)
+    torch.save({**good, "step": 5, "extra": _RunsCode()}, tmp_path / "state_step000000005.pt")   # runs code if unpickled
+    raw = (tmp_path / "state_step000000001.pt").read_bytes()
+    (tmp_path / "state_step000000009.pt").write_bytes(raw[:len(raw) // 2])                     # truncated copy
+    trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=2, ckpt_interval=1))
+    trainer.run()
+    log = (tmp_path / "talklip.log").read_text()
+    assert "skipping" in log and "state_step000000009.pt" in log and "state_step000000005.pt" in log
+    assert "could run code" in log and "weights_only=False" not in log
+    assert "resumed from" in log and "state_step000000001.pt: step 1" in log
+    assert not os.path.exists(os.path.join(ROOT, "pwned")) and not (tmp_path / "pwned").exists()
+
+
+def test_cpu_preset_round_trip_through_inference(corpus, one_shard, tiny_expert, tmp_path):
+    """train.py --generator_preset cpu writes checkpoints that inf_test.py and inf_demo.py load with no flag."""
+    data, splits = corpus
+    proc = run_module("train", "--file_dir", data, "--video_root", f"{data}/main", "--audio_root", one_shard / "audio",
+                      "--bbx_root", one_shard / "bbx", "--word_root", f"{data}/main", "--avhubert_path", tiny_expert,
+                      "--checkpoint_dir", tmp_path / "ck", "--generator_preset", "cpu", "--batch_size", 1,
+                      "--windows_per_clip", 1, "--num_worker", 0, "--max_steps", 2, "--valid_clips", 1,
+                      "--device", "cpu", "--no_tensorboard", "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    ckpt = tmp_path / "ck" / "checkpoint_step000000002.pth"
+    model = load_talklip(str(ckpt))
+    assert model.config == talklip_preset("cpu") and model.face_encoder_blocks[0][0].conv_block[0].out_channels == 4
+    (tmp_path / "test.txt").write_text(splits["test"][0] + "\n")
+    synth = run_module("inf_test", "--filelist", tmp_path / "test.txt", "--video_root", f"{data}/main", "--audio_root",
+                       one_shard / "audio", "--bbx_root", one_shard / "bbx", "--save_root", tmp_path / "synt",
+                       "--ckpt_path", ckpt, "--device", "cpu")
+    assert synth.returncode == 0, synth.stderr
+    assert (tmp_path / "synt" / f"{splits['test'][0]}.mp4").is_file()
+    dub = run_module("inf_demo", "--video_path", f"{data}/main/{splits['test'][0]}.mp4", "--wav_path",
+                     one_shard / "audio" / f"{splits['all'][1]}.wav", "--ckpt_path", ckpt, "--save_path",
+                     tmp_path / "dub", "--device", "cpu", "--no_progress")
+    assert dub.returncode == 0, dub.stderr
+    assert (tmp_path / "dub.mp4").is_file()

@@ -78,9 +78,9 @@ def save_expert(model: AVHubertSeq2Seq, codec: TextCodec, path: str, extra: Opti
 class ClipCache:
     """Mouth crops and targets of a split, read once (the corpora this is for are small)."""
 
-    def __init__(self, names, video_root, word_root, codec):
+    def __init__(self, names, video_root, word_root, codec, progress: bool = True):
         self.items, self.codec = [], codec
-        for name in tqdm(names, desc="reading clips", unit="clip", leave=False):
+        for name in tqdm(names, desc="reading clips", unit="clip", leave=False, disable=not progress):
             with VideoReader(f"{video_root}/{name}.mp4") as reader:
                 frames = torch.from_numpy(np.stack(list(reader))).float()
             self.items.append((frames_to_mouth_rois(frames), codec.encode(read_transcript(word_root, name))))
@@ -106,7 +106,8 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
         vocab = len(codec.dictionary)
         model = from_init(base, vocab) if base is not None else new_model(preset, vocab)
     model = model.to(device).train()
-    train, valid = ClipCache(train_names, video_root, word_root, codec), ClipCache(valid_names, video_root, word_root, codec)
+    train = ClipCache(train_names, video_root, word_root, codec, progress)
+    valid = ClipCache(valid_names, video_root, word_root, codec, progress)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
     started, bar = time.time(), tqdm(range(steps), desc="train expert", unit="step", disable=not progress)
@@ -121,24 +122,36 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
         opt.step()
         sched.step()
         bar.set_postfix_str(f"loss {loss.item():.3f} acc {float(out['n_correct']) / float(out['total']):.3f}")
-    result = {"steps": steps, "seconds": round(time.time() - started, 1), **evaluate_expert(model, valid, device)}
-    log(f"expert: validation token accuracy {result['token_acc']:.3f}, WER {result['wer']:.3f}")
+    result = {"steps": steps, "seconds": round(time.time() - started, 1), **evaluate_expert(model, valid, device),
+              **{f"train_{k}": v for k, v in evaluate_expert(model, train, device, decode=False).items()}}
+    log(f"expert: validation token accuracy {result['token_acc']:.3f} ({result['token_acc_blank']:.3f} with the "
+        f"video blanked, i.e. from the text prior alone), WER {result['wer']:.3f}; on its training clips "
+        f"{result['train_token_acc']:.3f} ({result['train_token_acc_blank']:.3f} blanked)")
     save_expert(model.eval(), codec, out_path, {"train_summary": result})
     return result
 
 
 @torch.no_grad()
-def evaluate_expert(model, clips: ClipCache, device) -> Dict[str, float]:
+def evaluate_expert(model, clips: ClipCache, device, decode: bool = True) -> Dict[str, float]:
+    """Teacher-forced token accuracy with the clips' mouths ('token_acc') and with the video blanked
+    ('token_acc_blank': what the decoder's text prior alone gets, the chance level of lip reading),
+    and (``decode``) the WER of greedy decoding."""
     from evaluation.wer import error_rates
     model.eval()
-    correct = total = 0
+    correct = {"token_acc": 0, "token_acc_blank": 0}
+    total = 0
     refs, hyps = [], []
     for i in range(len(clips.items)):
         video, mask, target, prev, _ = (t.to(device) if torch.is_tensor(t) else t for t in clips.batch([i]))
-        out = lip_reading_loss(model, video, mask, target, prev)
-        correct, total = correct + int(out["n_correct"]), total + int(out["total"])
-        ids = model.generate(video=video, padding_mask=mask, beam=1)[0]
-        refs.append(clips.codec.decode(clips.items[i][1]))
-        hyps.append(clips.codec.decode(ids))
+        for key, shown in (("token_acc", video), ("token_acc_blank", torch.zeros_like(video))):
+            out = lip_reading_loss(model, shown, mask, target, prev)
+            correct[key] += int(out["n_correct"])
+        total += int(out["total"])
+        if decode:
+            refs.append(clips.codec.decode(clips.items[i][1]))
+            hyps.append(clips.codec.decode(model.generate(video=video, padding_mask=mask, beam=1)[0]))
     model.train()
-    return {"token_acc": correct / max(1, total), "wer": error_rates(refs, hyps)["wer"] if refs else 1.0}
+    result = {k: v / max(1, total) for k, v in correct.items()}
+    if decode:
+        result["wer"] = error_rates(refs, hyps)["wer"] if refs else 1.0
+    return result

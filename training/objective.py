@@ -62,6 +62,9 @@ class Objective(nn.Module):
 
 
 def disc_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The discriminator's BCE on real faces (label 1) and generated ones (label 0, detached)."""
-    r, f = bce(disc(real, logits=True), 1.0), bce(disc(fake.detach(), logits=True), 0.0)
-    return {"disc_real": r, "disc_fake": f, "disc": r + f}
+    """The discriminator's BCE on real faces (label 1) and generated ones (label 0, detached), and
+    its accuracy ('disc_acc': 0.5 for a discriminator that learnt nothing, or one that collapsed)."""
+    real_logits, fake_logits = disc(real, logits=True), disc(fake.detach(), logits=True)
+    r, f = bce(real_logits, 1.0), bce(fake_logits, 0.0)
+    acc = ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()).detach() / 2
+    return {"disc_real": r, "disc_fake": f, "disc": r + f, "disc_acc": acc}

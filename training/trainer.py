@@ -26,7 +26,7 @@ from tqdm import tqdm
 from models.avhubert import freeze_all_but, load_avhubert
 from models.avhubert.model import AVHubertSeq2Seq
 from models.presets import talklip_preset
-from models.talklip import TalkLip, TalkLipDiscriminator
+from models.talklip import TalkLip, TalkLipDiscriminator, to_channels_last
 from training import checkpoints
 from training.data import ResumableBatchSampler, TalkLipDataset, collate
 from training.objective import LossWeights, Objective, disc_loss
@@ -37,6 +37,7 @@ from utils.errors import CheckpointError, TalkLipError
 STAGES = ("frozen audio encoder", "audio encoder fine-tuned", "lip-reading expert on", "done")
 DONE = len(STAGES) - 1
 FINETUNED_LAYERS = 3            # the audio encoder's last three transformer layers (9-11 of BASE)
+WARMDOWN_FLOOR = 0.1            # --lr_warmdown ends at this fraction of the learning rates
 
 
 @dataclass
@@ -58,8 +59,11 @@ class TrainConfig:
     batch_size: int = 8
     num_worker: int = 6
     lr: float = 1e-4
+    disc_lr: Optional[float] = None       # None: lr, as the original
+    lr_warmdown: int = 0                  # the last N steps before max_steps decay both lrs linearly to 10%
     n_epoch: int = 100
     ckpt_interval: int = 3000
+    log_interval: int = 100
     patience: int = 5
     stage_min_steps: Tuple[int, ...] = (0, 0, 0)
     stage_max_steps: Tuple[int, ...] = (0, 0, 0)
@@ -100,7 +104,8 @@ def build_models(cfg: TrainConfig, device) -> Dict[str, nn.Module]:
     load_strict(generator.audio_encoder, expert.encoder.state_dict(), source=cfg.avhubert_path)
     layers = enc_cfg.encoder_layers
     freeze_all_but(generator.audio_encoder, encoder_layers=range(max(0, layers - FINETUNED_LAYERS), layers))
-    return {"gen": generator.to(device), "disc": TalkLipDiscriminator(widths).to(device),
+    disc = TalkLipDiscriminator(widths).init_for_training()
+    return {"gen": to_channels_last(generator.to(device)), "disc": to_channels_last(disc.to(device)),
             "expert": expert.to(device).eval()}
 
 
@@ -172,6 +177,15 @@ def init_distributed(device_spec: str) -> Tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
+def warmdown_scale(step: int, max_steps: Optional[int], warmdown: int) -> float:
+    """Learning-rate factor for the step after ``step`` steps: 1, then over the last ``warmdown`` steps
+    before ``max_steps`` falling linearly to WARMDOWN_FLOOR (reached at the last step)."""
+    if not warmdown:
+        return 1.0
+    into = step + 1 - (max_steps - warmdown)          # 1..warmdown inside the warm-down
+    return 1.0 - (1.0 - WARMDOWN_FLOOR) * min(1.0, max(0.0, into / warmdown))
+
+
 def _micro_seed(*parts) -> int:
     return int(np.random.default_rng(list(parts)).integers(0, 2 ** 62))
 
@@ -187,10 +201,13 @@ class Trainer:
         self.gen, self.disc, self.expert = m["gen"], m["disc"], m["expert"]
         self.objective = Objective(self.gen, self.expert, self.disc)
         self.opt_g = torch.optim.Adam([p for p in self.gen.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=(0.5, 0.999))
+        if cfg.lr_warmdown and cfg.max_steps is None:
+            raise TalkLipError("--lr_warmdown counts back from --max_steps: give --max_steps too")
         self.curriculum = Curriculum(cfg.patience, cfg.start_stage, cfg.stage_min_steps, cfg.stage_max_steps)
         self.step, self.epoch, self.epoch_step, self.rollbacks = 0, 0, 0, 0
-        self.ooms, self.high_disc, self.history = 0, 0, []
+        self.ooms, self.high_disc, self.history, self.train_log = 0, 0, [], []
+        self.recent: List[Dict[str, float]] = []    # train losses since the last log line
         common = dict(file_dir=cfg.file_dir, video_root=cfg.video_root, audio_root=cfg.audio_root,
                       bbx_root=cfg.bbx_root, word_root=cfg.word_root, codec=self.expert.codec, seed=cfg.seed)
         self.train_set = TalkLipDataset("train", windows_per_clip=cfg.windows_per_clip, **common)
@@ -329,6 +346,12 @@ class Trainer:
             self.epoch, self.epoch_step, self._batches = self.epoch + 1, 0, None
         if logs is not None:
             self.log_scalars("train", logs)
+            self.recent.append(logs)
+        if self.step % self.cfg.log_interval == 0 and self.recent:
+            mean = {k: float(np.mean([r[k] for r in self.recent])) for k in self.recent[0]}
+            self.note(f"step {self.step} stage {self.stage}: {fmt(mean)} (mean of {len(self.recent)} steps)")
+            self.train_log.append({"step": self.step, "stage": self.stage, **mean})
+            self.recent = []
         validate = self.step % self.cfg.ckpt_interval == 0
         if validate:
             self.save_samples()
@@ -346,6 +369,7 @@ class Trainer:
         self.save()
         summary = {"step": self.step, "epoch": self.epoch, "stage": self.stage, "stage_name": STAGES[self.stage],
                    "rollbacks": self.rollbacks, "seconds": round(seconds, 1), "history": self.history,
+                   "train_log": self.train_log,
                    "checkpoint": os.path.join(self.cfg.checkpoint_dir, checkpoints.GENERATOR_FILE.format(self.step))}
         if self.dist.main:
             with open(os.path.join(self.cfg.checkpoint_dir, "train_summary.json"), "w") as h:
@@ -357,6 +381,10 @@ class Trainer:
     # ---- one optimisation step (accum_steps micro-batches on this process)
     def train_step(self, micro_batches: List[Dict]) -> Dict[str, float]:
         w = self.cfg.weights
+        scale = warmdown_scale(self.step, self.cfg.max_steps, self.cfg.lr_warmdown)
+        for opt, lr in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.disc_lr or self.cfg.lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
         self.objective.train()
         self.disc.train()
         self.opt_g.zero_grad(set_to_none=True)
@@ -383,7 +411,7 @@ class Trainer:
             with ctx, self.autocast():
                 d = disc_loss(self.disc_ddp, batch["faces_gt"], syn)
                 (d["disc"] / n).backward()
-            for k in ("disc_real", "disc_fake", "disc"):
+            for k in ("disc_real", "disc_fake", "disc", "disc_acc"):
                 logs[k] = logs.get(k, 0.0) + float(d[k].detach()) / n
         self.opt_d.step()
         self.last_samples = (micro_batches[0]["faces_in"], outs[0], micro_batches[0]["faces_gt"])
@@ -449,7 +477,9 @@ class Trainer:
         state = {"gen": self.gen.state_dict(), "disc": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
                  "opt_d": self.opt_d.state_dict(), "curriculum": self.curriculum.state_dict(), "step": self.step,
                  "epoch": self.epoch, "epoch_step": self.epoch_step, "rollbacks": self.rollbacks, "ooms": self.ooms,
-                 "history": self.history, "config": self.resume_config(), "rng": checkpoints.rng_state()}
+                 "history": self.history, "train_log": self.train_log, "recent": self.recent,
+                 "config": self.resume_config(),
+                 "rng": checkpoints.rng_state()}
         path = checkpoints.write_step(
             self.cfg.checkpoint_dir, self.step,
             {"state_dict": self.gen.state_dict(), "optimizer": self.opt_g.state_dict(), **common,
@@ -466,8 +496,15 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.curriculum.load_state_dict(state["curriculum"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        stored = state["config"]
+        stored_batch = stored["batch_size"] * stored.get("world", 1) * stored["accum_steps"]
+        if stored_batch != self.sampler.global_batch:    # --resume_anyway with another batch: same samples seen
+            self.epoch_step = -(-self.epoch_step * stored_batch // self.sampler.global_batch)
+            if self.epoch_step >= self.sampler.steps_per_epoch():
+                self.epoch, self.epoch_step = self.epoch + 1, 0
         self.rollbacks, self.ooms = state["rollbacks"], state.get("ooms", 0)
-        self.history = list(state.get("history", []))
+        self.history, self.train_log = list(state.get("history", [])), list(state.get("train_log", []))
+        self.recent = list(state.get("recent", []))
         checkpoints.set_rng_state(state["rng"])
         self._batches = None
         self.note(f"resumed from {path}: step {self.step}, epoch {self.epoch}, stage {self.stage} ({STAGES[self.stage]})")

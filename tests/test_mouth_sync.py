@@ -1,0 +1,106 @@
+"""The mouth-sync measure (evaluation/mouth_sync.py) and the quickstart's pictures (evaluation/report.py)."""
+import argparse
+
+import cv2
+import numpy as np
+import pytest
+
+from evaluation import mouth_sync
+from evaluation.mouth_sync import clip_mouth_sync, dub_mouth_sync, load_ground_truth, pearson
+from evaluation.report import gan_health, mouth_sync_figure, sample_grid
+from models.synthesis import ping_pong
+from preparation.make_synthetic import FRAME_SIZE, draw_mouth, frame_transform, neutral_face, render_clip
+from utils.errors import MediaError
+from utils.video import VideoWriter
+
+MOTION = np.array([4.0, 2.0, 0.35, 1.0, 1.0])     # head drift amplitude x/y, frequency, phase, zoom
+
+
+def write_clip(path, frames):
+    with VideoWriter(str(path), 25, FRAME_SIZE, FRAME_SIZE) as writer:
+        for frame in frames:
+            writer.write(frame)
+
+
+def write_gt(path, opening, boxes, centers):
+    np.savez(path, mouth_opening=np.asarray(opening, np.float32), face_box=np.asarray(boxes, np.float32),
+             mouth_center=np.asarray(centers, np.float32))
+    return load_ground_truth(str(path))
+
+
+def test_the_corpus_scores_high(corpus, tmp_path):
+    data, splits = corpus
+    args = argparse.Namespace(video_root=f"{data}/main", gt_root=f"{data}/gt", filelist=None, cache_dir=str(tmp_path),
+                              out_json=None, no_progress=True)
+    summary = mouth_sync.evaluate(args, splits["all"])
+    assert summary["clips"] == len(splits["all"]) and summary["r"] >= 0.95
+    assert min(row["r"] for row in summary["per_clip"]) >= 0.95
+
+
+def test_a_frozen_mouth_scores_about_zero(corpus, tmp_path):
+    """Same head motion and ground truth; the mouth drawn at one opening (its mean) in every frame."""
+    data, splits = corpus
+    opening = load_ground_truth(f"{data}/gt/{splits['all'][0]}.npz")["mouth_opening"]
+    face = neutral_face()
+    moving = list(render_clip(face, opening, MOTION))
+    frozen = list(render_clip(face, np.full_like(opening, opening.mean()), MOTION))
+    gt = write_gt(tmp_path / "gt.npz", opening, [b for _, b, _ in moving], [c for _, _, c in moving])
+    write_clip(tmp_path / "moving.mp4", [f for f, _, _ in moving])
+    write_clip(tmp_path / "frozen.mp4", [f for f, _, _ in frozen])
+    assert clip_mouth_sync(str(tmp_path / "moving.mp4"), gt)["r"] >= 0.95
+    assert abs(clip_mouth_sync(str(tmp_path / "frozen.mp4"), gt)["r"]) < 0.2
+    assert pearson([1, 1, 1], [0, 1, 2]) == 0.0                       # constant darkness carries no sync
+
+
+def test_a_dub_is_scored_against_the_driving_speech_through_the_ping_pong(corpus, tmp_path):
+    """A dub rendered by hand: output frame k shows the face clip's head at source frame ping_pong(k) with
+    the speech clip's opening at k. The measure must follow the speech, not the face clip's own."""
+    data, splits = corpus
+    face_truth = load_ground_truth(f"{data}/gt/{splits['all'][0]}.npz")["mouth_opening"][:30]
+    speech_truth = load_ground_truth(f"{data}/gt/{splits['all'][1]}.npz")["mouth_opening"]
+    face = neutral_face()
+    source_frames = list(render_clip(face, face_truth, MOTION))
+    face_gt = write_gt(tmp_path / "face.npz", face_truth, [b for _, b, _ in source_frames], [c for _, _, c in source_frames])
+    source = ping_pong(len(speech_truth), len(face_truth))
+    assert source.max() == len(face_truth) - 1 and len(speech_truth) > len(face_truth)   # the ping-pong is exercised
+    frames = []
+    for k, s in enumerate(source):
+        image = face.copy()
+        draw_mouth(image, float(speech_truth[k]))
+        frames.append(cv2.warpAffine(image, frame_transform(int(s), MOTION), (FRAME_SIZE, FRAME_SIZE),
+                                     flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT))
+    write_clip(tmp_path / "dub.mp4", frames)
+    speech_gt = write_gt(tmp_path / "speech.npz", speech_truth, np.zeros((len(speech_truth), 4)),
+                         np.zeros((len(speech_truth), 2)))
+    result = dub_mouth_sync(str(tmp_path / "dub.mp4"), face_gt, speech_gt)
+    assert result["frames"] == len(speech_truth) and result["r"] >= 0.95
+    own = pearson(result["darkness"], face_truth[source])
+    assert own < result["r"] - 0.3
+
+
+def test_missing_or_foreign_ground_truth_is_one_line(tmp_path):
+    with pytest.raises(MediaError, match="does not exist"):
+        load_ground_truth(str(tmp_path / "none.npz"))
+    np.savez(tmp_path / "other.npz", boxes=np.zeros((3, 4)))
+    with pytest.raises(MediaError, match="not a synthetic-corpus ground truth"):
+        load_ground_truth(str(tmp_path / "other.npz"))
+
+
+def test_pictures_of_a_run(corpus, one_shard):
+    """The corpus clip itself, 'synthesized' perfectly: the plot reads it back (r ~ 1) and the grid's
+    generated column equals the ground-truth column."""
+    data, splits = corpus
+    name = splits["all"][0]
+    video = f"{data}/main/{name}.mp4"
+    figure = mouth_sync_figure(data, name, {"the clip itself": video})
+    assert figure.shape[2] == 3 and figure.shape[0] >= 200
+    grid = sample_grid(data, video, name, str(one_shard / "bbx"), rows=4, scale=1)
+    assert grid.shape[1] == 4 * 96 and grid.shape[0] == 30 + 4 * 96
+    np.testing.assert_array_equal(grid[30:, 2 * 96:3 * 96], grid[30:, 3 * 96:])
+    assert (grid[30 + 60:30 + 96, 96:2 * 96] == 0).all()            # the masked lower half
+
+
+def test_gan_health_flags_a_collapsed_discriminator():
+    healthy = [{"disc_real": 0.6, "disc_fake": 0.7, "disc_acc": 0.6}, {"disc_real": 0.5, "disc_fake": 0.8, "disc_acc": 0.7}]
+    assert gan_health(healthy, [])["collapsed"] is False and gan_health(healthy, [])["disc_acc_max"] == 0.7
+    assert gan_health(healthy + [{"disc_real": 0.01, "disc_fake": 100.0, "disc_acc": 0.5}], [])["collapsed"] is True
