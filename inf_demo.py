@@ -5,14 +5,17 @@
 Writes <save_path>.mp4 (H.264 + AAC) at the video's frame rate and size, as long as the speech.
 """
 import argparse
+import os
 import sys
 import time
 
 from face_detection import DEFAULT_S3FD_PATH, build_detector
+from face_detection.tracking import add_tracking_args, tracking_options
 from models.synthesis import SynthesisOptions, dub
-from models.talklip import load_talklip
-from utils.device import add_device_arg, resolve_device
-from utils.errors import run_cli
+from models.talklip import load_talklip, prepare_for_inference
+from utils.cli import positive_int
+from utils.device import add_device_arg, autocast_dtype, resolve_device
+from utils.errors import TalkLipError, run_cli
 
 
 def parse_args(argv=None):
@@ -24,30 +27,57 @@ def parse_args(argv=None):
     add_device_arg(parser)
     parser.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
     parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
-    parser.add_argument("--batch_size", type=int, default=32, help="faces per generator batch")
-    parser.add_argument("--chunk_frames", type=int, default=64, help="frames processed at a time")
-    parser.add_argument("--smooth_window", type=int, default=5, help="average face boxes over N frames (1: off)")
+    parser.add_argument("--batch_size", type=positive_int, default=32, help="faces per generator batch")
+    parser.add_argument("--chunk_frames", type=positive_int, default=32,
+                        help="frames cropped, generated and pasted at a time (memory grows with it)")
+    add_tracking_args(parser, smooth_window=5, dubbing=True)
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="generator precision; bf16/fp16 need a GPU (--device cuda)")
     parser.add_argument("--blend", type=int, default=0,
                         help="feather the pasted face into the frame over this many pixels (0: hard paste)")
     parser.add_argument("--audio_window", type=int, default=1500,
                         help="audio frames (25 Hz) the encoder sees at once; longer audio is windowed")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (and write nothing) when the video decodes fewer frames than it declares")
     return parser.parse_args(argv)
+
+
+def output_path(save_path: str, video_path: str, inputs) -> str:
+    """The .mp4 to write: ``save_path`` (+ .mp4), or <folder>/<video name>.mp4 when it names a folder
+    (ends with '/' or exists as one). Never one of ``inputs``."""
+    if save_path.endswith(("/", os.sep)) or os.path.isdir(save_path):
+        save_path = os.path.join(save_path, os.path.splitext(os.path.basename(video_path))[0])
+    out = save_path if save_path.lower().endswith(".mp4") else f"{save_path}.mp4"
+    for path in inputs:
+        if os.path.exists(path) and os.path.realpath(path) == os.path.realpath(out):
+            raise TalkLipError(f"--save_path {out} is the input {path}: writing there would destroy it; "
+                               f"choose another output path")
+    return out
 
 
 def main(args) -> int:
     if args.avhubert_root:
         print("note: --avhubert_root is ignored; AV-HuBERT is built into talklip", file=sys.stderr)
     device = resolve_device(args.device)
-    out_path = args.save_path if args.save_path.endswith(".mp4") else f"{args.save_path}.mp4"
-    generator = load_talklip(args.ckpt_path, device)
+    out_path = output_path(args.save_path, args.video_path, [args.video_path, args.wav_path])
+    generator = prepare_for_inference(load_talklip(args.ckpt_path, device))
     detector = build_detector(args.s3fd_path, device)
+    tracking = tracking_options(args)
     opts = SynthesisOptions(batch_size=args.batch_size, chunk_frames=args.chunk_frames, feather=args.blend,
-                            audio_window=args.audio_window, device=str(device), progress=not args.no_progress)
+                            audio_window=args.audio_window, device=str(device), progress=not args.no_progress,
+                            dtype=autocast_dtype(args.dtype, device))
     started = time.time()
-    info = dub(generator, args.video_path, args.wav_path, out_path, detector, opts, args.smooth_window)
+    info = dub(generator, args.video_path, args.wav_path, out_path, detector, opts, tracking, strict=args.strict)
+    if info["damaged"]:
+        print(f"warning: {args.video_path} declares {info['declared_frames']} frames but only "
+              f"{info['decoded_frames']} could be decoded (a damaged file?); the dub uses those "
+              f"(--strict makes this an error)", file=sys.stderr)
+    untouched = info["frames"] - info["frames_with_face"]
     print(f"wrote {out_path}: {info['frames']} frames at {info['fps']:g} fps ({info['duration_s']:.2f} s) "
-          f"in {time.time() - started:.1f}s", file=sys.stderr)
+          f"in {time.time() - started:.1f}s; face detected on {info['detected_frames']} frames"
+          + (f"; {untouched} frames without the face passed through untouched" if untouched else ""),
+          file=sys.stderr)
     return 0
 
 

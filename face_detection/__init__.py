@@ -5,9 +5,11 @@ from typing import Union
 
 import torch
 
-from face_detection.boxes import crop_face, detect_video, fill_missing_boxes, smooth_boxes
+from face_detection.boxes import crop_face
 from face_detection.cascade import CascadeDetector
 from face_detection.s3fd import S3FD, S3FDDetector
+from face_detection.tracking import (DEFAULT_DETECT_EVERY, DEFAULT_DETECT_MAX_SIDE, TrackingOptions,
+                                     add_tracking_args, boxes_for_video, track_faces)
 
 DEFAULT_S3FD_PATH = os.path.join(os.path.dirname(__file__), "detection", "sfd", "s3fd.pth")
 
@@ -24,5 +26,6 @@ def build_detector(s3fd_path: str = DEFAULT_S3FD_PATH, device: Union[str, torch.
     return CascadeDetector()
 
 
-__all__ = ["S3FD", "S3FDDetector", "CascadeDetector", "build_detector", "fill_missing_boxes",
-           "smooth_boxes", "crop_face", "detect_video", "DEFAULT_S3FD_PATH"]
+__all__ = ["S3FD", "S3FDDetector", "CascadeDetector", "build_detector", "crop_face", "TrackingOptions",
+           "track_faces", "boxes_for_video", "add_tracking_args", "DEFAULT_DETECT_EVERY",
+           "DEFAULT_DETECT_MAX_SIDE", "DEFAULT_S3FD_PATH"]

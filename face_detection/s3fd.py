@@ -23,7 +23,7 @@ FACE_SCORE = 0.5
 NMS_IOU = 0.3
 VARIANCES = (0.1, 0.2)
 HEAD_STRIDES = (4, 8, 16, 32, 64, 128)
-MAX_PIXELS_PER_FORWARD = 8_000_000  # frames x height x width per forward pass, bounds CPU memory
+MAX_PIXELS_PER_FORWARD = {"cpu": 1_000_000, "cuda": 8_000_000}   # frames x height x width per forward pass
 
 Box = Tuple[int, int, int, int]
 
@@ -84,14 +84,14 @@ class S3FD(nn.Module):
         h = x
         for block in self.VGG_BLOCKS:
             for name, _, _ in block:
-                h = F.relu(getattr(self, name)(h))
+                h = F.relu(getattr(self, name)(h), inplace=True)
             taps[block[-1][0]] = h
             h = F.max_pool2d(h, 2, 2)
-        h = F.relu(self.fc7(F.relu(self.fc6(h))))
+        h = F.relu(self.fc7(F.relu(self.fc6(h), inplace=True)), inplace=True)
         taps["fc7"] = h
-        h = F.relu(self.conv6_2(F.relu(self.conv6_1(h))))
+        h = F.relu(self.conv6_2(F.relu(self.conv6_1(h), inplace=True)), inplace=True)
         taps["conv6_2"] = h
-        h = F.relu(self.conv7_2(F.relu(self.conv7_1(h))))
+        h = F.relu(self.conv7_2(F.relu(self.conv7_1(h), inplace=True)), inplace=True)
         taps["conv7_2"] = h
         feats = {
             "conv3_3_norm": self.conv3_3_norm(taps["conv3_3"]),
@@ -168,7 +168,8 @@ class S3FDDetector:
         frames_bgr = np.asarray(frames_bgr)
         if frames_bgr.ndim != 4 or frames_bgr.shape[-1] != 3:
             raise ValueError(f"frames must be (N, H, W, 3) BGR uint8, got {frames_bgr.shape}")
-        per_forward = max(1, MAX_PIXELS_PER_FORWARD // (frames_bgr.shape[1] * frames_bgr.shape[2]))
+        budget = MAX_PIXELS_PER_FORWARD.get(self.device.type, MAX_PIXELS_PER_FORWARD["cpu"])
+        per_forward = max(1, budget // (frames_bgr.shape[1] * frames_bgr.shape[2]))
         mean = torch.tensor(BGR_MEAN, device=self.device).view(1, 3, 1, 1)
         results = []
         for start in range(0, len(frames_bgr), per_forward):

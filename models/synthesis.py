@@ -4,10 +4,11 @@ Shared by ``inf_demo.py`` (dubbing) and ``inf_test.py`` (test-set synthesis). Wo
 chunks of frames: decode, crop, generate, paste back, encode, so memory does not grow with the
 clip. Audio features (25 Hz) are mapped to video frames by time, so any frame rate works.
 """
-import math
+import itertools
 import os
+import time
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -15,9 +16,11 @@ import torch
 from tqdm import tqdm
 
 from face_detection.boxes import crop_face
+from face_detection.tracking import KeyFrameDetector, TrackingOptions, track_faces
 from models.talklip import FACE_SIZE, TalkLip
-from utils.audio import FEATURE_RATE_HZ, audio_visual_align, load_audio, talklip_features
-from utils.errors import MediaError
+from utils.audio import FEATURE_RATE_HZ, AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
+from utils.errors import MediaError, NoFaceError
+from utils.pipeline import BackgroundWriter, StageClock, in_background
 from utils.video import VideoReader, VideoWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -84,22 +87,17 @@ def ping_pong(num_out: int, num_in: int) -> np.ndarray:
 
 
 class FrameFetcher:
-    """Frames by source index from a video (sequential reads; a seek only when going back) or a
-    still image. Holds at most one chunk of decoded frames."""
+    """Frames of a video by index, for the backward and forward replays when the speech outlasts
+    the video: sequential reads, a seek only when going back; holds at most one chunk."""
 
     def __init__(self, path: str):
         self.path = path
-        self.image = read_image(path) if is_image(path) else None
-        self.cap = None
+        self.reader = VideoReader(path)
+        self.cap = self.reader._cap
         self.next_index = 0
-        if self.image is None:
-            self.reader = VideoReader(path)
-            self.cap = self.reader._cap
 
     def get(self, indices: np.ndarray) -> np.ndarray:
         """(n, H, W, 3) uint8 BGR frames at ``indices`` (a contiguous run, any order)."""
-        if self.image is not None:
-            return np.repeat(self.image[None], len(indices), axis=0)
         lo, hi = int(indices.min()), int(indices.max())
         if lo != self.next_index:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, lo)
@@ -118,8 +116,7 @@ class FrameFetcher:
         return block[indices - lo]
 
     def close(self):
-        if self.cap is not None:
-            self.cap.release()
+        self.cap.release()
 
     def __enter__(self):
         return self
@@ -167,16 +164,16 @@ def paste_faces(frames: np.ndarray, boxes: np.ndarray, faces: np.ndarray, feathe
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def render_faces(generator: TalkLip, inputs: torch.Tensor, audio_emb: torch.Tensor, device,
                  batch_size: int = 32, dtype: Optional[torch.dtype] = None) -> np.ndarray:
     """Generated faces for (N, 6, 96, 96) inputs and (N, C) audio features: (N, 96, 96, 3) uint8."""
     out = []
     autocast = torch.autocast(torch.device(device).type, dtype=dtype) if dtype else torch.autocast("cpu", enabled=False)
     for start in range(0, len(inputs), batch_size):
+        faces_in = inputs[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
         with autocast:
-            faces = generator.render(inputs[start:start + batch_size].to(device),
-                                     audio_emb[start:start + batch_size].to(device))
+            faces = generator.render(faces_in, audio_emb[start:start + batch_size].to(device))
         out.append((faces.float().clamp(0, 1) * 255.0).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
 
@@ -184,85 +181,179 @@ def render_faces(generator: TalkLip, inputs: torch.Tensor, audio_emb: torch.Tens
 @dataclass
 class SynthesisOptions:
     batch_size: int = 32          # faces per generator batch
-    chunk_frames: int = 64        # frames decoded / pasted / encoded at a time
+    chunk_frames: int = 32        # frames cropped / generated / pasted / handed to the encoder at a time
     feather: int = 0              # blend width in pixels (0: paste the face box as the original)
     audio_window: int = 1500      # audio frames (25 Hz) the transformer sees at once
     device: str = "cpu"
     dtype: Optional[torch.dtype] = None   # e.g. torch.bfloat16 on GPU
     progress: bool = True
+    read_ahead: int = 8           # decoded frames waiting for the model
 
 
-def synthesize_frames(generator: TalkLip, source: FrameFetcher, boxes: np.ndarray, source_index: np.ndarray,
-                      audio_rows: np.ndarray, audio_emb: torch.Tensor, opts: SynthesisOptions,
-                      reference_index: Optional[int] = None, desc: str = "generate") -> Iterator[np.ndarray]:
-    """Yield output frames chunk by chunk. Output frame k shows source frame ``source_index[k]``
-    with the mouth driven by audio-encoder row ``audio_rows[k]``. The reference face is the frame
-    itself (as the original demo), or source frame ``reference_index`` for every frame."""
-    reference = None
-    if reference_index is not None:
-        reference = crop_face(source.get(np.array([reference_index]))[0], boxes[reference_index], FACE_SIZE)
-    bar = tqdm(total=len(source_index), desc=desc, unit="frame", disable=not opts.progress)
-    for start in range(0, len(source_index), opts.chunk_frames):
-        idx = source_index[start:start + opts.chunk_frames]
-        frames = source.get(idx)
-        crops = np.stack([crop_face(f, b, FACE_SIZE) for f, b in zip(frames, boxes[idx])])
-        refs = crops if reference is None else np.repeat(reference[None], len(crops), axis=0)
-        emb = audio_emb[torch.from_numpy(audio_rows[start:start + opts.chunk_frames])]
-        faces = render_faces(generator, face_inputs(crops, refs), emb, opts.device, opts.batch_size, opts.dtype)
-        yield paste_faces(frames, boxes[idx], faces, opts.feather, in_place=True)
-        bar.update(len(idx))
-    bar.close()
+def render_into(out, generator: TalkLip, items: Iterable[Tuple[np.ndarray, Optional[np.ndarray], int]],
+                audio_emb: torch.Tensor, opts: SynthesisOptions, clock: StageClock,
+                reference: Optional[np.ndarray] = None, bar=None) -> int:
+    """Write ``items`` (frame, face box or None, audio-encoder row), in output order, to ``out``
+    (``write_batch``): a frame with a box gets the generated face pasted in; a frame without one
+    passes through untouched. The reference face is the frame's own crop (as the original demo) or
+    ``reference`` (96x96) for every frame. Returns the number of frames that got a face."""
+    faced = 0
+    chunk = []
+
+    def flush():
+        nonlocal faced
+        started = time.perf_counter()
+        frames = [frame for frame, _, _ in chunk]
+        with_face = [k for k, (_, box, _) in enumerate(chunk) if box is not None]
+        if with_face:
+            boxes = np.stack([chunk[k][1] for k in with_face])
+            crops = np.stack([crop_face(frames[k], box, FACE_SIZE) for k, box in zip(with_face, boxes)])
+            refs = crops if reference is None else np.repeat(reference[None], len(crops), axis=0)
+            emb = audio_emb[torch.from_numpy(np.array([chunk[k][2] for k in with_face]))]
+            inputs = face_inputs(crops, refs)
+            clock.add("crop", time.perf_counter() - started)
+            started = time.perf_counter()
+            faces = render_faces(generator, inputs, emb, opts.device, opts.batch_size, opts.dtype)
+            clock.add("generate", time.perf_counter() - started)
+            started = time.perf_counter()
+            for k, box, face in zip(with_face, boxes, faces):
+                paste_faces(frames[k][None], box[None], face[None], opts.feather, in_place=True)
+            clock.add("paste", time.perf_counter() - started)
+            faced += len(with_face)
+        out.write_batch(frames)
+        if bar is not None:
+            bar.update(len(frames))
+        chunk.clear()
+
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == opts.chunk_frames:
+            flush()
+    if chunk:
+        flush()
+    return faced
+
+
+def _source(video_path: str):
+    """(reader or None, frames for one forward pass, fps, width, height, declared frame count). A video's
+    frames come at its average frame rate, placed by their timestamps (VideoReader.resampled)."""
+    if is_image(video_path):
+        image = read_image(video_path)
+        return None, iter([image.copy()]), STILL_IMAGE_FPS, image.shape[1], image.shape[0], 1
+    reader = VideoReader(video_path)
+    return reader, reader.resampled(), reader.fps, reader.width, reader.height, reader.num_frames
 
 
 def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, detector,
-        opts: SynthesisOptions, smooth_window: int = 1) -> dict:
+        opts: SynthesisOptions, tracking: Optional[TrackingOptions] = None, strict: bool = False) -> dict:
     """Dub ``video_path`` (or a still image) with the speech in ``audio_path`` into ``out_path``.
 
-    The output has the input's frame rate and size, lasts as long as the audio (the video plays
-    forward and backward when the audio is longer), and carries the audio as AAC."""
-    from face_detection.boxes import detect_video, fill_missing_boxes, smooth_boxes
+    One pass: frames are decoded (in a thread), their faces found on key frames and followed
+    (``tracking``), generated and pasted in chunks, and encoded (in a thread) as they come. The output
+    has the input's frame rate and size and lasts as long as the audio: when the audio is longer the
+    video plays forward and backward (those frames are decoded again; their boxes are kept). Frames
+    where the face is missing for longer than ``tracking.max_gap_s`` pass through untouched. The
+    decoded frames are the video (``source_frames`` in the result; ``declared_frames`` is what the
+    container says); with ``strict`` fewer decoded frames than declared is an error and nothing is
+    written."""
+    tracking = tracking or TrackingOptions()
+    clock = StageClock()
     wav = load_audio(audio_path)
-    if is_image(video_path):
-        image = read_image(video_path)
-        boxes = fill_missing_boxes(detector.detect_batch(image[None]), source=video_path)
-        fps, height, width = STILL_IMAGE_FPS, image.shape[0], image.shape[1]
-    else:
-        with VideoReader(video_path) as reader:
-            fps, height, width = reader.fps, reader.height, reader.width
-        boxes = detect_video(detector, video_path, batch_size=opts.batch_size, progress=opts.progress)
-        boxes = smooth_boxes(boxes, smooth_window)
-    feats = talklip_features(wav, 16000)
-    audio_emb = encode_audio(generator, feats, opts.device, max_frames=opts.audio_window)
-    duration = len(wav) / 16000.0
+    started = time.perf_counter()
+    audio_emb = encode_audio(generator, talklip_features(wav, AUDIO_RATE_HZ), opts.device, max_frames=opts.audio_window)
+    clock.add("audio", time.perf_counter() - started)
+    duration = len(wav) / AUDIO_RATE_HZ
+    reader, frames, fps, width, height, declared = _source(video_path)
     num_out = max(1, int(round(duration * fps)))
-    source_index = ping_pong(num_out, len(boxes))
-    audio_rows = frame_feature_rows(num_out, fps, len(audio_emb))
-    with FrameFetcher(video_path) as source, \
-            VideoWriter(out_path, fps, width, height, audio_path=audio_path) as writer:
-        for frames in synthesize_frames(generator, source, boxes, source_index, audio_rows, audio_emb, opts,
-                                        desc="dub"):
-            writer.write_batch(frames)
-    return {"frames": num_out, "fps": fps, "duration_s": duration, "source_frames": len(boxes)}
+    rows = frame_feature_rows(num_out, fps, len(audio_emb))
+    boxes: List[Optional[np.ndarray]] = []
+    bar = tqdm(total=num_out, desc="dub", unit="frame", disable=not opts.progress)
+    with VideoWriter(out_path, fps, width, height, audio_path=audio_path) as writer, \
+            BackgroundWriter(writer, maxsize=1, clock=clock) as out:
+        decoded = in_background(clock.timed("decode", itertools.islice(frames, num_out)), opts.read_ahead,
+                                name="decoder")
+        detect = KeyFrameDetector(detector, tracking.detect_max_side, clock)
+
+        first = []                        # frame 0, kept for a one-frame source (a still, a 1-frame video)
+
+        def forward():
+            for index, frame, box in track_faces(decoded, detect, tracking, fps):
+                if index == 0:
+                    first.append(frame.copy())
+                boxes.append(box)
+                yield frame, box, rows[index]
+
+        faced = render_into(out, generator, forward(), audio_emb, opts, clock, bar=bar)
+        source_frames = len(boxes)
+        if source_frames < num_out:
+            order = ping_pong(num_out, source_frames)
+
+            def replay():
+                if source_frames == 1:
+                    for k in range(1, num_out):
+                        yield first[0].copy(), boxes[0], rows[k]
+                    return
+                decoded_index = np.asarray(reader.source_index)
+                with FrameFetcher(video_path) as fetch:
+                    for start in range(source_frames, num_out, opts.chunk_frames):
+                        index = order[start:start + opts.chunk_frames]
+                        for k, (i, frame) in enumerate(zip(index, fetch.get(decoded_index[index]))):
+                            yield frame, boxes[i], rows[start + k]
+
+            faced += render_into(out, generator, replay(), audio_emb, opts, clock, bar=bar)
+        decoded = reader.source_index[-1] + 1 if reader is not None and reader.source_index else source_frames
+        damaged = source_frames < num_out and decoded < declared      # it ran out before the speech did
+        if strict and damaged:
+            raise MediaError(f"{video_path} decodes to {decoded} of the {declared} frames its container "
+                             f"declares (damaged or cut short): re-encode or re-download it")
+        if not any(box is not None for box in boxes):
+            raise NoFaceError(f"no face found in any frame of {video_path}: check the video shows a "
+                              f"frontal face, or use the S3FD detector (--s3fd_path)")
+    bar.close()
+    return {"frames": num_out, "fps": fps, "duration_s": duration, "source_frames": source_frames,
+            "declared_frames": declared, "decoded_frames": decoded, "damaged": damaged, "frames_with_face": faced, "detected_frames": detect.calls,
+            "seconds": clock.report()}
 
 
 def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, boxes: np.ndarray,
                          out_path: str, opts: SynthesisOptions) -> dict:
     """The paper's test protocol for one clip: every frame regenerated from its own upper half and
     the first frame as reference, audio aligned to the video by cutting the excess evenly from
-    both ends (or padding silence), output at the input frame rate with the clip's audio."""
-    with VideoReader(video_path) as reader:
-        fps, height, width, declared = reader.fps, reader.height, reader.width, reader.num_frames
-    if len(boxes) != declared:
-        raise MediaError(f"{video_path} has {declared} frames but its boxes file has {len(boxes)}: "
-                         f"rerun preprocessing (bbx_extract) for this clip")
+    both ends (or padding silence), output at the input frame rate with the clip's audio.
+    The frames are those that decode (one per face box); a video that decodes to fewer frames than its
+    container declares is reported as damaged, with both counts, and nothing is written."""
+    clock = StageClock()
+    reader = VideoReader(video_path)
+    fps, height, width, declared = reader.fps, reader.height, reader.width, reader.num_frames
+    count = len(boxes)                 # the frames bbx_extract decoded
     wav = load_audio(wav_path)
-    feats = talklip_features(wav, 16000)
-    feats = audio_visual_align(feats, max(1, int(round(declared * FEATURE_RATE_HZ / fps))), mode="center")
+    feats = talklip_features(wav, AUDIO_RATE_HZ)
+    feats = audio_visual_align(feats, max(1, int(round(count * FEATURE_RATE_HZ / fps))), mode="center")
     audio_emb = encode_audio(generator, feats, opts.device, max_frames=opts.audio_window)
-    audio_rows = frame_feature_rows(declared, fps, len(audio_emb))
-    with FrameFetcher(video_path) as source, \
-            VideoWriter(out_path, fps, width, height, audio_path=wav_path) as writer:
-        for frames in synthesize_frames(generator, source, boxes, np.arange(declared), audio_rows, audio_emb,
-                                        opts, reference_index=0, desc=os.path.basename(out_path)):
-            writer.write_batch(frames)
-    return {"frames": declared, "fps": fps}
+    rows = frame_feature_rows(count, fps, len(audio_emb))
+    bar = tqdm(total=count, desc=os.path.basename(out_path), unit="frame", disable=not opts.progress)
+    decoded = [0]
+
+    def counted(frames):
+        for frame in frames:
+            decoded[0] += 1
+            if decoded[0] <= count:
+                yield frame
+
+    with VideoWriter(out_path, fps, width, height, audio_path=wav_path) as writer, \
+            BackgroundWriter(writer, maxsize=1, clock=clock) as out:
+        frames = counted(in_background(clock.timed("decode", reader), opts.read_ahead, name="decoder"))
+        first = next(frames)
+        reference = crop_face(first, boxes[0], FACE_SIZE)
+        items = zip(itertools.chain([first], frames), boxes, rows)
+        render_into(out, generator, items, audio_emb, opts, clock, reference=reference, bar=bar)
+        for _ in frames:               # count the rest
+            pass
+        if decoded[0] < declared:
+            raise MediaError(f"{video_path} decodes to {decoded[0]} of the {declared} frames its container "
+                             f"declares (damaged or cut short): re-encode or re-download it")
+        if decoded[0] != count:
+            raise MediaError(f"{video_path} decodes to {decoded[0]} frames but its boxes file has {count}: "
+                             f"rerun preprocessing (bbx_extract) for this clip")
+    bar.close()
+    return {"frames": count, "fps": fps, "seconds": clock.report()}

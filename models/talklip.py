@@ -215,6 +215,37 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module
 
 
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every ConvBlock's BatchNorm (its running statistics) into the convolution before it, in
+    place: conv weight x gamma/sqrt(var + eps) per output channel, bias (b - mean) x that + beta.
+    Inference only (the model must be in eval mode); outputs equal the unfolded model's up to float
+    rounding."""
+    if model.training:
+        raise RuntimeError("fold_batchnorm needs a model in eval mode")
+    for block in model.modules():
+        if not (isinstance(block, ConvBlock) and isinstance(block.conv_block[1], nn.BatchNorm2d)):
+            continue
+        conv, norm = block.conv_block
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        # Conv2d weights are (out, in, k, k); ConvTranspose2d weights (in, out, k, k)
+        shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+        conv.weight = nn.Parameter(conv.weight * scale.view(shape), requires_grad=False)
+        conv.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias, requires_grad=False)
+        block.conv_block[1] = nn.Identity()
+    return model
+
+
+def prepare_for_inference(model: TalkLip) -> TalkLip:
+    """Batch norm folded and weights channels-last (in place, once): the form inf_demo.py and
+    inf_test.py run (bench/dub.py measures it against the unfolded model). Not for training."""
+    if not getattr(model, "inference_ready", False):
+        to_channels_last(fold_batchnorm(model.eval()))
+        model.inference_ready = True
+    return model
+
+
 def load_talklip(path_or_state: Union[str, dict], device="cpu") -> TalkLip:
     """A TalkLip generator from an original .pth (dict with ``state_dict``) or a state dict. The
     model is the paper's with the released BASE audio encoder, unless the file records otherwise

@@ -2,15 +2,18 @@
 
     python -m preparation.bbx_extract --filelist F --video_root V --bbx_root B [--rank 1 --nshard 4]
 
-Frames are streamed in batches. Frames without a detection get boxes interpolated from their
-neighbours (the original used a silent 96x96 centre crop); ``--smooth_window`` averages boxes
-over time.
+Frames are streamed. The detector runs on key frames (``--detect_every``) at reduced resolution
+(``--detect_max_side``), with the frames between detected too where key frames disagree;
+``--detect_every 1 --detect_max_side 0`` detects every frame at full resolution, as the original.
+Frames without a detection get boxes interpolated from their neighbours (the original used a
+silent 96x96 centre crop); ``--smooth_window`` averages boxes over time.
 """
 import argparse
 import os
 
 import numpy as np
-from face_detection import DEFAULT_S3FD_PATH, build_detector, detect_video
+from face_detection import DEFAULT_S3FD_PATH, build_detector
+from face_detection.tracking import add_tracking_args, boxes_for_video, tracking_options
 from preparation.runner import add_shard_args, run_shard
 from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
@@ -21,14 +24,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_shard_args(parser)
     parser.add_argument("--bbx_root", required=True, help="output folder for <speaker>/<clip>.npy")
-    parser.add_argument("--batch_size", type=int, default=32, help="frames per detector batch")
+    parser.add_argument("--batch_size", type=int, default=32, help="ignored (key frames are detected in small batches)")
     parser.add_argument("--gpu", type=int, default=None,
                         help="GPU index, as the original (default: the shard's rank modulo the GPU count)")
     add_device_arg(parser)
     parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH,
                         help="S3FD weights (s3fd.pth); without them OpenCV's cascade is used")
-    parser.add_argument("--smooth_window", type=int, default=1,
-                        help="average boxes over this many frames (1: off, as the original)")
+    add_tracking_args(parser, smooth_window=1, dubbing=False)
     return parser.parse_args(argv)
 
 
@@ -37,13 +39,13 @@ def main(args) -> int:
     device = resolve_device(args.device if args.gpu is None else str(args.gpu),
                             gpu_hint=max((args.rank or 1) - 1, 0))
     detector = build_detector(args.s3fd_path, device)
+    tracking = tracking_options(args)
 
     def npy_path(name):
         return os.path.join(args.bbx_root, f"{name}.npy")
 
     def process(name):
-        boxes = detect_video(detector, os.path.join(args.video_root, f"{name}.mp4"),
-                             args.batch_size, args.smooth_window)
+        boxes = boxes_for_video(os.path.join(args.video_root, f"{name}.mp4"), detector, tracking)
         with atomic_output(npy_path(name)) as tmp:
             np.save(tmp, boxes)
 

@@ -1,12 +1,13 @@
 """Face detectors: the bundled fallback on a real photo, S3FD loading and post-processing."""
+import cv2
 import numpy as np
 import pytest
 import skimage.data
 import torch
 import torch.nn.functional as F
 
-from face_detection import (CascadeDetector, S3FD, S3FDDetector, build_detector, crop_face,
-                            fill_missing_boxes, smooth_boxes)
+from face_detection import CascadeDetector, S3FD, S3FDDetector, build_detector, crop_face
+from face_detection.tracking import KeyFrameDetector, TrackingOptions, boxes_for_video, track_faces
 from utils.errors import CheckpointError, NoFaceError
 
 # The astronaut's face in skimage.data.astronaut(), labelled by hand: forehead to chin.
@@ -155,22 +156,114 @@ def test_s3fd_accepts_wrapper_prefixes_and_refuses_wrong_keys(tmp_path):
         S3FDDetector(str(tmp_path / "nothere.pth"))
 
 
-def test_missing_boxes_are_interpolated_from_neighbours():
-    boxes = [None, (10, 10, 50, 50), None, None, (40, 16, 80, 56), None]
-    filled = fill_missing_boxes(boxes)
-    np.testing.assert_array_equal(filled[0], [10, 10, 50, 50])
-    np.testing.assert_array_equal(filled[2], [20, 12, 60, 52])
-    np.testing.assert_array_equal(filled[3], [30, 14, 70, 54])
-    np.testing.assert_array_equal(filled[5], [40, 16, 80, 56])
-    with pytest.raises(NoFaceError, match="clip.mp4"):
-        fill_missing_boxes([None, None], source="clip.mp4")
+class ScriptedDetector:
+    """A detector whose answer for frame i is ``table[i]`` (a list of boxes); frames carry their
+    index in pixel (0, 0). Counts the frames it was asked about."""
+
+    def __init__(self, table):
+        self.table, self.asked = table, []
+
+    def detect_faces(self, frames):
+        out = []
+        for frame in frames:
+            index = int(frame[0, 0, 0]) + 256 * int(frame[0, 0, 1])
+            self.asked.append(index)
+            out.append(np.array([list(b) + [1.0] for b in self.table[index]], np.float64).reshape(-1, 5))
+        return out
 
 
-def test_smoothing_removes_jitter_and_keeps_constant_boxes():
-    steady = np.tile([10, 20, 50, 60], (9, 1))
-    np.testing.assert_array_equal(smooth_boxes(steady, 5), steady)
-    jitter = steady + np.array([[(-1) ** i * 4, 0, (-1) ** i * 4, 0] for i in range(9)])
-    assert np.abs(smooth_boxes(jitter, 5) - steady)[2:-2].max() <= 1
+def indexed_frames(count):
+    frames = np.zeros((count, 4, 4, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(count) % 256
+    frames[:, 0, 0, 1] = np.arange(count) // 256
+    return list(frames)
+
+
+def tracked(table, **options):
+    detector = ScriptedDetector(table)
+    opts = TrackingOptions(**{"detect_max_side": 0, "smooth_window": 1, **options})
+    boxes = [box for _, _, box in track_faces(iter(indexed_frames(len(table))), detector, opts, fps=25)]
+    return boxes, sorted(set(detector.asked))
+
+
+def moving(start, count, step=2):
+    return [[(start + step * k, 20, start + step * k + 100, 120)] for k in range(count)]
+
+
+def test_every_frame_mode_returns_the_detectors_boxes():
+    rng = np.random.default_rng(0)
+    table = [[tuple(int(v) for v in (10 + rng.integers(0, 5), 10, 50, 50 + rng.integers(0, 5)))] for _ in range(30)]
+    boxes, asked = tracked(table, detect_every=1)
+    assert asked == list(range(30))
+    np.testing.assert_array_equal(np.stack(boxes), np.array([t[0] for t in table]))
+
+
+def test_key_frames_interpolate_and_bisection_finds_a_cut_exactly():
+    table = moving(0, 37) + moving(300, 43)           # a cut at frame 37 to a face elsewhere
+    boxes, asked = tracked(table, detect_every=8, max_gap_s=0)
+    truth = np.array([t[0] for t in table])
+    np.testing.assert_array_equal(np.stack(boxes), truth)   # linear motion: interpolation is exact
+    assert len(asked) <= 80 // 8 + 1 + 2 * 3             # key frames + about log2(8) per side of the cut
+    assert {36, 37} <= set(asked)                         # both sides of the cut were looked at
+
+
+def test_short_gaps_are_filled_and_long_ones_left_without_a_box():
+    table = moving(0, 60)
+    for k in list(range(10, 14)) + list(range(30, 45)):  # a 4-frame and a 15-frame gap
+        table[k] = []
+    boxes, _ = tracked(table, detect_every=1, max_gap_s=0.2)     # 5 frames at 25 fps
+    truth = [t[0] for t in moving(0, 60)]
+    for k in range(10, 14):
+        np.testing.assert_array_equal(boxes[k], truth[k])
+    assert all(boxes[k] is None for k in range(30, 45))
+    assert boxes[29] is not None and boxes[45] is not None
+    filled, _ = tracked(table, detect_every=1, max_gap_s=None)   # preprocessing fills every gap
+    np.testing.assert_array_equal(np.stack(filled), np.stack(truth))
+
+
+def test_streaming_smoothing_equals_a_moving_average_per_shot():
+    rng = np.random.default_rng(1)
+    jitter = [[(10 + int(rng.integers(-3, 4)), 20, 50 + int(rng.integers(-3, 4)), 60)] for _ in range(23)]
+    table = jitter + [[] for _ in range(10)] + [[(200, 20, 240, 60)]] * 7
+    boxes, _ = tracked(table, detect_every=1, smooth_window=5, max_gap_s=0.1)
+
+    def reference(run):                                   # edge-padded centred average, independently
+        padded = np.pad(np.asarray(run, np.float64), ((2, 2), (0, 0)), mode="edge")
+        return np.round(np.stack([padded[k:k + 5].mean(axis=0) for k in range(len(run))])).astype(np.int64)
+
+    np.testing.assert_array_equal(np.stack(boxes[:23]), reference([t[0] for t in jitter]))
+    assert all(b is None for b in boxes[23:33])
+    np.testing.assert_array_equal(np.stack(boxes[33:]), np.tile([200, 20, 240, 60], (7, 1)))
+
+
+def test_the_followed_face_is_kept_while_another_is_visible():
+    small, large = moving(0, 40), [(300, 0, 450, 150)]
+    table = [s + large for s in small]
+    for k in (17, 18, 19):                               # the followed face missed for 3 frames
+        table[k] = large
+    boxes, _ = tracked(table, detect_every=4, follow=(20, 40), max_gap_s=0.2)
+    assert all(b is not None and b[0] < 200 for b in boxes)
+    boxes, _ = tracked(table, detect_every=4, max_gap_s=0.2)    # 'largest' follows the other one
+    assert all(b[0] == 300 for b in boxes)
+
+
+def test_detection_on_a_scaled_copy_maps_boxes_back():
+    photo = astronaut_bgr()
+    big = cv2.resize(photo, (1024, 1024))
+    full = KeyFrameDetector(CascadeDetector(), 0)([big])[0][0]
+    small = KeyFrameDetector(CascadeDetector(), 512)([big])[0][0]
+    assert iou(full, small) > 0.9
+    assert iou(small, np.array(ASTRONAUT_FACE) * 2) > 0.5
+
+
+def test_preprocessing_boxes_refuse_a_video_without_a_face(tmp_path):
+    from utils.video import VideoWriter
+    path = str(tmp_path / "blank.mp4")
+    with VideoWriter(path, 25, 64, 64) as writer:
+        for _ in range(5):
+            writer.write(np.full((64, 64, 3), 128, np.uint8))
+    with pytest.raises(NoFaceError, match="blank.mp4"):
+        boxes_for_video(path, CascadeDetector(), TrackingOptions())
 
 
 def test_crop_face_clips_boxes_to_the_frame():

@@ -45,3 +45,14 @@ def resolve_device(spec="auto", gpu_hint: Optional[int] = None) -> torch.device:
 def add_device_arg(parser, default: str = "auto") -> None:
     """The one ``--device`` flag of every script."""
     parser.add_argument("--device", default=default, help=f"where models run: {DEVICE_HELP}")
+
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(name: str, device: torch.device) -> Optional[torch.dtype]:
+    """'fp32' -> None (no autocast); 'bf16' / 'fp16' -> that dtype, on a GPU only."""
+    dtype = AUTOCAST_DTYPES[name]
+    if dtype is not None and device.type != "cuda":
+        raise TalkLipError(f"--dtype {name} needs a GPU (--device cuda); on {device} use --dtype fp32")
+    return dtype

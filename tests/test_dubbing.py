@@ -1,0 +1,167 @@
+"""The one-pass dubbing pipeline on real-video situations: cheap detection, cutaways, two faces,
+and the folded generator."""
+import copy
+import os
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import soundfile
+import torch
+
+from face_detection import CascadeDetector
+from face_detection.tracking import KeyFrameDetector, TrackingOptions, track_faces
+from models.presets import talklip_preset
+from models.synthesis import SynthesisOptions, dub
+from models.talklip import ConvBlock, TalkLip, prepare_for_inference
+from utils.audio import AUDIO_RATE_HZ, load_audio
+from utils.video import VideoReader, VideoWriter, probe_video
+
+
+def astronaut_head(width: int, height: int) -> np.ndarray:
+    """The astronaut's head and shoulders (a real photographed face), resized."""
+    photo = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
+    return cv2.resize(photo[0:300, 100:360], (width, height))
+
+
+def moving_face_720p(count: int):
+    """A 1280x720 clip of a head drifting right and bobbing (a talking head), and its offsets."""
+    head = astronaut_head(520, 600)
+    frames, offsets = [], []
+    for k in range(count):
+        canvas = np.full((720, 1280, 3), 90, np.uint8)
+        x, y = 100 + int(round(1.5 * k)), 60 + int(round(10 * np.sin(k / 20)))
+        canvas[y:y + 600, x:x + 520] = head
+        frames.append(canvas)
+        offsets.append((x, y, x, y))
+    return frames, np.array(offsets)
+
+
+def boxes_of(frames, opts, detector=None):
+    detect = KeyFrameDetector(detector or CascadeDetector(), opts.detect_max_side)
+    boxes = [box for _, _, box in track_faces(iter(frames), detect, opts, fps=25)]
+    assert all(box is not None for box in boxes)
+    return np.stack(boxes), detect.calls
+
+
+def test_default_detection_matches_every_frame_full_resolution_detection():
+    frames, offsets = moving_face_720p(60)
+    default = TrackingOptions(smooth_window=5)
+    original = TrackingOptions(detect_every=1, detect_max_side=0, smooth_window=5)
+    ours, calls = boxes_of(frames, default)
+    reference, reference_calls = boxes_of(frames, original)
+    assert reference_calls == 60 and calls <= 60 // default.detect_every + 2
+    assert np.abs(ours - reference).mean() < 2.0
+    # against the true motion (the detector's constant offset from the head removed), the key-frame
+    # boxes are about as good as detecting every frame
+    def error(boxes):
+        relative = boxes - offsets
+        return np.abs(relative - relative.mean(axis=0)).mean()
+    assert error(ours) < error(reference) + 1.0
+
+
+def write_clip(path, frames, fps=25):
+    with VideoWriter(path, fps, frames[0].shape[1], frames[0].shape[0]) as writer:
+        for frame in frames:
+            writer.write(frame)
+
+
+def tone(path, seconds):
+    t = np.arange(int(seconds * AUDIO_RATE_HZ)) / AUDIO_RATE_HZ
+    soundfile.write(path, 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)), AUDIO_RATE_HZ)
+
+
+@pytest.fixture(scope="module")
+def cpu_generator():
+    torch.manual_seed(0)
+    from models.presets import encoder_preset
+    return TalkLip(encoder_preset("tiny"), talklip_preset("cpu")).eval()
+
+
+def test_a_cutaway_passes_through_untouched_and_the_rest_is_dubbed(tmp_path, cpu_generator):
+    head = astronaut_head(260, 300)
+    face = np.full((360, 480, 3), 90, np.uint8)
+    face[30:330, 110:370] = head
+    cutaway = np.zeros_like(face)
+    cutaway[:] = (40, 120, 200)
+    cv2.putText(cutaway, "cutaway", (100, 180), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+    frames = [face] * 20 + [cutaway] * 25 + [face] * 20         # 1 s without a face in the middle
+    video, audio, out = str(tmp_path / "in.mp4"), str(tmp_path / "a.wav"), str(tmp_path / "out.mp4")
+    write_clip(video, frames)
+    tone(audio, 65 / 25)
+    info = dub(cpu_generator, video, audio, out, CascadeDetector(), SynthesisOptions(progress=False))
+    assert info["frames"] == probe_video(out).num_frames == 65
+    assert info["frames_with_face"] == 40
+    assert abs(len(load_audio(out)) / AUDIO_RATE_HZ - 65 / 25) <= 1 / 25 + 0.03
+    source = np.stack(list(VideoReader(video)))
+    write_clip(str(tmp_path / "again.mp4"), list(source))          # the same frames, encoded once more
+    again = np.stack(list(VideoReader(str(tmp_path / "again.mp4")))).astype(int)
+    dubbed = np.stack(list(VideoReader(out))).astype(int)
+    assert np.abs(dubbed - again)[20:45].mean(axis=(1, 2, 3)).max() < 0.5   # untouched, up to the encoder
+    mouth = (slice(180, 330), slice(110, 370))
+    mouth_change = np.abs(dubbed[:, mouth[0], mouth[1]] - again[:, mouth[0], mouth[1]]).mean(axis=(1, 2, 3))
+    assert mouth_change[:20].min() > 2 and mouth_change[45:].min() > 2   # a generated face was pasted
+
+
+def test_with_two_faces_the_followed_one_never_switches(tmp_path, cpu_generator):
+    frames = []
+    big, small = astronaut_head(260, 300), astronaut_head(200, 230)
+    for k in range(40):
+        canvas = np.full((360, 720, 3), 90, np.uint8)
+        canvas[30:330, 40 + k:300 + k] = big
+        canvas[60:290, 480 - k:680 - k] = small
+        frames.append(canvas)
+    opts = TrackingOptions(detect_every=8, smooth_window=5, follow=(580, 175))
+    detect = KeyFrameDetector(CascadeDetector(), opts.detect_max_side)
+    boxes = [box for _, _, box in track_faces(iter(frames), detect, opts, fps=25)]
+    assert all(box is not None for box in boxes)
+    def inside(box, x1, x2):
+        return x1 < (box[0] + box[2]) / 2 < x2
+
+    assert all(inside(box, 480 - k, 680 - k) for k, box in enumerate(boxes))
+    # the default follows the largest face, through the whole clip
+    boxes = [box for _, _, box in track_faces(iter(frames), CascadeDetector(), TrackingOptions(), fps=25)]
+    assert all(box is not None and inside(box, 40 + k, 300 + k) for k, box in enumerate(boxes))
+
+
+def test_folded_generator_matches_the_unfolded_one():
+    torch.manual_seed(0)
+    from models.presets import encoder_preset
+    model = TalkLip(encoder_preset("tiny"), talklip_preset("cpu"))
+    for module in model.modules():                   # trained-looking statistics, not the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = prepare_for_inference(copy.deepcopy(model))
+    assert all(isinstance(m.conv_block[1], torch.nn.Identity) for m in folded.modules() if isinstance(m, ConvBlock))
+    faces = torch.rand(4, 6, 96, 96)
+    emb = torch.randn(4, model.audio_dim)
+    with torch.inference_mode():
+        reference = model.double().render(faces.double(), emb.double())
+        ours = folded.render(faces.contiguous(memory_format=torch.channels_last), emb)
+    assert (ours.double() - reference).abs().max().item() < 1e-4
+
+
+def test_a_video_without_any_face_is_one_error_and_writes_nothing(tmp_path, cpu_generator):
+    from utils.errors import NoFaceError
+    video, audio, out = str(tmp_path / "wall.mp4"), str(tmp_path / "a.wav"), str(tmp_path / "out.mp4")
+    write_clip(video, [np.full((120, 160, 3), 128, np.uint8)] * 10)
+    tone(audio, 0.4)
+    with pytest.raises(NoFaceError, match="wall.mp4"):
+        dub(cpu_generator, video, audio, out, CascadeDetector(), SynthesisOptions(progress=False))
+    assert set(os.listdir(tmp_path)) == {"wall.mp4", "a.wav"}
+
+
+def test_inf_demo_refuses_half_precision_without_a_gpu(tmp_path, talklip_checkpoint):
+    from tests.conftest import run_module
+    path, _ = talklip_checkpoint
+    tone(str(tmp_path / "a.wav"), 0.4)
+    cv2.imwrite(str(tmp_path / "face.png"), astronaut_head(260, 300))
+    proc = run_module("inf_demo", "--video_path", tmp_path / "face.png", "--wav_path", tmp_path / "a.wav",
+                      "--ckpt_path", path, "--save_path", tmp_path / "out", "--device", "cpu", "--dtype", "bf16")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --dtype bf16 needs a GPU")
+    assert not os.path.exists(tmp_path / "out.mp4")
