@@ -9,13 +9,13 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 from models.synthesis import SynthesisOptions, synthesize_test_clip
-from models.talklip import load_talklip
+from models.talklip import load_talklip, prepare_for_inference
 from preparation.runner import run_shard
+from utils.cli import positive_int
+from utils.corpus import load_boxes
 from utils.device import add_device_arg, resolve_device
-from utils.errors import MediaError, run_cli
+from utils.errors import TalkLipError, run_cli
 
 
 def parse_args(argv=None):
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     parser.add_argument("--check", action="store_true", help="skip samples already synthesized in save_root")
     add_device_arg(parser)
     parser.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
-    parser.add_argument("--batch_size", type=int, default=32, help="faces per generator batch")
+    parser.add_argument("--batch_size", type=positive_int, default=32, help="faces per generator batch")
     parser.add_argument("--rank", type=int, default=None, help="this shard, 1..nshard (also from torchrun/SLURM)")
     parser.add_argument("--nshard", type=int, default=None, help="number of shards")
     parser.add_argument("--no_progress", action="store_true", help="hide the per-clip progress bar")
@@ -39,19 +39,20 @@ def parse_args(argv=None):
 def main(args) -> int:
     if args.avhubert_root:
         print("note: --avhubert_root is ignored; AV-HuBERT is built into talklip", file=sys.stderr)
+    if os.path.realpath(args.save_root) == os.path.realpath(args.video_root):
+        raise TalkLipError(f"--save_root {args.save_root} is the --video_root: the synthesized clips would "
+                           f"overwrite the originals; choose another folder")
     device = resolve_device(args.device)
-    generator = load_talklip(args.ckpt_path, device)
+    generator = prepare_for_inference(load_talklip(args.ckpt_path, device))
     opts = SynthesisOptions(batch_size=args.batch_size, device=str(device), progress=False)
 
     def out_path(name):
         return os.path.join(args.save_root, f"{name}.mp4")
 
     def process(name):
-        bbx = os.path.join(args.bbx_root, f"{name}.npy")
-        if not os.path.isfile(bbx):
-            raise MediaError(f"face boxes {bbx} do not exist: run preparation/bbx_extract for this clip")
         synthesize_test_clip(generator, os.path.join(args.video_root, f"{name}.mp4"),
-                             os.path.join(args.audio_root, f"{name}.wav"), np.load(bbx), out_path(name), opts)
+                             os.path.join(args.audio_root, f"{name}.wav"), load_boxes(args.bbx_root, name),
+                             out_path(name), opts)
 
     args.overwrite = not args.check
     return run_shard(args, "inf_test", args.save_root, process, lambda n: [out_path(n)])

@@ -5,7 +5,7 @@
 #   bash preprocess.sh --data_root DIR [--nshard N]       # synthetic corpus / LRS2 folder layout:
 #        DIR/filelist.txt, DIR/main/<spk>/<clip>.mp4  ->  DIR/audio/...wav, DIR/bbx/...npy
 #   bash preprocess.sh --filelist F --video_root V --audio_root A --bbx_root B [--nshard N]
-#        [--s3fd_path P] [--batch_size 32] [--overwrite]
+#        [--s3fd_path P] [--detect_every 8] [--detect_max_side 640] [--overwrite]
 set -uo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     --audio_root) audio_root=$2; shift 2 ;;
     --bbx_root) bbx_root=$2; shift 2 ;;
     --nshard) nshard=$2; shift 2 ;;
-    --s3fd_path|--batch_size|--device|--smooth_window) extra+=("$1" "$2"); shift 2 ;;
+    --s3fd_path|--batch_size|--device|--smooth_window|--detect_every|--detect_max_side) extra+=("$1" "$2"); shift 2 ;;
     --overwrite) extra+=("$1"); shift ;;
     -h|--help) usage 0 ;;
     *) echo "error: unknown option $1" >&2; usage 2 ;;
@@ -54,10 +54,17 @@ for rank in $(seq 1 "$nshard"); do
     --bbx_root "$bbx_root" --rank "$rank" --nshard "$nshard" "${extra[@]+"${extra[@]}"}" &
   pids+=($!) names+=("bbx_extract $rank/$nshard")
 done
+# exit 0: every clip done; 3: some clips failed (listed in the failures files), the rest done;
+# 1: a shard stopped with an error
 status=0
 for i in "${!pids[@]}"; do
-  if ! wait "${pids[$i]}"; then
-    echo "shard ${names[$i]} did not finish cleanly (see its messages above)" >&2
+  wait "${pids[$i]}"
+  rc=$?
+  if [ $rc -eq 3 ]; then
+    echo "shard ${names[$i]}: some clips failed (see failures_*.txt in its output folder)" >&2
+    [ $status -eq 0 ] && status=3
+  elif [ $rc -ne 0 ]; then
+    echo "shard ${names[$i]} did not finish cleanly (exit $rc; see its messages above)" >&2
     status=1
   fi
 done

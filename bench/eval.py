@@ -13,7 +13,6 @@ import os
 import sys
 import tempfile
 import time
-from argparse import Namespace
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from models.avhubert import AVHubertSeq2Seq  # noqa: E402
 from models.presets import decoder_preset, encoder_preset  # noqa: E402
 from models.conformer_lip_reading import ConformerLipReader  # noqa: E402
 from preparation.make_synthetic import make_corpus  # noqa: E402
+from utils.corpus import load_boxes  # noqa: E402
 
 
 def timed(fn, names):
@@ -39,15 +39,15 @@ def run(device: str, data: str, names, beam: int) -> dict:
     torch.manual_seed(0)
     dev = torch.device(device)
     main, bbx = f"{data}/main", f"{data}/bbx"
-    vq = visual_quality.metric(Namespace(synt_root=main, orig_root=main, bbx_root=bbx, legacy_uint8_psnr=False))
-    sync = sync_eval.metric(Namespace(data_root=main, vshift=15, batch_size=20), sync_eval.SyncNet().to(dev).eval())
+    vq = visual_quality.metric(visual_quality.VisualQualityOptions(synt_root=main, orig_root=main, bbx_root=bbx))
+    sync = sync_eval.metric(sync_eval.SyncOptions(data_root=main, initial_model=""), sync_eval.SyncNet().to(dev).eval())
     conformer = ConformerLipReader().to(dev).eval()
-    wer2 = teacher_force_wer.metric(Namespace(device=device, video_root=main, word_root=main,
-                                              video_mean=0.4161, video_std=0.1688), conformer)
+    wer2 = teacher_force_wer.metric(teacher_force_wer.ConformerWerOptions(video_root=main, ckpt_path="", word_root=main,
+                                                                          device=device), conformer)
     observer1 = AVHubertSeq2Seq(encoder_preset("large"), decoder_preset("large", vocab_size=1000)).to(dev).eval()
 
     def wer1(name):
-        rois = mouth_rois(f"{main}/{name}.mp4", np.load(f"{bbx}/{name}.npy"))
+        rois = mouth_rois(f"{main}/{name}.mp4", load_boxes(bbx, name))
         with torch.no_grad():
             observer1.generate(video=rois[None, None].to(dev), padding_mask=torch.zeros(1, len(rois), dtype=torch.bool,
                                device=dev), beam=beam, max_len_a=1.0, max_len_b=0)

@@ -12,16 +12,21 @@ the mouth from each frame's stored face box (the lower-middle of the 96 x 96 fac
 whole frame (right for LRS2's 160 x 160 face-centred frames).
 """
 import argparse
+import dataclasses
+from typing import Optional
 
 import cv2
 import jiwer
 import numpy as np
 import torch
 
-from evaluation.common import add_clip_args, evaluate_clips, load_boxes, lrw_label, read_transcript
+from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, file_identity,
+                               from_args, scored)
+from evaluation.wer import normalise
 from face_detection.boxes import crop_face
 from models.avhubert import load_avhubert
 from models.avhubert.training import ROI_MEAN, ROI_SIZE, ROI_STD, frames_to_mouth_rois
+from utils.corpus import load_boxes, lrw_label, read_transcript
 from utils.device import add_device_arg, resolve_device
 from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
@@ -62,15 +67,12 @@ def decode_clip(model, rois: torch.Tensor, beam: int = 50, max_len_a: float = 1.
     return model.decode_text(ids)
 
 
-def normalise(text: str) -> str:
-    return " ".join(text.upper().split())
-
-
 def add_decode_args(parser):
-    parser.add_argument("--beam", type=int, default=50)
-    parser.add_argument("--max_len_a", type=float, default=1.0)
-    parser.add_argument("--max_len_b", type=int, default=0)
-    parser.add_argument("--lenpen", type=float, default=1.0)
+    parser.add_argument("--beam", type=int, default=50, help="beam width of the decoding (1: greedy)")
+    parser.add_argument("--max_len_a", type=float, default=1.0,
+                        help="longest transcript in tokens: max_len_a x frames + max_len_b")
+    parser.add_argument("--max_len_b", type=int, default=0, help="see --max_len_a")
+    parser.add_argument("--lenpen", type=float, default=1.0, help="length penalty of the beam search")
     parser.add_argument("--roi", choices=["bbx", "center"], default="bbx",
                         help="mouth crops from the face boxes, or the original's frame-centre crop")
 
@@ -95,44 +97,69 @@ def parse_args(argv=None):
     return args
 
 
-def load_observer(args):
-    model = load_avhubert(args.ckpt_path, task_state_path=args.task_state).to(resolve_device(args.device))
+@dataclasses.dataclass
+class LipReadingOptions:
+    video_root: str                # synthesized <name>.mp4
+    ckpt_path: str                 # AV-HuBERT seq2seq lip reader (observer 1)
+    task_state: Optional[str] = None
+    bbx_root: Optional[str] = None     # face boxes, for --roi bbx
+    word_root: Optional[str] = None    # transcripts, for WER
+    lrw: bool = False
+    beam: int = 50
+    max_len_a: float = 1.0
+    max_len_b: int = 0
+    lenpen: float = 1.0
+    roi: str = "bbx"
+    device: str = "auto"
+
+
+def load_observer(opts: LipReadingOptions):
+    model = load_avhubert(opts.ckpt_path, task_state_path=opts.task_state).to(resolve_device(opts.device))
     if model.codec is None:
-        raise MediaError(f"{args.ckpt_path} carries no dictionary/sentencepiece model: pass --task_state")
+        raise MediaError(f"{opts.ckpt_path} carries no dictionary/sentencepiece model: pass --task_state")
     return model
 
 
-def metric(args, model=None):
-    model = model or load_observer(args)
+def metric(opts: LipReadingOptions, model=None):
+    model = model or load_observer(opts)
 
     def run(name):
-        boxes = load_boxes(args.bbx_root, name) if args.roi == "bbx" else None
-        hyp = normalise(decode_clip(model, mouth_rois(f"{args.video_root}/{name}.mp4", boxes), args.beam,
-                                    args.max_len_a, args.max_len_b, args.lenpen))
-        if args.lrw:
+        boxes = load_boxes(opts.bbx_root, name) if opts.roi == "bbx" else None
+        hyp = normalise(decode_clip(model, mouth_rois(f"{opts.video_root}/{name}.mp4", boxes), opts.beam,
+                                    opts.max_len_a, opts.max_len_b, opts.lenpen))
+        if opts.lrw:
             label = lrw_label(name)
             return {"acc": float(hyp == label), "acc_contains": float(label in hyp.split()), "hyp": hyp}
-        ref = normalise(read_transcript(args.word_root, name))
+        ref = normalise(read_transcript(opts.word_root, name))
         words = len(ref.split())
         return {"wer": jiwer.wer(ref, hyp) if words else 0.0, "words": words, "hyp": hyp, "ref": ref}
     return run
 
 
-def evaluate(args, names=None) -> dict:
-    """Corpus WER (weighted by reference words), or LRW accuracy with ``args.lrw``."""
-    tag = f"{'lrw_acc' if args.lrw else 'wer_avhubert'}_{args.roi}_b{args.beam}"
-    return evaluate_clips(args, tag, metric(args), weight=None if args.lrw else "words", names=names,
-                          root=args.video_root)
+def evaluate(opts: LipReadingOptions, run: ClipRun, names=None) -> dict:
+    """Corpus WER (weighted by reference words), or LRW accuracy with ``opts.lrw``."""
+    tag = f"{'lrw_acc' if opts.lrw else 'wer_avhubert'}_{opts.roi}_b{opts.beam}"
+
+    def references(name):
+        return ([f"{opts.bbx_root}/{name}.npy"] if opts.roi == "bbx" else []) + \
+               ([] if opts.lrw else [f"{opts.word_root}/{name}.txt"])
+
+    settings = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("video_root", "bbx_root", "word_root",
+                                                                              "ckpt_path", "task_state", "device")}
+    settings.update(model=file_identity(opts.ckpt_path), task_state=file_identity(opts.task_state))
+    return evaluate_clips(run, tag, metric(opts), opts.video_root, "--video_root", references=references,
+                          settings=settings, weight=None if opts.lrw else "words", names=names)
 
 
 def main(args) -> int:
-    summary = evaluate(args)
+    run = clip_run(args)
+    summary = evaluate(from_args(LipReadingOptions, args), run)
     if args.lrw:
         print(f"LRW accuracy {summary['acc']:.4f} (label among decoded words {summary['acc_contains']:.4f}) "
-              f"over {summary['clips']} clips")
+              f"over {scored(summary)}")
     else:
-        print(f"WER {summary['wer']:.4f} over {summary['clips']} clips")
-    return 0
+        print(f"WER {summary['wer']:.4f} over {scored(summary)}")
+    return exit_status([summary], run.allow_missing)
 
 
 if __name__ == "__main__":

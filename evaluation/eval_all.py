@@ -15,9 +15,9 @@ import csv
 import json
 import os
 import sys
-from argparse import Namespace
 
 from evaluation import avhubert_wer, sync_eval, teacher_force_wer, visual_quality
+from evaluation.common import ClipRun, exit_status, scored
 from utils.device import add_device_arg
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output, read_filelist
@@ -41,10 +41,12 @@ def parse_args(argv=None):
     p.add_argument("--observer2_path", default=None, help="conformer lip reader (observer 2)")
     p.add_argument("--lrw", action="store_true", help="LRW layout: word accuracy instead of WER")
     p.add_argument("--legacy_uint8_psnr", action="store_true", help="the original's wrapped-around PSNR")
-    p.add_argument("--vshift", type=int, default=15)
+    p.add_argument("--vshift", type=int, default=15, help="largest audio-video offset SyncNet tries, in frames")
     add_device_arg(p)
     p.add_argument("--out_dir", default=None, help="where results go (default: <synt_root>/eval)")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--allow_missing", action="store_true",
+                   help="exit 0 when some listed clips are missing or fail (means are over the rest)")
     avhubert_wer.add_decode_args(p)
     args = p.parse_args(argv)
     args.word_root = args.word_root or args.orig_root
@@ -54,30 +56,30 @@ def parse_args(argv=None):
 
 def run_metrics(args) -> dict:
     names = read_filelist(args.filelist)
-    common = dict(filelist=args.filelist, cache_dir=os.path.join(args.out_dir, "cache"), out_json=None,
-                  no_progress=args.no_progress, device=args.device)
+    run = ClipRun(filelist=args.filelist, cache_dir=os.path.join(args.out_dir, "cache"),
+                  progress=not args.no_progress, allow_missing=args.allow_missing)
     results, notes = {}, []
-    vq = Namespace(**common, synt_root=args.synt_root, orig_root=args.orig_root, bbx_root=args.bbx_root,
-                   legacy_uint8_psnr=args.legacy_uint8_psnr)
-    results["visual"] = visual_quality.evaluate(vq, names)
+    results["visual"] = visual_quality.evaluate(visual_quality.VisualQualityOptions(
+        synt_root=args.synt_root, orig_root=args.orig_root, bbx_root=args.bbx_root,
+        legacy_uint8_psnr=args.legacy_uint8_psnr), run, names)
     if args.syncnet_path:
-        sy = Namespace(**common, data_root=args.synt_root, initial_model=args.syncnet_path,
-                       vshift=args.vshift, batch_size=20)
-        results["sync"] = sync_eval.evaluate(sy, names)
+        results["sync"] = sync_eval.evaluate(sync_eval.SyncOptions(
+            data_root=args.synt_root, initial_model=args.syncnet_path, vshift=args.vshift, device=args.device),
+            run, names)
     else:
         notes.append("LSE-C/LSE-D skipped: pass --syncnet_path syncnet_v2.model")
     if args.observer1_path:
-        ob = Namespace(**common, video_root=args.synt_root, ckpt_path=args.observer1_path,
-                       task_state=args.task_state, bbx_root=args.bbx_root, word_root=args.word_root,
-                       lrw=args.lrw, beam=args.beam, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                       lenpen=args.lenpen, roi=args.roi)
-        results["lrw" if args.lrw else "wer1"] = avhubert_wer.evaluate(ob, names)
+        observer1 = avhubert_wer.LipReadingOptions(
+            video_root=args.synt_root, ckpt_path=args.observer1_path, task_state=args.task_state,
+            bbx_root=args.bbx_root, word_root=args.word_root, lrw=args.lrw, beam=args.beam,
+            max_len_a=args.max_len_a, max_len_b=args.max_len_b, lenpen=args.lenpen, roi=args.roi, device=args.device)
+        results["lrw" if args.lrw else "wer1"] = avhubert_wer.evaluate(observer1, run, names)
     else:
         notes.append("observer 1 skipped: pass --observer1_path (AV-HuBERT LRS2 lip reader)")
     if args.observer2_path and not args.lrw:
-        o2 = Namespace(**common, video_root=args.synt_root, ckpt_path=args.observer2_path,
-                       word_root=args.word_root, video_mean=0.4161, video_std=0.1688)
-        results["wer2"] = teacher_force_wer.evaluate(o2, names)
+        results["wer2"] = teacher_force_wer.evaluate(teacher_force_wer.ConformerWerOptions(
+            video_root=args.synt_root, ckpt_path=args.observer2_path, word_root=args.word_root, device=args.device),
+            run, names)
     elif not args.lrw:
         notes.append("observer 2 skipped: pass --observer2_path (conformer lip reader)")
     return {"results": results, "notes": notes}
@@ -89,7 +91,11 @@ def markdown_table(results: dict, lrw: bool) -> str:
     rule = "| --- | " + " | ".join("---" for _ in cols) + " |"
     clips = results["visual"]["clips"]
     row = f"| {clips} | " + " | ".join(c[3].format(results[c[1]][c[2]]) for c in cols) + " |"
-    return "\n".join([head, rule, row])
+    lines = [head, rule, row]
+    partial = [f"{c[0]} over {scored(results[c[1]])}" for c in cols if not results[c[1]]["complete"]]
+    if partial:
+        lines.append("\nonly part of the list was scored: " + "; ".join(partial))
+    return "\n".join(lines)
 
 
 def write_outputs(args, report: dict) -> str:
@@ -125,12 +131,9 @@ def main(args) -> int:
     table = write_outputs(args, report)
     for note in report["notes"]:
         print(f"note: {note}", file=sys.stderr)
-    failed = sorted({n for r in report["results"].values() for n in r["failed"]})
-    if failed:
-        print(f"note: {len(failed)} clips failed in some metric: {', '.join(failed[:5])}", file=sys.stderr)
     print(table)
     print(f"\nresults: {args.out_dir}/results.json, per_clip.csv, table.md")
-    return 0
+    return exit_status(list(report["results"].values()), args.allow_missing)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,18 @@ mouth driven by another clip's speech: output frame k is scored at the face clip
 for the source frame it shows, against the speech clip's opening at the time of frame k.
 """
 import argparse
+import dataclasses
+import json
 import os
 from typing import Dict, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from evaluation.common import add_clip_args, evaluate_clips
+from evaluation.common import ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, from_args, scored
 from utils.audio import FEATURE_RATE_HZ
 from utils.errors import MediaError, run_cli
+from utils.fileio import atomic_output
 from utils.video import VideoReader
 
 DARK_LEVEL = 120.0          # grey level: skin is brighter, lips (~105) and the open mouth (~25) darker
@@ -65,26 +68,30 @@ def load_ground_truth(path: str) -> Dict[str, np.ndarray]:
         return {k: data[k] for k in ("mouth_opening", "face_box", "mouth_center")}
 
 
-def darkness_series(video_path: str, positions: Mapping[str, np.ndarray], source_index: np.ndarray) -> np.ndarray:
-    """Darkness of output frame k at the mouth of source frame ``source_index[k]`` (decoded frames beyond
-    ``source_index`` are ignored; fewer decoded frames are an error)."""
-    values = []
+def darkness_series(video_path: str, positions: Mapping[str, np.ndarray], source_index: np.ndarray,
+                    exact: bool = False) -> np.ndarray:
+    """Darkness of output frame k at the mouth of source frame ``source_index[k]``. Fewer decoded frames
+    are an error, and so are more with ``exact`` (else frames beyond ``source_index`` are ignored)."""
+    values, decoded = [], 0
     with VideoReader(video_path) as reader:
         for k, frame in enumerate(reader):
+            decoded += 1
             if k >= len(source_index):
-                break
+                if not exact:
+                    break
+                continue
             s = source_index[k]
             values.append(mouth_darkness(frame, positions["mouth_center"][s], positions["face_box"][s]))
-    if len(values) < len(source_index):
-        raise MediaError(f"{video_path} decodes to {len(values)} frames, its ground truth has {len(source_index)}: "
-                         f"re-synthesize it")
+    if len(values) < len(source_index) or (exact and decoded != len(source_index)):
+        raise MediaError(f"{video_path} decodes to {decoded} frames, its ground truth has {len(source_index)}: "
+                         f"re-synthesize it (a damaged or cut file)")
     return np.array(values)
 
 
 def clip_mouth_sync(video_path: str, gt: Mapping[str, np.ndarray]) -> Dict:
     """A video frame-aligned with its ground truth (a corpus clip or its synthesized copy)."""
     opening = gt["mouth_opening"]
-    darkness = darkness_series(video_path, gt, np.arange(len(opening)))
+    darkness = darkness_series(video_path, gt, np.arange(len(opening)), exact=True)
     return {"frames": len(opening), "r": pearson(darkness, opening), "darkness": darkness.tolist(),
             "opening": opening.astype(float).tolist()}
 
@@ -122,16 +129,23 @@ def parse_args(argv=None):
     return args
 
 
-def evaluate(args, names=None) -> Dict:
+@dataclasses.dataclass
+class MouthSyncOptions:
+    video_root: str                # <name>.mp4 to score
+    gt_root: str                   # the synthetic corpus' gt/<name>.npz
+
+
+def evaluate(opts: MouthSyncOptions, run: ClipRun, names=None) -> Dict:
     """Per-clip r and the r over the frames of all clips ('r'), plus the mean of per-clip r ('r_mean')."""
-    def run(name):
-        return clip_mouth_sync(f"{args.video_root}/{name}.mp4", load_ground_truth(f"{args.gt_root}/{name}.npz"))
+    def per_clip(name):
+        return clip_mouth_sync(f"{opts.video_root}/{name}.mp4", load_ground_truth(f"{opts.gt_root}/{name}.npz"))
+
     def overall(summary):
         rows = summary["per_clip"]
         summary["r_mean"] = summary.pop("r")
         summary["r"] = pearson([d for row in rows for d in row["darkness"]], [o for row in rows for o in row["opening"]])
-    return evaluate_clips(args, "mouth_sync", run, weight="frames", names=names, root=args.video_root,
-                          summarize=overall)
+    return evaluate_clips(run, "mouth_sync", per_clip, opts.video_root, "--video_root", weight="frames", names=names,
+                          references=lambda n: [f"{opts.gt_root}/{n}.npz"], summarize=overall)
 
 
 def main(args) -> int:
@@ -139,17 +153,16 @@ def main(args) -> int:
         result = dub_mouth_sync(args.dub, load_ground_truth(args.face_gt), load_ground_truth(args.speech_gt))
         print(f"mouth sync r {result['r']:.3f} over {result['frames']} frames of {args.dub}")
         if args.out_json:
-            import json
-            from utils.fileio import atomic_output
             with atomic_output(args.out_json) as tmp, open(tmp, "w") as handle:
                 json.dump(result, handle)
         return 0
-    summary = evaluate(args)
+    run = clip_run(args)
+    summary = evaluate(from_args(MouthSyncOptions, args), run)
     for row in summary["per_clip"]:
         print(f"  {row['name']}: r {row['r']:.3f} ({row['frames']} frames)")
-    print(f"mouth sync r {summary['r']:.3f} over {summary['frames']} frames of {summary['clips']} clips "
+    print(f"mouth sync r {summary['r']:.3f} over {summary['frames']} frames of {scored(summary)} "
           f"(mean per clip {summary['r_mean']:.3f})")
-    return 0
+    return exit_status([summary], run.allow_missing)
 
 
 if __name__ == "__main__":

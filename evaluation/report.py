@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from evaluation.common import load_boxes
+from utils.corpus import load_boxes
 from evaluation.mouth_sync import darkness_series, load_ground_truth, pearson
 from face_detection.boxes import crop_face
 from utils.errors import TalkLipError, run_cli

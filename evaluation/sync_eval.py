@@ -10,6 +10,7 @@ smallest mean distance, LSE-C the median minus that, ``offset`` the best shift. 
 in memory (the original wrote every frame as a JPEG first, so its numbers differ very slightly).
 """
 import argparse
+import dataclasses
 import math
 from typing import Dict, Tuple
 
@@ -20,7 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from evaluation.common import add_clip_args, evaluate_clips
+from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, file_identity,
+                               from_args, scored)
 from utils.audio import AUDIO_RATE_HZ, float_to_int16, load_audio
 from utils.checkpoint import load_state_dict_file, load_strict, strip_prefixes
 from utils.device import add_device_arg, resolve_device
@@ -163,19 +165,30 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def metric(args, syncnet=None):
-    syncnet = syncnet or load_syncnet(args.initial_model, resolve_device(args.device))
-    return lambda name: clip_sync(f"{args.data_root}/{name}.mp4", syncnet, args.vshift, args.batch_size)
+@dataclasses.dataclass
+class SyncOptions:
+    data_root: str                 # synthesized <name>.mp4 with their audio
+    initial_model: str             # syncnet_v2.model
+    vshift: int = 15
+    batch_size: int = 20
+    device: str = "auto"
 
 
-def evaluate(args, names=None) -> dict:
-    return evaluate_clips(args, f"sync_vshift{args.vshift}", metric(args), names=names, root=args.data_root)
+def metric(opts: SyncOptions, syncnet=None):
+    syncnet = syncnet or load_syncnet(opts.initial_model, resolve_device(opts.device))
+    return lambda name: clip_sync(f"{opts.data_root}/{name}.mp4", syncnet, opts.vshift, opts.batch_size)
+
+
+def evaluate(opts: SyncOptions, run: ClipRun, names=None) -> dict:
+    return evaluate_clips(run, f"sync_vshift{opts.vshift}", metric(opts), opts.data_root, "--data_root",
+                          names=names, settings={"vshift": opts.vshift, "model": file_identity(opts.initial_model)})
 
 
 def main(args) -> int:
-    summary = evaluate(args)
-    print(f"LSE-D {summary['lse_d']:.3f}, LSE-C {summary['lse_c']:.3f} over {summary['clips']} clips")
-    return 0
+    run = clip_run(args)
+    summary = evaluate(from_args(SyncOptions, args), run)
+    print(f"LSE-D {summary['lse_d']:.3f}, LSE-C {summary['lse_c']:.3f} over {scored(summary)}")
+    return exit_status([summary], run.allow_missing)
 
 
 if __name__ == "__main__":

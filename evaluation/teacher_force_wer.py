@@ -8,20 +8,24 @@ decoder is fed the true transcript (``<data_root>/main/<name>.txt``, or ``--word
 argmax predictions are scored against it. The reported numbers are means of per-clip rates.
 """
 import argparse
+import dataclasses
 import os
 
 import cv2
 import numpy as np
 import torch
 
-from evaluation.common import add_clip_args, evaluate_clips, read_transcript
+from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, file_identity,
+                               from_args, scored)
 from models.conformer_lip_reading import (load_conformer_lip_reader, required_length, teacher_forced_error_rates,
                                           text_to_indices)
+from utils.corpus import read_transcript
 from utils.device import add_device_arg, resolve_device
 from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
 
 ROI = 112
+OBSERVER2_MEAN, OBSERVER2_STD = 0.4161, 0.1688   # grey-level normalisation of the released observer 2
 
 
 def read_rois(path: str, mean: float, std: float) -> torch.Tensor:
@@ -55,8 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--video_root", required=True, help="folder of synthesized <name>.mp4")
     parser.add_argument("--ckpt_path", required=True, help="lip-reading observer 2 checkpoint")
     parser.add_argument("--word_root", default=None, help="folder of <name>.txt (default: <data_root>/main)")
-    parser.add_argument("--video_std", type=float, default=0.1688)
-    parser.add_argument("--video_mean", type=float, default=0.4161)
+    parser.add_argument("--video_std", type=float, default=OBSERVER2_STD, help="grey-level std the observer was trained with")
+    parser.add_argument("--video_mean", type=float, default=OBSERVER2_MEAN, help="grey-level mean the observer was trained with")
     parser.add_argument("--seed", type=int, default=19220297, help="accepted for compatibility")
     add_device_arg(parser)
     parser.add_argument("--num_workers", type=int, default=0, help="accepted for compatibility")
@@ -67,22 +71,36 @@ def parse_args(argv=None):
     return args
 
 
-def metric(args, model=None):
-    device = resolve_device(args.device)
-    model = model or load_conformer_lip_reader(args.ckpt_path, device)
-    return lambda name: clip_error_rates(model, f"{args.video_root}/{name}.mp4",
-                                         read_transcript(args.word_root, name), args.video_mean,
-                                         args.video_std, device)
+@dataclasses.dataclass
+class ConformerWerOptions:
+    video_root: str                # synthesized <name>.mp4
+    ckpt_path: str                 # the conformer lip reader (observer 2)
+    word_root: str                 # LRS2 <name>.txt transcripts
+    video_mean: float = OBSERVER2_MEAN
+    video_std: float = OBSERVER2_STD
+    device: str = "auto"
 
 
-def evaluate(args, names=None) -> dict:
-    return evaluate_clips(args, "wer_conformer", metric(args), names=names, root=args.video_root)
+def metric(opts: ConformerWerOptions, model=None):
+    device = resolve_device(opts.device)
+    model = model or load_conformer_lip_reader(opts.ckpt_path, device)
+    return lambda name: clip_error_rates(model, f"{opts.video_root}/{name}.mp4",
+                                         read_transcript(opts.word_root, name), opts.video_mean,
+                                         opts.video_std, device)
+
+
+def evaluate(opts: ConformerWerOptions, run: ClipRun, names=None) -> dict:
+    return evaluate_clips(run, "wer_conformer", metric(opts), opts.video_root, "--video_root", names=names,
+                          references=lambda n: [f"{opts.word_root}/{n}.txt"],
+                          settings={"model": file_identity(opts.ckpt_path), "mean": opts.video_mean,
+                                    "std": opts.video_std})
 
 
 def main(args) -> int:
-    summary = evaluate(args)
-    print(f"Val.CER: {summary['cer']:.3f}  Val.WER: {summary['wer']:.3f}  ({summary['clips']} clips)")
-    return 0
+    run = clip_run(args)
+    summary = evaluate(from_args(ConformerWerOptions, args), run)
+    print(f"Val.CER: {summary['cer']:.3f}  Val.WER: {summary['wer']:.3f}  ({scored(summary)})")
+    return exit_status([summary], run.allow_missing)
 
 
 if __name__ == "__main__":

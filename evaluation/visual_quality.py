@@ -8,6 +8,8 @@ PSNR is computed in floating point; ``--legacy_uint8_psnr`` reproduces the origi
 subtracted uint8 arrays, so squared errors wrapped around modulo 256 and PSNR came out too high.
 """
 import argparse
+import dataclasses
+import itertools
 import math
 from typing import Dict, Iterator, Tuple
 
@@ -15,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluation.common import add_clip_args, evaluate_clips, load_boxes
+from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, from_args,
+                               scored)
+from utils.corpus import load_boxes
 from face_detection.boxes import crop_face
 from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
@@ -82,10 +86,16 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 def face_pairs(synt_path: str, orig_path: str, boxes: np.ndarray, batch: int = 64
                ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """Batches of (synthesized, original) 96x96 face crops, frame by frame, streaming both videos."""
+    """Batches of (synthesized, original) 96x96 face crops, frame by frame, streaming both videos.
+    The two videos must decode to the same number of frames (a cut synthesized clip is an error,
+    not a score over its first frames)."""
     with VideoReader(synt_path) as synt, VideoReader(orig_path) as orig:
         out_s, out_o = [], []
-        for i, (fs, fo) in enumerate(zip(synt, orig)):
+        counts = [0, 0]
+        for i, (fs, fo) in enumerate(itertools.zip_longest(synt, orig)):
+            counts = [counts[0] + (fs is not None), counts[1] + (fo is not None)]
+            if fs is None or fo is None:
+                continue
             if i >= len(boxes):
                 raise MediaError(f"{orig_path} has more frames than its {len(boxes)} face boxes: "
                                  f"rerun bbx_extract for it")
@@ -94,6 +104,9 @@ def face_pairs(synt_path: str, orig_path: str, boxes: np.ndarray, batch: int = 6
             if len(out_s) == batch:
                 yield np.stack(out_s), np.stack(out_o)
                 out_s, out_o = [], []
+        if counts[0] != counts[1]:
+            raise MediaError(f"{synt_path} decodes to {counts[0]} frames but its original {orig_path} to "
+                             f"{counts[1]}: re-synthesize it (a damaged or cut file)")
         if out_s:
             yield np.stack(out_s), np.stack(out_o)
 
@@ -120,24 +133,35 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def metric(args):
-    """The per-clip function for ``evaluate_clips``."""
+@dataclasses.dataclass
+class VisualQualityOptions:
+    synt_root: str                 # synthesized <name>.mp4
+    orig_root: str                 # original <name>.mp4
+    bbx_root: str                  # <name>.npy face boxes of the originals
+    legacy_uint8_psnr: bool = False
+
+
+def metric(opts: VisualQualityOptions):
+    """The per-clip function."""
     def run(name):
-        return clip_quality(f"{args.synt_root}/{name}.mp4", f"{args.orig_root}/{name}.mp4",
-                            load_boxes(args.bbx_root, name), args.legacy_uint8_psnr)
+        return clip_quality(f"{opts.synt_root}/{name}.mp4", f"{opts.orig_root}/{name}.mp4",
+                            load_boxes(opts.bbx_root, name), opts.legacy_uint8_psnr)
     return run
 
 
-def evaluate(args, names=None) -> dict:
+def evaluate(opts: VisualQualityOptions, run: ClipRun, names=None) -> dict:
     """The corpus summary (frame-weighted means) with per-clip rows, cached per clip."""
-    tag = "visual_quality_legacy" if args.legacy_uint8_psnr else "visual_quality"
-    return evaluate_clips(args, tag, metric(args), weight="frames", names=names, root=args.synt_root)
+    tag = "visual_quality_legacy" if opts.legacy_uint8_psnr else "visual_quality"
+    return evaluate_clips(run, tag, metric(opts), opts.synt_root, "--synt_root", weight="frames", names=names,
+                          references=lambda n: [f"{opts.orig_root}/{n}.mp4", f"{opts.bbx_root}/{n}.npy"],
+                          settings={"legacy_uint8_psnr": opts.legacy_uint8_psnr})
 
 
 def main(args) -> int:
-    summary = evaluate(args)
-    print(f"PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} over {summary['clips']} clips")
-    return 0
+    run = clip_run(args)
+    summary = evaluate(from_args(VisualQualityOptions, args), run)
+    print(f"PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} over {scored(summary)}")
+    return exit_status([summary], run.allow_missing)
 
 
 if __name__ == "__main__":

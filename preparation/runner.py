@@ -5,7 +5,6 @@ and ``outputs(name)`` listing them; a sample whose outputs all exist is skipped 
 ``overwrite``. A sample that fails is logged to a failures list and the shard goes on.
 """
 import argparse
-import logging
 import os
 import sys
 import time
@@ -15,11 +14,9 @@ from typing import Callable, List, Sequence, Tuple
 from tqdm import tqdm
 
 from utils.errors import one_line
-from utils.fileio import atomic_output, read_filelist, remove_stale_temps, resolve_shard, shard_items
+from utils.fileio import atomic_output, read_filelist, resolve_shard, shard_items
 
 EXIT_SOME_FAILED = 3
-
-log = logging.getLogger("talklip.prepare")
 
 
 @dataclass
@@ -57,8 +54,6 @@ def run_shard(args, tool: str, out_root: str, process: Callable[[str], None],
         if not args.overwrite and all(os.path.isfile(p) for p in outputs(name)):
             summary.skipped += 1
             continue
-        for path in outputs(name):      # left by a run that was killed mid-write
-            remove_stale_temps(path)
         try:
             process(name)
         except Exception as exc:          # one bad sample must not stop a long shard

@@ -39,13 +39,19 @@ def one_shard(corpus, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def talklip_checkpoint(tmp_path_factory):
-    """A TalkLip generator with random weights, saved in the original .pth layout."""
+    """A small TalkLip generator (the cpu preset, a tiny audio encoder) with random weights, saved
+    in the original .pth layout with the widths train.py records; the paper's BASE shapes are
+    tested on their own (test_talklip.py)."""
+    import dataclasses
     import torch
+    from models.presets import encoder_preset, talklip_preset
     from models.talklip import TalkLip
     torch.manual_seed(0)
-    model = TalkLip()
+    model = TalkLip(encoder_preset("tiny"), talklip_preset("cpu"))
     path = tmp_path_factory.mktemp("talklip") / "talklip_random.pth"
-    torch.save({"state_dict": model.state_dict(), "optimizer": None, "global_step": 0, "global_epoch": 0}, path)
+    torch.save({"state_dict": model.state_dict(), "optimizer": None, "global_step": 0, "global_epoch": 0,
+                "talklip_cfg": model.config.to_dict(),
+                "audio_encoder_cfg": dataclasses.asdict(model.audio_encoder.w2v_model.cfg)}, path)
     return str(path), model.eval()
 
 

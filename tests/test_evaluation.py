@@ -205,3 +205,75 @@ def test_visual_quality_cli_and_missing_files(tmp_path, corpus, one_shard, synth
                          "--initial_model", tmp_path / "nope.model")
     assert missing.returncode == 2 and "nope.model does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def copy_clip(src, dst, keep=None):
+    """Re-encode ``src`` to ``dst`` (its first ``keep`` frames), e.g. a synthesized clip."""
+    from utils.video import VideoReader, VideoWriter
+    with VideoReader(str(src)) as reader:
+        fps, w, h = reader.fps, reader.width, reader.height
+        frames = list(reader)[:keep]
+    os.makedirs(os.path.dirname(str(dst)), exist_ok=True)
+    with VideoWriter(str(dst), fps, w, h) as writer:
+        for frame in frames:
+            writer.write(frame)
+
+
+def test_the_cache_follows_the_synthesized_file_and_partial_results_are_loud(tmp_path, corpus, one_shard):
+    from evaluation.common import ClipRun
+    from evaluation.visual_quality import VisualQualityOptions, evaluate
+    data, splits = corpus
+    names = splits["all"][:2]
+    synt = tmp_path / "synt"
+    for name in names:
+        copy_clip(f"{data}/main/{name}.mp4", synt / f"{name}.mp4")
+    opts = VisualQualityOptions(synt_root=str(synt), orig_root=f"{data}/main", bbx_root=str(one_shard / "bbx"))
+    run = ClipRun(cache_dir=str(tmp_path / "cache"), progress=False)
+    first = evaluate(opts, run, names)
+    cached = tmp_path / "cache" / "visual_quality" / f"{names[0]}.json"
+    stamp = cached.stat().st_mtime_ns
+    again = evaluate(opts, run, names)
+    assert again["psnr"] == first["psnr"] and cached.stat().st_mtime_ns == stamp      # reused, unchanged
+    # re-synthesize one clip differently (another checkpoint, here: darker): its number must change
+    from utils.video import VideoReader, VideoWriter
+    with VideoReader(f"{data}/main/{names[0]}.mp4") as reader:
+        fps, w, h, frames = reader.fps, reader.width, reader.height, list(reader)
+    with VideoWriter(str(synt / f"{names[0]}.mp4"), fps, w, h) as writer:
+        for frame in frames:
+            writer.write((frame // 2).astype(np.uint8))
+    fresh = evaluate(opts, run, names)
+    assert fresh["per_clip"][0]["psnr"] < first["per_clip"][0]["psnr"] - 5
+    assert fresh["per_clip"][1]["psnr"] == first["per_clip"][1]["psnr"]
+    # a synthesized clip cut short fails instead of being scored over its first frames
+    copy_clip(f"{data}/main/{names[1]}.mp4", synt / f"{names[1]}.mp4", keep=20)
+    cut = evaluate(opts, run, names)
+    assert cut["failed"] == [names[1]] and cut["clips"] == 1 and not cut["complete"]
+    # the CLI: a missing clip names --synt_root, the count goes next to the number, exit 3 unless allowed
+    filelist = tmp_path / "list.txt"
+    filelist.write_text("\n".join([names[0], "nobody/00001"]) + "\n")
+    args = ["--synt_root", synt, "--orig_root", f"{data}/main", "--bbx_root", one_shard / "bbx", "--filelist",
+            filelist, "--cache_dir", tmp_path / "cache", "--no_progress"]
+    proc = run_module("evaluation.visual_quality", *args)
+    assert proc.returncode == 3, proc.stderr
+    assert "over 1 of 2 listed clips (1 missing, 0 failed)" in proc.stdout
+    assert "check --synt_root" in proc.stderr and "--allow_missing" in proc.stderr.strip().splitlines()[-1]
+    assert run_module("evaluation.visual_quality", *args, "--allow_missing").returncode == 0
+
+
+def test_box_files_and_file_lists_are_checked_with_one_line(tmp_path):
+    from utils.corpus import load_boxes
+    from utils.errors import MediaError, TalkLipError
+    from utils.fileio import read_filelist
+    os.makedirs(tmp_path / "spk")
+    np.save(tmp_path / "spk" / "pickled.npy", np.array([{"box": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "spk" / "flat.npy", np.arange(10))
+    for name in ("pickled", "flat"):
+        with pytest.raises(MediaError) as err:
+            load_boxes(str(tmp_path), f"spk/{name}")
+        message = str(err.value)
+        assert f"{name}.npy" in message and "rerun bbx_extract" in message and "\n" not in message
+        assert "allow_pickle" not in message
+    for bad in ("../outside/x", "/etc/passwd", "spk/../../x"):
+        (tmp_path / "list.txt").write_text(f"spk/ok\n{bad}\n")
+        with pytest.raises(TalkLipError, match="entry 2 .* leaves the data folders"):
+            read_filelist(str(tmp_path / "list.txt"))

@@ -1,11 +1,11 @@
 """The mouth-sync measure (evaluation/mouth_sync.py) and the quickstart's pictures (evaluation/report.py)."""
-import argparse
 
 import cv2
 import numpy as np
 import pytest
 
 from evaluation import mouth_sync
+from evaluation.common import ClipRun
 from evaluation.mouth_sync import clip_mouth_sync, dub_mouth_sync, load_ground_truth, pearson
 from evaluation.report import gan_health, mouth_sync_figure, sample_grid
 from models.synthesis import ping_pong
@@ -30,9 +30,8 @@ def write_gt(path, opening, boxes, centers):
 
 def test_the_corpus_scores_high(corpus, tmp_path):
     data, splits = corpus
-    args = argparse.Namespace(video_root=f"{data}/main", gt_root=f"{data}/gt", filelist=None, cache_dir=str(tmp_path),
-                              out_json=None, no_progress=True)
-    summary = mouth_sync.evaluate(args, splits["all"])
+    summary = mouth_sync.evaluate(mouth_sync.MouthSyncOptions(video_root=f"{data}/main", gt_root=f"{data}/gt"),
+                                  ClipRun(cache_dir=str(tmp_path), progress=False), splits["all"])
     assert summary["clips"] == len(splits["all"]) and summary["r"] >= 0.95
     assert min(row["r"] for row in summary["per_clip"]) >= 0.95
 

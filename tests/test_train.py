@@ -9,13 +9,13 @@ import sys
 import pytest
 import torch
 
-from evaluation.common import read_transcript
 from models.avhubert import load_avhubert
 from models.presets import talklip_preset
 from models.talklip import load_talklip
 from tests.conftest import ROOT, run_module
 from training.expert import build_codec, new_model, save_expert
 from training.trainer import Curriculum, TrainConfig, Trainer, warmdown_scale
+from utils.corpus import read_transcript
 from utils.errors import TalkLipError
 
 
@@ -239,3 +239,21 @@ def test_cpu_preset_round_trip_through_inference(corpus, one_shard, tiny_expert,
                      tmp_path / "dub", "--device", "cpu", "--no_progress")
     assert dub.returncode == 0, dub.stderr
     assert (tmp_path / "dub.mp4").is_file()
+
+
+def test_train_expert_learns_its_training_clips_and_writes_a_loadable_expert(corpus, tmp_path):
+    from training.expert import ClipCache, evaluate_expert, train_expert
+    data, _ = corpus
+    out = str(tmp_path / "expert.pt")
+    result = train_expert(data, f"{data}/main", f"{data}/main", out, steps=60, batch_size=2, lr=3e-3,
+                          vocab_size=60, progress=False, log=lambda *_: None)
+    expert = load_avhubert(out)
+    assert expert.codec is not None
+    for key in ("token_acc", "token_acc_blank", "train_token_acc", "train_token_acc_blank", "wer"):
+        assert 0.0 <= result[key] <= (10.0 if key == "wer" else 1.0)
+    names = [line.split()[0] for line in open(f"{data}/train.txt") if line.strip()]
+    clips = ClipCache(names, f"{data}/main", f"{data}/main", expert.codec, False)
+    torch.manual_seed(1)
+    untrained = new_model("tiny", len(expert.codec.dictionary)).eval()
+    before = evaluate_expert(untrained, clips, "cpu", decode=False)["token_acc"]
+    assert result["train_token_acc"] > before + 0.2       # it learnt the transcripts of its clips

@@ -51,12 +51,15 @@ def test_reader_streams_in_batches(tmp_path):
     assert sizes == [(10, 48, 64, 3), (10, 48, 64, 3), (3, 48, 64, 3)]
 
 
-def test_odd_frame_size_is_padded_to_even(tmp_path):
+def test_odd_frame_sizes_are_kept(tmp_path):
     path = str(tmp_path / "odd.mp4")
-    with VideoWriter(path, 25, 65, 49) as writer:
-        writer.write_batch(np.stack(list(gradient_frames(5, 49, 65))))
+    frames = np.stack(list(gradient_frames(5, 97, 161)))
+    with VideoWriter(path, 25, 161, 97) as writer:
+        writer.write_batch(frames)
     info = probe_video(path)
-    assert (info.width, info.height) == (66, 50)
+    assert (info.width, info.height) == (161, 97)
+    decoded = np.stack(list(VideoReader(path))).astype(int)
+    assert np.abs(decoded - frames).mean() < 2
 
 
 def test_failed_write_leaves_no_file(tmp_path):

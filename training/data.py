@@ -10,10 +10,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from evaluation.common import read_transcript
 from face_detection.boxes import crop_face
 from models.avhubert.training import collate_targets
-from utils.audio import audio_visual_align, load_audio, talklip_features
+from utils.audio import AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
+from utils.corpus import load_boxes, read_transcript
 from utils.errors import MediaError
 from utils.fileio import read_filelist
 from utils.video import VideoReader
@@ -76,16 +76,14 @@ class TalkLipDataset(torch.utils.data.Dataset):
         name = self.names[idx]
         rng = np.random.default_rng([self.seed, self.epoch, idx, self.rollbacks])
         video = f"{self.video_root}/{name}.mp4"
-        bbx = f"{self.bbx_root}/{name}.npy"
-        if not os.path.isfile(bbx):
-            raise MediaError(f"face boxes {bbx} do not exist: run preprocess.sh for this clip")
+        boxes = load_boxes(self.bbx_root, name)
         with VideoReader(video) as reader:
             frames = np.stack(list(reader))
-        boxes = np.load(bbx)
         if len(boxes) < len(frames):
-            raise MediaError(f"{bbx} has {len(boxes)} boxes for {len(frames)} frames: rerun bbx_extract")
+            raise MediaError(f"{self.bbx_root}/{name}.npy has {len(boxes)} boxes for {len(frames)} frames: "
+                             f"rerun bbx_extract")
         wav = load_audio(f"{self.audio_root}/{name}.wav")
-        audio = torch.from_numpy(audio_visual_align(talklip_features(wav, 16000), len(frames), mode="end"))
+        audio = torch.from_numpy(audio_visual_align(talklip_features(wav, AUDIO_RATE_HZ), len(frames), mode="end"))
         starts, refs = window_starts(len(frames), self.train, rng, self.windows_per_clip)
         picked = np.concatenate([np.arange(s, s + WINDOW) for s in starts])
         ref_idx = (np.concatenate([np.arange(r, r + WINDOW) for r in refs]) if refs is not None

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.common import read_transcript
+from utils.corpus import read_transcript
 from models.avhubert import AVHubertSeq2Seq, load_avhubert
 from models.avhubert.model import AVHubertModel
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec

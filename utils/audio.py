@@ -39,7 +39,7 @@ def resample(wav: np.ndarray, rate_in: int, rate_out: int = AUDIO_RATE_HZ) -> np
 
 
 def _decode_with_ffmpeg(path: str, rate: int) -> np.ndarray:
-    raw = run_ffmpeg(["-i", path, "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"],
+    raw = run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"],
                      source=path, stdout=subprocess.PIPE)
     return np.frombuffer(raw, dtype="<f4").copy()
 

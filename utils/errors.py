@@ -3,7 +3,17 @@
 Library code raises; only scripts exit. Every message names the file concerned and
 what to do about it, so a researcher can act on it without reading a traceback.
 """
+import signal
 import sys
+
+
+class Terminated(BaseException):
+    """SIGTERM (sent by ``timeout``, ``docker stop``, SLURM), raised in the main thread so that it
+    unwinds like Ctrl-C: temporary outputs are removed, background threads and ffmpeg stopped."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 class TalkLipError(Exception):
@@ -35,6 +45,7 @@ def run_cli(main, args) -> None:
 
     ``main`` may return an int exit status (None means 0).
     """
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         status = main(args)
     except TalkLipError as exc:
@@ -43,4 +54,7 @@ def run_cli(main, args) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        sys.exit(143)
     sys.exit(int(status or 0))

@@ -26,6 +26,8 @@ def run_ffmpeg(args: List[str], source: str, stdout=subprocess.DEVNULL) -> bytes
     """Run ffmpeg with ``args`` (without the executable); raise MediaError naming ``source``."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"] + args
     proc = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE)
+    if proc.returncode != 0 and b"0:a:0" in proc.stderr and b"matches no streams" in proc.stderr:
+        raise MediaError(f"{source} has no audio stream: give a file with a speech track")
     if proc.returncode != 0:
         raise MediaError(f"ffmpeg could not process {source}: {last_error_line(proc.stderr)}; "
                          f"check the file plays, or re-encode it")

@@ -22,7 +22,12 @@ def atomic_output(path: str) -> Iterator[str]:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise TalkLipError(f"cannot create the folder {folder} for {path} ({err.strerror}: a file in the way?): "
+                           f"choose another output path") from None
+    remove_stale_temps(path)       # left by an earlier run of this writer that was killed
     base = os.path.basename(path)
     stem, ext = os.path.splitext(base)
     tmp = os.path.join(folder, f".{stem}{TMP_MARK}{uuid.uuid4().hex[:8]}{ext}")
@@ -56,6 +61,11 @@ def read_filelist(path: str) -> List[str]:
         names = [line.split()[0] for line in handle if line.strip()]
     if not names:
         raise TalkLipError(f"file list {path} is empty: it needs one <speaker>/<clip> per line")
+    for number, name in enumerate(names, 1):
+        parts = name.replace("\\", "/").split("/")
+        if os.path.isabs(name) or name.startswith("~") or ".." in parts:
+            raise TalkLipError(f"file list {path}, entry {number} ({name!r}) leaves the data folders: "
+                               f"names must be relative <speaker>/<clip> paths without '..'")
     return names
 
 

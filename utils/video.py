@@ -59,6 +59,7 @@ class VideoReader:
             raise _corrupt(path, "no video stream with frames")
         self.info = VideoInfo(path, float(fps), count, width, height)
         self._started = False
+        self.last_time_s = 0.0          # timestamp of the frame last decoded
 
     fps = property(lambda self: self.info.fps)
     num_frames = property(lambda self: self.info.num_frames)
@@ -75,12 +76,34 @@ class VideoReader:
                 ok, frame = self._cap.read()
                 if not ok:
                     break
+                self.last_time_s = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                 decoded += 1
                 yield frame
         finally:
             self._cap.release()
         if decoded == 0:
             raise _corrupt(self.path, "no frame could be decoded")
+
+    def resampled(self, rate: Optional[float] = None) -> Iterator[np.ndarray]:
+        """Frames at a constant ``rate`` (default: the container's average frame rate), placed by
+        their timestamps: where a variable-frame-rate input holds a frame longer it is repeated
+        (as a copy), where it packs frames closer one is dropped, so a frame shown at 1.00 s in the
+        input is at 1.00 s in the output. A constant-rate input yields every frame once.
+        ``self.source_index`` lists the decoded index of each frame yielded."""
+        rate = rate or self.fps
+        self.source_index = []
+        slot, previous, previous_index, shown, start = 0, None, -1, False, None
+        for index, frame in enumerate(self):
+            start = self.last_time_s if start is None else start
+            time_s = self.last_time_s - start
+            while previous is not None and slot / rate < time_s - 0.5 / rate:
+                yield previous.copy() if shown else previous
+                self.source_index.append(previous_index)
+                shown, slot = True, slot + 1
+            previous, previous_index, shown = frame, index, False
+        if previous is not None:
+            yield previous.copy() if shown else previous
+            self.source_index.append(previous_index)
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """Yield (B, H, W, 3) uint8 arrays of up to ``batch_size`` consecutive frames."""
@@ -114,7 +137,9 @@ class VideoWriter:
     """Encode BGR uint8 frames to an H.264 mp4, optionally muxing an audio file (any format).
 
     Use as a context manager; the file appears under ``path`` only when the block ends
-    without an exception. Odd frame sizes are padded by one pixel (yuv420p needs even sizes).
+    without an exception. Even sizes are encoded yuv420p (plays everywhere); an odd width or height
+    is kept exactly by encoding yuv444p (4:2:0 chroma needs even sizes), which ffmpeg-based players
+    (VLC, mpv) play but some browsers do not.
     """
 
     def __init__(self, path: str, fps: float, width: int, height: int,
@@ -136,9 +161,9 @@ class VideoWriter:
                "-framerate", repr(float(self.fps)), "-i", "-"]
         if self.audio_path:
             cmd += ["-i", self.audio_path, "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
-        cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", self.preset,
-                "-crf", str(self.crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart",
-                "-f", "mp4", tmp]
+        pix_fmt = "yuv420p" if self.width % 2 == 0 and self.height % 2 == 0 else "yuv444p"
+        cmd += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", pix_fmt,
+                "-movflags", "+faststart", "-f", "mp4", tmp]
         self._log = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                       stderr=self._log)

@@ -95,7 +95,7 @@ def build_from_fairseq(cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor]
                           f"(av_hubert) or seq2seq (av_hubert_seq2seq) checkpoint")
 
 
-def load_avhubert(path: str, strict: bool = True, task_state_path: Optional[str] = None):
+def load_avhubert(path: str, task_state_path: Optional[str] = None):
     """Load an original AV-HuBERT checkpoint into the native model, in eval mode.
 
     A seq2seq model gets ``.codec`` (dictionary + sentencepiece) from the checkpoint's task state,
@@ -110,11 +110,7 @@ def load_avhubert(path: str, strict: bool = True, task_state_path: Optional[str]
         model = build_from_fairseq(fairseq_config(ckpt), state)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    mapped = map_fairseq_keys(state)
-    if strict:
-        load_strict(model, mapped, source=path)
-    else:
-        model.load_state_dict(mapped, strict=False)
+    load_strict(model, map_fairseq_keys(state), source=path)
     if isinstance(model, AVHubertSeq2Seq):
         source = task_state_path or (ckpt.get("task_state") if ckpt.get("task_state") else None)
         if source is not None:

@@ -196,7 +196,7 @@ class ResEncoder(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         batch = video.shape[0]
-        x = self.frontend3D(video)                                  # (B, 64, T, h, w)
+        x = self.frontend3D(video)                                  # (B, width, T, h, w)
         steps = x.shape[2]
         x = x.transpose(1, 2).reshape(batch * steps, *x.shape[1:2], *x.shape[3:])
         return self.trunk(x).view(batch, steps, -1).transpose(1, 2)
