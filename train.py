@@ -29,7 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--video_root", required=True, help="folder of <spk>/<clip>.mp4")
     data.add_argument("--audio_root", required=True, help="folder of <spk>/<clip>.wav (preprocess.sh output)")
     data.add_argument("--bbx_root", required=True, help="folder of <spk>/<clip>.npy face boxes (preprocess.sh output)")
-    data.add_argument("--word_root", required=True, help="folder of LRS2 <spk>/<clip>.txt transcripts")
+    data.add_argument("--word_root", default=None,
+                      help="folder of LRS2 <spk>/<clip>.txt transcripts; clips without one (or all, when not "
+                           "given) get pseudo-labels from the expert, cached as <bbx_root>/<clip>.pseudo.json")
     data.add_argument("--num_worker", type=non_negative_int, default=6, help="data-loading processes")
     data.add_argument("--valid_clips", type=positive_int, default=None,
                       help="validate on the first N clips of valid.txt (default: all)")
@@ -47,6 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     loss.add_argument("--cont_w", type=float, default=1e-3, help="weight of the contrastive loss (stage 2 on)")
     loss.add_argument("--lip_w", type=float, default=1e-5, help="weight of the lip-reading expert loss (stage 2 on)")
     loss.add_argument("--perp_w", type=float, default=0.07, help="weight of the perceptual (GAN) loss")
+    loss.add_argument("--no_lip_loss", action="store_true",
+                      help="no lip-reading cross-entropy (needs no text at all); the contrastive loss stays")
+    loss.add_argument("--pseudo_label_beam", type=positive_int, default=1,
+                      help="beam of the expert's decoding of real mouths for clips without a transcript (1: greedy)")
     loss.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the generator")
     loss.add_argument("--disc_lr", type=float, default=None,
                       help="Adam learning rate of the discriminator (default: --lr, as the original)")

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evaluation import sync_eval, teacher_force_wer, visual_quality  # noqa: E402
-from evaluation.avhubert_wer import mouth_rois  # noqa: E402
+from models.avhubert.reading import mouth_rois  # noqa: E402
 from models.avhubert import AVHubertSeq2Seq  # noqa: E402
 from models.presets import decoder_preset, encoder_preset  # noqa: E402
 from models.conformer_lip_reading import ConformerLipReader  # noqa: E402

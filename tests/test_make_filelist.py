@@ -17,3 +17,22 @@ def test_lrw_test_split_is_listed(tmp_path):
     assert len(list_videos(str(tmp_path))) == 8
     with pytest.raises(TalkLipError, match="val folder"):
         list_videos(str(tmp_path), "val")
+
+
+def test_any_folder_of_videos_gets_train_and_valid_lists(tmp_path):
+    from tests.conftest import run_module
+    videos = tmp_path / "my videos"
+    names = ["holiday", "talk/a", "talk/b", "deep/er/c", "deep/er/d", "x", "y", "z", "w", "v"]
+    for name in names:
+        (videos / f"{name}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        (videos / f"{name}.mp4").write_bytes(b"")
+    (videos / "notes.txt").write_text("not a video")
+    proc = run_module("preparation.make_filelist", "--video_root", videos, "--split_dir", tmp_path / "lists",
+                      "--valid_fraction", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    read = lambda f: (tmp_path / "lists" / f).read_text().split()
+    train, valid, everything = read("train.txt"), read("valid.txt"), read("filelist.txt")
+    assert sorted(everything) == sorted(names) and len(valid) == 2
+    assert sorted(train + valid) == sorted(names) and not set(train) & set(valid)
+    again = run_module("preparation.make_filelist", "--video_root", videos, "--split_dir", tmp_path / "lists")
+    assert again.returncode == 0

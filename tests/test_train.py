@@ -257,3 +257,74 @@ def test_train_expert_learns_its_training_clips_and_writes_a_loadable_expert(cor
     untrained = new_model("tiny", len(expert.codec.dictionary)).eval()
     before = evaluate_expert(untrained, clips, "cpu", decode=False)["token_acc"]
     assert result["train_token_acc"] > before + 0.2       # it learnt the transcripts of its clips
+
+
+def without_transcripts(corpus, one_shard, tmp_path, keep=()):
+    """A word_root holding only the transcripts of ``keep``, and a private copy of the boxes (the
+    pseudo-label cache is written next to them)."""
+    import shutil
+    data, _ = corpus
+    words = tmp_path / "words"
+    for name in keep:
+        os.makedirs(words / os.path.dirname(name), exist_ok=True)
+        shutil.copy(f"{data}/main/{name}.txt", words / f"{name}.txt")
+    os.makedirs(words, exist_ok=True)
+    shutil.copytree(one_shard / "bbx", tmp_path / "bbx")
+    return str(words), str(tmp_path / "bbx")
+
+
+def test_without_transcripts_pseudo_labels_are_made_once_and_the_expert_stage_learns(corpus, one_shard, tiny_expert,
+                                                                                   tmp_path):
+    from training.labels import PSEUDO, pseudo_label_path
+    words, bbx = without_transcripts(corpus, one_shard, tmp_path)
+    cfg = config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=words, bbx_root=bbx, start_stage=2,
+                 lr=2e-3, perp_w=0.0, lip_w=0.5)          # a lip weight that lets 16 steps show the trend
+    trainer = Trainer(cfg)
+    names = trainer.train_set.names + trainer.valid_set.names
+    files = {n: pseudo_label_path(bbx, n) for n in names}
+    assert all(os.path.isfile(f) for f in files.values())
+    assert any(kind == PSEUDO for kind, _ in trainer.labels.values())
+    stamps = {n: os.path.getmtime(f) for n, f in files.items()}
+    lips = []
+    for _ in range(16):
+        logs = trainer.train_step(trainer.next_micro_batches())
+        trainer.after_step(logs)
+        assert torch.isfinite(torch.tensor(logs["lip"]))
+        lips.append(logs["lip"])
+    assert sum(lips[-4:]) < sum(lips[:4])                  # the expert's loss on the pseudo-labels decreases
+    again = Trainer(cfg)                                   # a resumed run reads the cache
+    assert again.labels == trainer.labels
+    assert {n: os.path.getmtime(f) for n, f in files.items()} == stamps
+    log = open(tmp_path / "ck" / "talklip.log").read()
+    assert log.count("pseudo-labelling") == 1 and "with pseudo-labels" in log
+
+
+def test_no_lip_loss_needs_no_text_and_keeps_the_contrastive_loss(corpus, one_shard, tiny_expert, tmp_path):
+    words, bbx = without_transcripts(corpus, one_shard, tmp_path)
+    trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=None, bbx_root=bbx,
+                             start_stage=2, no_lip_loss=True))
+    logs = trainer.train_step(trainer.next_micro_batches())
+    assert "lip" not in logs and logs["cont"] > 0
+    valid = trainer.validate()
+    assert "lip" not in valid and "token_acc" not in valid and valid["cont"] > 0
+    assert not [f for _, _, fs in os.walk(bbx) for f in fs if f.endswith(".pseudo.json")]
+
+
+def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny_expert, tmp_path):
+    from training.labels import PSEUDO, TRANSCRIPT
+    data, splits = corpus
+    train = [line.split()[0] for line in open(f"{data}/train.txt") if line.strip()]
+    words, bbx = without_transcripts(corpus, one_shard, tmp_path, keep=train[::2])
+    trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=words, bbx_root=bbx))
+    codec = trainer.expert.codec
+    for i, name in enumerate(trainer.train_set.names):
+        kind, text = trainer.labels[name]
+        target = trainer.train_set[i]["target"]
+        if name in train[::2]:
+            assert kind == TRANSCRIPT and text == read_transcript(f"{data}/main", name)
+        else:
+            assert kind in (PSEUDO, "neither") and text == open(f"{bbx}/{name}.pseudo.json").read().split('"text": "')[1].split('"')[0]
+        assert list(target) == (list(codec.encode(text)) if text else [])
+    trainer.next_micro_batches()
+    log = open(tmp_path / "ck" / "talklip.log").read()
+    assert f"{len(train[::2])} with transcripts" in log

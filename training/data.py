@@ -5,7 +5,7 @@ generator seeded by (seed, epoch, index, rollbacks), and the order of samples fr
 ``ResumableBatchSampler``; so a resumed run and a run on more processes see exactly the same data.
 """
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ import torch
 from face_detection.boxes import crop_face
 from models.avhubert.training import collate_targets
 from utils.audio import AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
-from utils.corpus import load_boxes, read_transcript
+from utils.corpus import load_boxes
 from utils.errors import MediaError
 from utils.fileio import read_filelist
 from utils.video import VideoReader
@@ -56,10 +56,11 @@ class TalkLipDataset(torch.utils.data.Dataset):
     """Samples of ``<file_dir>/<split>.txt``; item -> dict (see ``__getitem__``)."""
 
     def __init__(self, split: str, file_dir: str, video_root: str, audio_root: str, bbx_root: str,
-                 word_root: str, codec, train: Optional[bool] = None, seed: int = 0,
-                 windows_per_clip: Optional[int] = None):
-        self.names = read_filelist(os.path.join(file_dir, f"{split}.txt"))
-        self.video_root, self.audio_root, self.bbx_root, self.word_root = video_root, audio_root, bbx_root, word_root
+                 labels: Dict[str, Tuple[str, str]], codec, train: Optional[bool] = None, seed: int = 0,
+                 windows_per_clip: Optional[int] = None, names: Optional[List[str]] = None):
+        self.names = names if names is not None else read_filelist(os.path.join(file_dir, f"{split}.txt"))
+        self.video_root, self.audio_root, self.bbx_root = video_root, audio_root, bbx_root
+        self.labels = labels          # name -> (kind, text): see training.labels; empty text: no lip loss
         self.codec, self.seed, self.windows_per_clip = codec, seed, windows_per_clip
         self.train = split == "train" if train is None else train
         self.epoch, self.rollbacks = 0, 0
@@ -93,7 +94,8 @@ class TalkLipDataset(torch.utils.data.Dataset):
         gt = crop(picked)
         masked = gt.clone()
         masked[:, :, gt.shape[2] // 2:] = 0.0
-        target = self.codec.encode(read_transcript(self.word_root, name))
+        text = self.labels[name][1]
+        target = self.codec.encode(text) if text else []
         return {"faces_in": torch.cat([masked, crop(ref_idx)], dim=1), "faces_gt": gt, "audio": audio,
                 "target": target, "frames": torch.from_numpy(frames), "boxes": torch.from_numpy(boxes[:len(frames)]),
                 "picked": torch.from_numpy(picked), "name": name}

@@ -29,10 +29,12 @@ from models.presets import talklip_preset
 from models.talklip import TalkLip, TalkLipDiscriminator, to_channels_last
 from training import checkpoints
 from training.data import ResumableBatchSampler, TalkLipDataset, collate
+from training.labels import clip_labels, label_counts
 from training.objective import LossWeights, Objective, disc_loss
 from utils.checkpoint import load_checkpoint_file, load_strict
 from utils.device import resolve_device
 from utils.errors import CheckpointError, TalkLipError
+from utils.fileio import read_filelist
 
 STAGES = ("frozen audio encoder", "audio encoder fine-tuned", "lip-reading expert on", "done")
 DONE = len(STAGES) - 1
@@ -46,7 +48,7 @@ class TrainConfig:
     video_root: str
     audio_root: str
     bbx_root: str
-    word_root: str
+    word_root: Optional[str]              # transcripts; clips without one get pseudo-labels
     avhubert_path: str
     checkpoint_dir: str
     log_name: str = "talklip"
@@ -83,10 +85,16 @@ class TrainConfig:
     tensorboard: bool = True
     start_stage: int = 0
     resume_anyway: bool = False
+    no_lip_loss: bool = False             # drop the expert's cross-entropy (keep the contrastive loss)
+    pseudo_label_beam: int = 1            # beam of the expert's decoding for clips without a transcript
 
     @property
     def weights(self) -> LossWeights:
-        return LossWeights(lip_w=self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w)
+        return LossWeights(lip_w=0.0 if self.no_lip_loss else self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w)
+
+    @property
+    def logged_losses(self) -> Tuple[str, ...]:
+        return ("loss", "l1", "perc", "cont") if self.no_lip_loss else ("loss", "l1", "perc", "lip", "cont")
 
 
 # ------------------------------------------------------------------------------------ models
@@ -208,21 +216,38 @@ class Trainer:
         self.step, self.epoch, self.epoch_step, self.rollbacks = 0, 0, 0, 0
         self.ooms, self.high_disc, self.history, self.train_log = 0, 0, [], []
         self.recent: List[Dict[str, float]] = []    # train losses since the last log line
-        common = dict(file_dir=cfg.file_dir, video_root=cfg.video_root, audio_root=cfg.audio_root,
-                      bbx_root=cfg.bbx_root, word_root=cfg.word_root, codec=self.expert.codec, seed=cfg.seed)
-        self.train_set = TalkLipDataset("train", windows_per_clip=cfg.windows_per_clip, **common)
-        self.valid_set = TalkLipDataset("valid", **common)
-        if cfg.valid_clips:
-            self.valid_set.names = self.valid_set.names[:cfg.valid_clips]
-        self.sampler = ResumableBatchSampler(len(self.train_set), cfg.batch_size, self.dist.world, self.dist.rank,
-                                             cfg.accum_steps, cfg.seed)
+        train_names = read_filelist(os.path.join(cfg.file_dir, "train.txt"))
+        valid_names = read_filelist(os.path.join(cfg.file_dir, "valid.txt"))[:cfg.valid_clips or None]
         os.makedirs(cfg.checkpoint_dir, exist_ok=True)
         self.log = self._logger()
+        self.labels = self._labels(train_names + valid_names)
+        common = dict(file_dir=cfg.file_dir, video_root=cfg.video_root, audio_root=cfg.audio_root,
+                      bbx_root=cfg.bbx_root, labels=self.labels, codec=self.expert.codec, seed=cfg.seed)
+        self.train_set = TalkLipDataset("train", windows_per_clip=cfg.windows_per_clip, names=train_names, **common)
+        self.valid_set = TalkLipDataset("valid", names=valid_names, **common)
+        self.sampler = ResumableBatchSampler(len(self.train_set), cfg.batch_size, self.dist.world, self.dist.rank,
+                                             cfg.accum_steps, cfg.seed)
         self._wrap()
         self.tb = self._tensorboard()
         self._batches = None                         # this epoch's batch iterator, made when needed
 
     # ---- set-up helpers
+    def _labels(self, names: List[str]) -> Dict[str, Tuple[str, str]]:
+        """Transcripts, else pseudo-labels (rank 0 computes and caches them; the others then read
+        the cache), else none; see training.labels."""
+        cfg = self.cfg
+
+        def make():
+            return clip_labels(names, cfg.word_root, cfg.bbx_root, cfg.video_root, self.expert,
+                               [self.expert_sha256], cfg.pseudo_label_beam, not cfg.no_lip_loss, self.note,
+                               progress=not cfg.no_progress)
+        if self.dist.world > 1 and not self.dist.main:
+            dist.barrier()
+        labels = make()
+        if self.dist.world > 1 and self.dist.main:
+            dist.barrier()
+        return labels
+
     def _logger(self):
         log = logging.getLogger(f"talklip.train.{self.cfg.log_name}")
         log.setLevel(logging.INFO)
@@ -313,6 +338,9 @@ class Trainer:
         """The next step's ``accum_steps`` micro-batches of this process (the sampler's epochs hold
         whole steps, so an epoch never ends inside one)."""
         if self._batches is None:
+            self.note(f"epoch {self.epoch}: {len(self.train_set)} train clips, "
+                      f"{label_counts(self.labels, self.train_set.names)}"
+                      + (" (--no_lip_loss: no lip loss)" if self.cfg.no_lip_loss else ""))
             self.sampler.set_epoch(self.epoch, self.rollbacks, self.epoch_step)
             self.train_set.set_epoch(self.epoch, self.rollbacks)
             self._batches = iter(torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler,
@@ -402,7 +430,7 @@ class Trainer:
                 (out["loss"] / n).backward()
             self.disc.requires_grad_(True)
             outs.append(out["syn"].detach())
-            for k in ("loss", "l1", "perc", "lip", "cont"):
+            for k in self.cfg.logged_losses:
                 logs[k] = logs.get(k, 0.0) + float(out[k].detach()) / n
         self.opt_g.step()
         for a, (batch, syn) in enumerate(zip(micro_batches, outs)):
@@ -441,8 +469,11 @@ class Trainer:
             steps += 1
         result = {k: v / max(1, steps) for k, v in sums.items()}
         result["l1_sum"] = sums.get("l1", 0.0)
-        result["token_acc"] = n_correct / max(1, total)
-        result["wer"] = 1.0 - result["token_acc"]           # the original's "wer": the expert's token error
+        if self.cfg.no_lip_loss:
+            result.pop("lip", None)
+        elif total:
+            result["token_acc"] = n_correct / total
+            result["wer"] = 1.0 - result["token_acc"]       # the original's "wer": the expert's token error
         return result
 
     def validate_and_advance(self) -> bool:

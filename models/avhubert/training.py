@@ -18,7 +18,7 @@ def collate_targets(targets: Sequence[Sequence[int]], pad: int = PAD, eos: int =
     right-padded; prev_output_tokens is the target shifted right with </s> first (fairseq's
     collate_tokens with move_eos_to_beginning)."""
     lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
-    width = int(lengths.max())
+    width = max(1, int(lengths.max()))        # an empty target (no label) is all padding: no loss
     target = torch.full((len(targets), width), pad, dtype=torch.long)
     prev = torch.full((len(targets), width), pad, dtype=torch.long)
     for i, ids in enumerate(targets):
