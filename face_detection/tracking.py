@@ -58,6 +58,12 @@ class TrackingOptions:
             raise TalkLipError(f"--detect_max_side must be 0 (full resolution) or positive, got {self.detect_max_side}")
 
 
+def no_face(source: str) -> NoFaceError:
+    """The error for a video in which no frame shows a face."""
+    return NoFaceError(f"no face found in any frame of {source}: check the video shows a frontal face, "
+                       f"or use the S3FD detector (--s3fd_path)")
+
+
 def parse_follow(text: str) -> Optional[Tuple[float, float]]:
     """'largest' -> None; 'X,Y' -> (x, y) in pixels of the frame."""
     if text == "largest":
@@ -351,8 +357,7 @@ def boxes_for_video(video_path: str, detector, opts: TrackingOptions, progress: 
         bar = tqdm(total=reader.num_frames, desc="detect faces", unit="frame", disable=not progress)
         for _, _, box in track_faces(reader, detector, fill_all, reader.fps):
             if box is None:
-                raise NoFaceError(f"no face found in any frame of {video_path}: check the video shows a "
-                                  f"frontal face, or use the S3FD detector (--s3fd_path)")
+                raise no_face(video_path)
             boxes.append(box)
             bar.update()
         bar.close()

@@ -16,10 +16,10 @@ import torch
 from tqdm import tqdm
 
 from face_detection.boxes import crop_face
-from face_detection.tracking import KeyFrameDetector, TrackingOptions, track_faces
+from face_detection.tracking import KeyFrameDetector, TrackingOptions, no_face, track_faces
 from models.talklip import FACE_SIZE, TalkLip
 from utils.audio import FEATURE_RATE_HZ, AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
-from utils.errors import MediaError, NoFaceError
+from utils.errors import MediaError
 from utils.pipeline import BackgroundWriter, StageClock, in_background
 from utils.video import VideoReader, VideoWriter
 
@@ -307,8 +307,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
             raise MediaError(f"{video_path} decodes to {decoded} of the {declared} frames its container "
                              f"declares (damaged or cut short): re-encode or re-download it")
         if not any(box is not None for box in boxes):
-            raise NoFaceError(f"no face found in any frame of {video_path}: check the video shows a "
-                              f"frontal face, or use the S3FD detector (--s3fd_path)")
+            raise no_face(video_path)
     bar.close()
     return {"frames": num_out, "fps": fps, "duration_s": duration, "source_frames": source_frames,
             "declared_frames": declared, "decoded_frames": decoded, "damaged": damaged, "frames_with_face": faced, "detected_frames": detect.calls,
