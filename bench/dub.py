@@ -13,7 +13,8 @@ peak RSS is its own.
 - speed: the default mode (--detect_every 8 --detect_max_side 640) on the first length, and the
   original's mode (--detect_every 1 --detect_max_side 0) on ``--original_seconds``; frames/s of both
   and the ratio;
-- memory: peak RSS of the default mode for every length (it should stay flat);
+- memory: peak RSS of the default mode for every length (it should stay flat), and within each run
+  the RSS sampled every half second, as the peak of each quarter of the run (no climb within a run);
 - generator frames/s at batch 32, unfolded vs folded + channels-last, on CPU (and bf16 on CUDA).
 """
 import argparse
@@ -22,6 +23,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -70,6 +72,36 @@ class S3FDCostCascadeBoxes:
         return self.cascade.detect_faces(frames)
 
 
+class RssSampler:
+    """The process' resident memory every ``period`` seconds, in a daemon thread (Linux /proc)."""
+
+    def __init__(self, period: float = 0.5):
+        self.period, self.samples = period, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss_mb() -> float:
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) / 1024
+
+    def _run(self):
+        while not self._stop.wait(self.period):
+            self.samples.append(self.rss_mb())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def quarter_peaks(self) -> list:
+        n = len(self.samples)
+        return [round(max(self.samples[k * n // 4:(k + 1) * n // 4] or [0.0]), 1) for k in range(4)]
+
+
 def worker(video: str, wav: str, ckpt: str, detect_every: int, max_side: int, unfolded: bool) -> dict:
     from face_detection.tracking import TrackingOptions
     from models.synthesis import SynthesisOptions, dub
@@ -79,13 +111,16 @@ def worker(video: str, wav: str, ckpt: str, detect_every: int, max_side: int, un
         prepare_for_inference(generator)
     tracking = TrackingOptions(detect_every=detect_every, detect_max_side=max_side, smooth_window=5)
     out = os.path.join(os.path.dirname(video), f"out_{detect_every}_{max_side}.mp4")
+    detector = S3FDCostCascadeBoxes()
     started = time.perf_counter()
-    info = dub(generator, video, wav, out, S3FDCostCascadeBoxes(), SynthesisOptions(progress=False), tracking)
+    with RssSampler() as rss:
+        info = dub(generator, video, wav, out, detector, SynthesisOptions(progress=False), tracking)
     elapsed = time.perf_counter() - started
     return {"frames": info["frames"], "seconds": round(elapsed, 1), "frames_per_s": round(info["frames"] / elapsed, 3),
             "detected_frames": info["detected_frames"], "frames_with_face": info["frames_with_face"],
             "stage_seconds": info["seconds"],
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_mb_peak_by_quarter": rss.quarter_peaks()}
 
 
 def generator_speed(device, batches=(1, 32, 128), dtype=None) -> dict:
@@ -184,6 +219,8 @@ def main():
     first = result["default_mode"][f"{args.lengths[0]:g}s"]
     result["speedup_default_vs_original"] = round(first["frames_per_s"] / result["original_mode"]["frames_per_s"], 2)
     result["peak_rss_mb_by_length"] = {k: v["peak_rss_mb"] for k, v in result["default_mode"].items()}
+    peaks = list(result["peak_rss_mb_by_length"].values())
+    result["peak_rss_spread_mb"] = round(max(peaks) - min(peaks), 1)
     result["cpu_generator_frames_per_s"] = generator_speed_folded()
     if torch.cuda.is_available():
         result["gpu_name"] = torch.cuda.get_device_name(0)

@@ -20,7 +20,7 @@ from face_detection.tracking import KeyFrameDetector, TrackingOptions, no_face, 
 from models.talklip import FACE_SIZE, TalkLip
 from utils.audio import FEATURE_RATE_HZ, AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.errors import MediaError
-from utils.pipeline import BackgroundWriter, StageClock, in_background
+from utils.pipeline import BackgroundWriter, StageClock, in_background, release_free_memory
 from utils.video import VideoReader, VideoWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -224,6 +224,7 @@ def render_into(out, generator: TalkLip, items: Iterable[Tuple[np.ndarray, Optio
         if bar is not None:
             bar.update(len(frames))
         chunk.clear()
+        release_free_memory()
 
     for item in items:
         chunk.append(item)

@@ -4,6 +4,9 @@ Each hand-over is a queue bounded in items, so memory is set by queue sizes, not
 An exception in a background thread is re-raised in the caller with its own message; when the
 caller stops early (an exception, Ctrl-C, SIGTERM) the background thread is stopped and joined.
 """
+import ctypes
+import ctypes.util
+import functools
 import queue
 import threading
 import time
@@ -11,6 +14,29 @@ from collections import defaultdict
 from typing import Iterable, Iterator
 
 _DONE = object()
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):        # not glibc: nothing to do
+        return None
+
+
+def release_free_memory() -> bool:
+    """Give the C heap's free pages back to the OS (glibc's ``malloc_trim``); False where there is none.
+
+    Streaming work calls it once per chunk. Frames, detector and generator activations of many
+    sizes are allocated and freed in several threads; glibc keeps the holes they leave resident, so
+    without this the RSS of a 720p dub crept up ~75 MB per 30 s of video (measured), and a
+    five-minute clip peaked ~500 MB above a ten-second one. Costs well under 1% of a chunk's time."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 class _Failure:
