@@ -20,7 +20,7 @@ from face_detection.tracking import KeyFrameDetector, TrackingOptions, no_face, 
 from models.talklip import FACE_SIZE, TalkLip
 from utils.audio import FEATURE_RATE_HZ, AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.errors import MediaError
-from utils.pipeline import BackgroundWriter, StageClock, in_background, release_free_memory
+from utils.pipeline import BackgroundWriter, StageClock, in_background, map_large_buffers, release_free_memory
 from utils.video import VideoReader, VideoWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -256,8 +256,9 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     where the face is missing for longer than ``tracking.max_gap_s`` pass through untouched. The
     decoded frames are the video (``source_frames`` in the result; ``declared_frames`` is what the
     container says); with ``strict`` fewer decoded frames than declared is an error and nothing is
-    written."""
+    written. Memory stays flat in the clip's length (``map_large_buffers``)."""
     tracking = tracking or TrackingOptions()
+    map_large_buffers()
     clock = StageClock()
     wav = load_audio(audio_path)
     started = time.perf_counter()
