@@ -17,7 +17,6 @@ CHIN_EXTENSION = 0.15     # fraction of the box height added below the Haar box
 GRID_SHIFTS = (0, 4, 8, 12)   # pixels: the frame is also searched shifted by these (see detect_faces)
 
 
-
 class CascadeDetector:
     """Frontal faces per frame, same interface as :class:`S3FDDetector`."""
 

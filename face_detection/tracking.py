@@ -350,7 +350,7 @@ def track_faces(frames: Iterable[np.ndarray], detector, opts: TrackingOptions, f
 def boxes_for_video(video_path: str, detector, opts: TrackingOptions, progress: bool = False) -> np.ndarray:
     """(N, 4) int64 boxes for every decoded frame of a video, every gap filled (preprocessing)."""
     from tqdm import tqdm
-    from utils.video import VideoReader
+    from utils.video import VideoReader, cut_short
     fill_all = dataclasses.replace(opts, max_gap_s=None)
     boxes = []
     with VideoReader(video_path) as reader:
@@ -362,6 +362,5 @@ def boxes_for_video(video_path: str, detector, opts: TrackingOptions, progress: 
             bar.update()
         bar.close()
         if len(boxes) < reader.num_frames:
-            raise MediaError(f"{video_path} decodes to {len(boxes)} of the {reader.num_frames} frames its "
-                             f"container declares (damaged or cut short): re-encode or re-download it")
+            raise cut_short(video_path, len(boxes), reader.num_frames)
     return np.stack(boxes).astype(np.int64)

@@ -21,7 +21,7 @@ from models.talklip import FACE_SIZE, TalkLip
 from utils.audio import FEATURE_RATE_HZ, AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.errors import MediaError
 from utils.pipeline import BackgroundWriter, StageClock, in_background, map_large_buffers, release_free_memory
-from utils.video import VideoReader, VideoWriter
+from utils.video import VideoReader, VideoWriter, cut_short
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 STILL_IMAGE_FPS = 25.0
@@ -272,14 +272,14 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     bar = tqdm(total=num_out, desc="dub", unit="frame", disable=not opts.progress)
     with VideoWriter(out_path, fps, width, height, audio_path=audio_path) as writer, \
             BackgroundWriter(writer, maxsize=1, clock=clock) as out:
-        decoded = in_background(clock.timed("decode", itertools.islice(frames, num_out)), opts.read_ahead,
-                                name="decoder")
+        stream = in_background(clock.timed("decode", itertools.islice(frames, num_out)), opts.read_ahead,
+                               name="decoder")
         detect = KeyFrameDetector(detector, tracking.detect_max_side, clock)
 
         first = []                        # frame 0, kept for a one-frame source (a still, a 1-frame video)
 
         def forward():
-            for index, frame, box in track_faces(decoded, detect, tracking, fps):
+            for index, frame, box in track_faces(stream, detect, tracking, fps):
                 if index == 0:
                     first.append(frame.copy())
                 boxes.append(box)
@@ -306,8 +306,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
         decoded = reader.source_index[-1] + 1 if reader is not None and reader.source_index else source_frames
         damaged = source_frames < num_out and decoded < declared      # it ran out before the speech did
         if strict and damaged:
-            raise MediaError(f"{video_path} decodes to {decoded} of the {declared} frames its container "
-                             f"declares (damaged or cut short): re-encode or re-download it")
+            raise cut_short(video_path, decoded, declared)
         if not any(box is not None for box in boxes):
             raise no_face(video_path)
     bar.close()
@@ -351,8 +350,7 @@ def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, box
         for _ in frames:               # count the rest
             pass
         if decoded[0] < declared:
-            raise MediaError(f"{video_path} decodes to {decoded[0]} of the {declared} frames its container "
-                             f"declares (damaged or cut short): re-encode or re-download it")
+            raise cut_short(video_path, decoded[0], declared)
         if decoded[0] != count:
             raise MediaError(f"{video_path} decodes to {decoded[0]} frames but its boxes file has {count}: "
                              f"rerun preprocessing (bbx_extract) for this clip")

@@ -53,7 +53,8 @@ def release_free_memory() -> bool:
     Streaming work calls it once per chunk. Frames, detector and generator activations of many
     sizes are allocated and freed in several threads; glibc keeps the holes they leave resident, so
     without this the RSS of a 720p dub crept up ~75 MB per 30 s of video (measured), and a
-    five-minute clip peaked ~500 MB above a ten-second one. Costs well under 1% of a chunk's time."""
+    five-minute clip peaked ~500 MB above a ten-second one. Its cost (pages faulted in again) was
+    within run-to-run noise in a micro-benchmark, trimming after every detector and generator call."""
     libc = _glibc()
     if libc is None:
         return False

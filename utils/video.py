@@ -36,6 +36,12 @@ def _corrupt(path: str, why: str) -> MediaError:
                       f"or remove it from the file list")
 
 
+def cut_short(path: str, decoded: int, declared: int) -> MediaError:
+    """The error for a video that decodes to fewer frames than its container declares."""
+    return MediaError(f"{path} decodes to {decoded} of the {declared} frames its container declares "
+                      f"(damaged or cut short): re-encode or re-download it")
+
+
 class VideoReader:
     """Streaming frame reader: ``for frame in VideoReader(path)`` yields (H, W, 3) uint8 BGR.
 
