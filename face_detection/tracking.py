@@ -31,7 +31,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from utils.errors import MediaError, NoFaceError, TalkLipError
+from utils.errors import NoFaceError, TalkLipError
 
 DEFAULT_DETECT_EVERY = 8
 DEFAULT_DETECT_MAX_SIDE = 640
