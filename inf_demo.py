@@ -11,9 +11,9 @@ import time
 
 from face_detection import DEFAULT_S3FD_PATH, build_detector
 from face_detection.tracking import add_tracking_args, tracking_options
-from models.synthesis import SynthesisOptions, dub
+from models.synthesis import AUDIO_WINDOW_OVERLAP, SynthesisOptions, dub
 from models.talklip import load_talklip, prepare_for_inference
-from utils.cli import positive_int
+from utils.cli import int_at_least, non_negative_int, positive_int
 from utils.device import add_device_arg, autocast_dtype, resolve_device
 from utils.errors import TalkLipError, run_cli
 
@@ -33,13 +33,13 @@ def parse_args(argv=None):
     add_tracking_args(parser, smooth_window=5, dubbing=True)
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="generator precision; bf16/fp16 need a GPU (--device cuda)")
-    parser.add_argument("--blend", type=int, default=0,
+    parser.add_argument("--blend", type=non_negative_int, default=0,
                         help="feather the pasted face into the frame over this many pixels (0: hard paste)")
-    parser.add_argument("--audio_window", type=int, default=1500,
+    parser.add_argument("--audio_window", type=int_at_least(2 * AUDIO_WINDOW_OVERLAP + 1, f" (windows overlap by {AUDIO_WINDOW_OVERLAP} frames on each side)"), default=1500,
                         help="audio frames (25 Hz) the encoder sees at once; longer audio is windowed")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     parser.add_argument("--strict", action="store_true",
-                        help="fail (and write nothing) when the video decodes fewer frames than it declares")
+                        help="fail (and write nothing) when the video's frames stop before its stream's declared end")
     return parser.parse_args(argv)
 
 
@@ -70,8 +70,8 @@ def main(args) -> int:
     started = time.time()
     info = dub(generator, args.video_path, args.wav_path, out_path, detector, opts, tracking, strict=args.strict)
     if info["damaged"]:
-        print(f"warning: {args.video_path} declares {info['declared_frames']} frames but only "
-              f"{info['decoded_frames']} could be decoded (a damaged file?); the dub uses those "
+        print(f"warning: {args.video_path}'s frames stop after {info['decoded_frames']} "
+              f"of its {info['declared_s']:.2f} s video stream (a damaged file?); the dub uses those "
               f"(--strict makes this an error)", file=sys.stderr)
     untouched = info["frames"] - info["frames_with_face"]
     print(f"wrote {out_path}: {info['frames']} frames at {info['fps']:g} fps ({info['duration_s']:.2f} s) "

@@ -77,7 +77,7 @@ def parse_follow(text: str) -> Optional[Tuple[float, float]]:
 
 def add_tracking_args(parser, smooth_window: int, dubbing: bool) -> None:
     """The face-finding flags, shared by inf_demo.py (``dubbing``) and preparation/bbx_extract.py."""
-    from utils.cli import non_negative_int, positive_int
+    from utils.cli import non_negative_float, non_negative_int, positive_int
     parser.add_argument("--detect_every", type=positive_int, default=DEFAULT_DETECT_EVERY,
                         help="run the face detector on every K-th frame and interpolate between; frames "
                              "between key frames that disagree are detected too (1: every frame, as the original)")
@@ -87,7 +87,7 @@ def add_tracking_args(parser, smooth_window: int, dubbing: bool) -> None:
     parser.add_argument("--smooth_window", type=positive_int, default=smooth_window,
                         help="average face boxes over N frames within a shot (1: off)")
     if dubbing:
-        parser.add_argument("--max_gap", type=float, default=DEFAULT_MAX_GAP_S,
+        parser.add_argument("--max_gap", type=non_negative_float, default=DEFAULT_MAX_GAP_S,
                             help="seconds: frames without the face for longer than this pass through "
                                  "untouched (a cutaway, a hand); shorter gaps are interpolated")
         parser.add_argument("--follow", default="largest",
@@ -350,7 +350,7 @@ def track_faces(frames: Iterable[np.ndarray], detector, opts: TrackingOptions, f
 def boxes_for_video(video_path: str, detector, opts: TrackingOptions, progress: bool = False) -> np.ndarray:
     """(N, 4) int64 boxes for every decoded frame of a video, every gap filled (preprocessing)."""
     from tqdm import tqdm
-    from utils.video import VideoReader, cut_short
+    from utils.video import VideoReader
     fill_all = dataclasses.replace(opts, max_gap_s=None)
     boxes = []
     with VideoReader(video_path) as reader:
@@ -361,6 +361,4 @@ def boxes_for_video(video_path: str, detector, opts: TrackingOptions, progress: 
             boxes.append(box)
             bar.update()
         bar.close()
-        if len(boxes) < reader.num_frames:
-            raise cut_short(video_path, len(boxes), reader.num_frames)
     return np.stack(boxes).astype(np.int64)

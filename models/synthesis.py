@@ -21,7 +21,7 @@ from models.talklip import FACE_SIZE, TalkLip
 from utils.audio import FEATURE_RATE_HZ, AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.errors import MediaError
 from utils.pipeline import BackgroundWriter, StageClock, in_background, map_large_buffers, release_free_memory
-from utils.video import VideoReader, VideoWriter, cut_short
+from utils.video import VideoReader, VideoWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 STILL_IMAGE_FPS = 25.0
@@ -40,9 +40,12 @@ def read_image(path: str) -> np.ndarray:
     return image
 
 
+AUDIO_WINDOW_OVERLAP = 150     # audio frames each side of a window that are run but not kept (6 s)
+
+
 @torch.no_grad()
 def encode_audio(generator: TalkLip, feats: np.ndarray, device, max_frames: int = 1500,
-                 overlap: int = 150) -> torch.Tensor:
+                 overlap: int = AUDIO_WINDOW_OVERLAP) -> torch.Tensor:
     """Audio-encoder features (T, C) for a whole utterance of (T, 104) features.
 
     Up to ``max_frames`` (60 s) the transformer sees the whole utterance, as in the original; longer
@@ -59,7 +62,7 @@ def encode_audio(generator: TalkLip, feats: np.ndarray, device, max_frames: int 
         return run(0, total)
     step = max_frames - 2 * overlap
     if step <= 0:
-        raise ValueError("max_frames must exceed twice the overlap")
+        raise ValueError(f"max_frames ({max_frames}) must exceed twice the overlap ({overlap})")
     pieces = []
     for keep_start in range(0, total, step):
         keep_end = min(total, keep_start + step)
@@ -236,13 +239,13 @@ def render_into(out, generator: TalkLip, items: Iterable[Tuple[np.ndarray, Optio
 
 
 def _source(video_path: str):
-    """(reader or None, frames for one forward pass, fps, width, height, declared frame count). A video's
-    frames come at its average frame rate, placed by their timestamps (VideoReader.resampled)."""
+    """(reader or None, frames for one forward pass, fps, width, height). A video's frames come at its
+    average frame rate, placed by their timestamps (VideoReader.resampled)."""
     if is_image(video_path):
         image = read_image(video_path)
-        return None, iter([image.copy()]), STILL_IMAGE_FPS, image.shape[1], image.shape[0], 1
-    reader = VideoReader(video_path)
-    return reader, reader.resampled(), reader.fps, reader.width, reader.height, reader.num_frames
+        return None, iter([image.copy()]), STILL_IMAGE_FPS, image.shape[1], image.shape[0]
+    reader = VideoReader(video_path, allow_truncated=True)
+    return reader, reader.resampled(), reader.fps, reader.width, reader.height
 
 
 def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, detector,
@@ -254,9 +257,9 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     has the input's frame rate and size and lasts as long as the audio: when the audio is longer the
     video plays forward and backward (those frames are decoded again; their boxes are kept). Frames
     where the face is missing for longer than ``tracking.max_gap_s`` pass through untouched. The
-    decoded frames are the video (``source_frames`` in the result; ``declared_frames`` is what the
-    container says); with ``strict`` fewer decoded frames than declared is an error and nothing is
-    written. Memory stays flat in the clip's length (``map_large_buffers``)."""
+    decoded frames are the video (``source_frames`` in the result); ``damaged`` says they stopped before
+    the video stream's declared end (``VideoReader.truncated``), and with ``strict`` that is an error and
+    nothing is written. Memory stays flat in the clip's length (``map_large_buffers``)."""
     tracking = tracking or TrackingOptions()
     map_large_buffers()
     clock = StageClock()
@@ -265,7 +268,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     audio_emb = encode_audio(generator, talklip_features(wav, AUDIO_RATE_HZ), opts.device, max_frames=opts.audio_window)
     clock.add("audio", time.perf_counter() - started)
     duration = len(wav) / AUDIO_RATE_HZ
-    reader, frames, fps, width, height, declared = _source(video_path)
+    reader, frames, fps, width, height = _source(video_path)
     num_out = max(1, int(round(duration * fps)))
     rows = frame_feature_rows(num_out, fps, len(audio_emb))
     boxes: List[Optional[np.ndarray]] = []
@@ -303,15 +306,15 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
                             yield frame, boxes[i], rows[start + k]
 
             faced += render_into(out, generator, replay(), audio_emb, opts, clock, bar=bar)
-        decoded = reader.source_index[-1] + 1 if reader is not None and reader.source_index else source_frames
-        damaged = source_frames < num_out and decoded < declared      # it ran out before the speech did
+        decoded = reader.decoded if reader is not None else source_frames
+        damaged = reader is not None and reader.truncated      # it ran out before the speech did
         if strict and damaged:
-            raise cut_short(video_path, decoded, declared)
+            raise reader.truncation_error()
         if not any(box is not None for box in boxes):
             raise no_face(video_path)
     bar.close()
     return {"frames": num_out, "fps": fps, "duration_s": duration, "source_frames": source_frames,
-            "declared_frames": declared, "decoded_frames": decoded, "damaged": damaged, "frames_with_face": faced, "detected_frames": detect.calls,
+            "declared_s": reader.info.duration_s if reader is not None else None, "decoded_frames": decoded, "damaged": damaged, "frames_with_face": faced, "detected_frames": detect.calls,
             "seconds": clock.report()}
 
 
@@ -320,11 +323,11 @@ def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, box
     """The paper's test protocol for one clip: every frame regenerated from its own upper half and
     the first frame as reference, audio aligned to the video by cutting the excess evenly from
     both ends (or padding silence), output at the input frame rate with the clip's audio.
-    The frames are those that decode (one per face box); a video that decodes to fewer frames than its
-    container declares is reported as damaged, with both counts, and nothing is written."""
+    The frames are those that decode (one per face box); a video whose frames stop before its video
+    stream's declared end is reported as damaged (``VideoReader``), and nothing is written."""
     clock = StageClock()
     reader = VideoReader(video_path)
-    fps, height, width, declared = reader.fps, reader.height, reader.width, reader.num_frames
+    fps, height, width = reader.fps, reader.height, reader.width
     count = len(boxes)                 # the frames bbx_extract decoded
     wav = load_audio(wav_path)
     feats = talklip_features(wav, AUDIO_RATE_HZ)
@@ -347,10 +350,8 @@ def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, box
         reference = crop_face(first, boxes[0], FACE_SIZE)
         items = zip(itertools.chain([first], frames), boxes, rows)
         render_into(out, generator, items, audio_emb, opts, clock, reference=reference, bar=bar)
-        for _ in frames:               # count the rest
+        for _ in frames:               # count the rest (a damaged file raises at its end)
             pass
-        if decoded[0] < declared:
-            raise cut_short(video_path, decoded[0], declared)
         if decoded[0] != count:
             raise MediaError(f"{video_path} decodes to {decoded[0]} frames but its boxes file has {count}: "
                              f"rerun preprocessing (bbx_extract) for this clip")

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from preparation.runner import add_shard_args, run_shard
+from utils.cli import non_negative_int, positive_int
 from utils.audio import AUDIO_RATE_HZ
 from utils.errors import run_cli
 from utils.video import extract_audio
@@ -16,8 +17,8 @@ def parse_args(argv=None):
     add_shard_args(parser)
     parser.add_argument("--audio_root", "--save_root", dest="audio_root", required=True,
                         help="output folder for <speaker>/<clip>.wav (--save_root is the original name)")
-    parser.add_argument("--gpu", type=int, default=0, help="accepted for compatibility; unused")
-    parser.add_argument("--batch_size", type=int, default=32, help="accepted for compatibility; unused")
+    parser.add_argument("--gpu", type=non_negative_int, default=0, help="accepted for compatibility; unused")
+    parser.add_argument("--batch_size", type=positive_int, default=32, help="accepted for compatibility; unused")
     return parser.parse_args(argv)
 
 

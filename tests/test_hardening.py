@@ -9,61 +9,42 @@ import time
 import cv2
 import numpy as np
 import pytest
-import skimage.data
-import soundfile
 
 from face_detection import CascadeDetector
 from face_detection.tracking import TrackingOptions, boxes_for_video
 from models.synthesis import SynthesisOptions, synthesize_test_clip
 from tests.conftest import ROOT, run_module
-from utils.audio import AUDIO_RATE_HZ
+from tests.media import head_frames, tone, write_clip
 from utils.errors import MediaError
-from utils.video import VideoReader, VideoWriter, probe_video
-
-
-def head_frames(count, size=160):
-    photo = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
-    head = cv2.resize(photo[0:300, 100:360], (130, 150))
-    frames = []
-    for k in range(count):
-        frame = np.full((size, size, 3), 90, np.uint8)
-        frame[5:155, 15 + k % 10:145 + k % 10] = head
-        frames.append(frame)
-    return frames
-
-
-def write_clip(path, frames, fps=25):
-    with VideoWriter(str(path), fps, frames[0].shape[1], frames[0].shape[0]) as writer:
-        for frame in frames:
-            writer.write(frame)
-
-
-def tone(path, seconds):
-    t = np.arange(int(seconds * AUDIO_RATE_HZ)) / AUDIO_RATE_HZ
-    soundfile.write(str(path), 0.3 * np.sin(2 * np.pi * 220 * t), AUDIO_RATE_HZ)
+from utils.video import VideoReader, probe_video
 
 
 @pytest.fixture()
 def damaged(tmp_path):
-    """An 81-frame clip whose end was lost in a copy: the container still declares 81 frames."""
+    """An 81-frame clip (with speech) whose end was lost in a copy: the container still declares 3.24 s."""
     whole = tmp_path / "whole.mp4"
-    write_clip(whole, head_frames(81))
+    tone(tmp_path / "speech.wav", 81 / 25)
+    write_clip(whole, head_frames(81), audio_path=tmp_path / "speech.wav")
     data = whole.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[:len(data) * 9 // 10])
-    declared, decoded = probe_video(str(cut)).num_frames, sum(1 for _ in VideoReader(str(cut)))
-    assert declared == 81 and decoded < 81
+    reader = VideoReader(str(cut), allow_truncated=True)
+    decoded = sum(1 for _ in reader)
+    assert probe_video(str(cut)).duration_s == pytest.approx(81 / 25) and decoded < 79 and reader.truncated
     return cut, decoded
 
 
-def test_a_damaged_video_is_reported_with_both_frame_counts(tmp_path, damaged, talklip_checkpoint):
+def test_a_damaged_video_is_reported_everywhere_as_one_line(tmp_path, damaged, talklip_checkpoint):
     cut, decoded = damaged
-    with pytest.raises(MediaError, match=f"decodes to {decoded} of the 81 frames"):
+    message = f"stops after {decoded} frames"
+    with pytest.raises(MediaError, match=message):
         boxes_for_video(str(cut), CascadeDetector(), TrackingOptions())
+    with pytest.raises(MediaError, match=message):
+        list(VideoReader(str(cut)))                               # what every metric and the trainer read through
     _, model = talklip_checkpoint
     tone(tmp_path / "a.wav", 81 / 25)
     boxes = np.tile([15, 5, 145, 155], (81, 1))             # what a full preprocessing would have written
-    with pytest.raises(MediaError, match=f"decodes to {decoded} of the 81 frames"):
+    with pytest.raises(MediaError, match=message):
         synthesize_test_clip(model, str(cut), str(tmp_path / "a.wav"), boxes, str(tmp_path / "synt.mp4"),
                              SynthesisOptions(progress=False))
     assert not os.path.exists(tmp_path / "synt.mp4")
@@ -71,27 +52,33 @@ def test_a_damaged_video_is_reported_with_both_frame_counts(tmp_path, damaged, t
     args = ["--video_path", cut, "--wav_path", tmp_path / "a.wav", "--ckpt_path", path, "--device", "cpu",
             "--no_progress"]
     warned = run_module("inf_demo", *args, "--save_path", tmp_path / "out")
-    assert warned.returncode == 0 and f"only {decoded} could be decoded" in warned.stderr
+    assert warned.returncode == 0 and f"stop after {decoded} of its 3.24 s video stream" in warned.stderr
     strict = run_module("inf_demo", *args, "--save_path", tmp_path / "strict", "--strict")
-    assert strict.returncode == 2 and f"decodes to {decoded} of the 81 frames" in strict.stderr
+    assert strict.returncode == 2 and message in strict.stderr
     assert not os.path.exists(tmp_path / "strict.mp4")
+    for proc in (warned, strict):                                 # libav's own lines stay out of it
+        assert "[h264 @" not in proc.stderr and "[mov," not in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_preprocessing_lists_a_damaged_clip_as_failed(tmp_path, damaged):
-    cut, _ = damaged
+    cut, decoded = damaged
     os.makedirs(tmp_path / "main" / "spk")
     os.replace(cut, tmp_path / "main" / "spk" / "cut.mp4")
     (tmp_path / "list.txt").write_text("spk/cut\n")
-    proc = run_module("preparation.bbx_extract", "--filelist", tmp_path / "list.txt", "--video_root",
-                      tmp_path / "main", "--bbx_root", tmp_path / "bbx", "--device", "cpu")
+    common = ["--filelist", tmp_path / "list.txt", "--video_root", tmp_path / "main", "--device", "cpu"]
+    proc = run_module("preparation.bbx_extract", *common, "--bbx_root", tmp_path / "bbx")
     assert proc.returncode == 3
     assert not os.path.exists(tmp_path / "bbx" / "spk" / "cut.npy")
-    assert "of the 81 frames" in (tmp_path / "bbx" / "failures_bbx_extract_1of1.txt").read_text()
+    assert f"stops after {decoded} frames" in (tmp_path / "bbx" / "failures_bbx_extract_1of1.txt").read_text()
+    audio = run_module("preparation.audio_extract", *common[:-2], "--audio_root", tmp_path / "audio")
+    assert audio.returncode == 3 and not os.path.exists(tmp_path / "audio" / "spk" / "cut.wav")
+    assert "video stream (damaged or cut short)" in (tmp_path / "audio" / "failures_audio_extract_1of1.txt").read_text()
     script = subprocess.run(["bash", "preprocess.sh", "--filelist", str(tmp_path / "list.txt"), "--video_root",
                              str(tmp_path / "main"), "--audio_root", str(tmp_path / "audio"), "--bbx_root",
                              str(tmp_path / "bbx2"), "--nshard", "1"], cwd=ROOT, capture_output=True, text=True,
                             env=dict(os.environ, PYTHON=sys.executable), timeout=300)
     assert script.returncode == 3, script.stderr                 # as the README says: clips failed
+    assert "[h264 @" not in script.stderr and "[mov," not in script.stderr
 
 
 def test_output_paths_that_would_destroy_an_input_or_hide_the_output(tmp_path, talklip_checkpoint):

@@ -3,32 +3,62 @@
 Reading streams frames (BGR uint8, as OpenCV decodes them) without holding a video in
 memory. Writing pipes raw frames to the bundled ffmpeg, which encodes H.264 (yuv420p) and
 muxes an optional audio track as AAC, into a temporary file renamed into place at the end.
+
+A video is complete when its decoded frames span the video stream's own duration (by timestamps, as
+the container declares it with edit lists applied) to within ``SLACK_FRAMES``; a container's frame
+count is not trusted (a stream-copy trim declares the frames before its first key frame too, and a
+remux to .mkv rounds). libav's own log lines are silenced (``OPENCV_FFMPEG_LOGLEVEL``, unless the
+environment sets it): a damaged file is reported once, as our one-line error.
 """
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-import cv2
-import numpy as np
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")     # AV_LOG_QUIET; read when OpenCV first opens a file
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from utils.errors import MediaError
 from utils.ffmpeg import ffmpeg_exe, last_error_line
 from utils.fileio import atomic_output
+
+SLACK_FRAMES = 2    # decoded frames may end this many frame durations before the stream's declared end
 
 
 @dataclass(frozen=True)
 class VideoInfo:
     path: str
     fps: float
-    num_frames: int     # as the container reports it; decoding may yield fewer on a damaged file
+    num_frames: int     # expected frames (for progress bars and buffers); the decoded frames are the video
     width: int
     height: int
+    duration_s: Optional[float] = None    # the video stream's declared duration; None when nothing declares one
 
-    @property
-    def duration_s(self) -> float:
-        return self.num_frames / self.fps
+
+_DURATION_TAG = re.compile(r"(\d+):(\d+):(\d+(?:\.\d*)?)$")
+
+
+def stream_duration_s(path: str) -> Optional[float]:
+    """The video stream's own duration in seconds as the container declares it, edit lists applied
+    (mp4/mov), from its DURATION tag (mkv/webm), else the container's duration; None if unreadable."""
+    import av
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            tag = _DURATION_TAG.match(stream.metadata.get("DURATION", "").strip())
+            if tag:
+                hours, minutes, seconds = tag.groups()
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            return container.duration / 1e6 if container.duration else None
+    except (av.FFmpegError, OSError, ValueError):
+        return None
 
 
 def _corrupt(path: str, why: str) -> MediaError:
@@ -36,20 +66,22 @@ def _corrupt(path: str, why: str) -> MediaError:
                       f"or remove it from the file list")
 
 
-def cut_short(path: str, decoded: int, declared: int) -> MediaError:
-    """The error for a video that decodes to fewer frames than its container declares."""
-    return MediaError(f"{path} decodes to {decoded} of the {declared} frames its container declares "
-                      f"(damaged or cut short): re-encode or re-download it")
+def cut_short(path: str, decoded: int, decoded_s: float, duration_s: float) -> MediaError:
+    """The error for a video whose decoded frames end well before its stream's declared duration."""
+    return MediaError(f"{path} stops after {decoded} frames ({decoded_s:.2f} s) of its {duration_s:.2f} s "
+                      f"video stream (damaged or cut short): re-encode or re-download it")
 
 
 class VideoReader:
     """Streaming frame reader: ``for frame in VideoReader(path)`` yields (H, W, 3) uint8 BGR.
 
-    ``fps``, ``num_frames``, ``width`` and ``height`` are known as soon as it is opened.
-    Raises MediaError for a missing, unreadable or empty file.
+    ``fps``, ``num_frames`` (expected), ``width`` and ``height`` are known as soon as it is opened.
+    Raises MediaError for a missing, unreadable or empty file, and at the end of the frames for a
+    file whose frames stop before its video stream's declared end (``truncated``), unless
+    ``allow_truncated`` (then the caller reads ``truncated`` and decides).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, allow_truncated: bool = False):
         if not os.path.isfile(path):
             raise MediaError(f"video file {path} does not exist: check --video_root and the file list")
         self.path = path
@@ -63,9 +95,16 @@ class VideoReader:
         if not fps or fps <= 0 or count <= 0 or width <= 0 or height <= 0:
             self._cap.release()
             raise _corrupt(path, "no video stream with frames")
-        self.info = VideoInfo(path, float(fps), count, width, height)
+        duration = stream_duration_s(path)
+        if duration:
+            count = max(1, min(count, int(round(duration * fps))))
+        self.info = VideoInfo(path, float(fps), count, width, height, duration)
+        self.allow_truncated = allow_truncated
         self._started = False
+        self.decoded = 0                # frames decoded so far
+        self.first_time_s = None        # timestamp of the first frame decoded
         self.last_time_s = 0.0          # timestamp of the frame last decoded
+        self.exhausted = False          # decoding reached the end of the stream
 
     fps = property(lambda self: self.info.fps)
     num_frames = property(lambda self: self.info.num_frames)
@@ -76,19 +115,37 @@ class VideoReader:
         if self._started:
             raise RuntimeError("a VideoReader can be iterated once; open the file again")
         self._started = True
-        decoded = 0
         try:
             while True:
                 ok, frame = self._cap.read()
                 if not ok:
                     break
                 self.last_time_s = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-                decoded += 1
+                if self.first_time_s is None:
+                    self.first_time_s = self.last_time_s
+                self.decoded += 1
                 yield frame
         finally:
             self._cap.release()
-        if decoded == 0:
+        self.exhausted = True
+        if self.decoded == 0:
             raise _corrupt(self.path, "no frame could be decoded")
+        if self.truncated and not self.allow_truncated:
+            raise self.truncation_error()
+
+    @property
+    def decoded_s(self) -> float:
+        """The time the decoded frames span, by their timestamps (the last one shown for 1 / fps)."""
+        return 0.0 if self.first_time_s is None else self.last_time_s - self.first_time_s + 1.0 / self.fps
+
+    @property
+    def truncated(self) -> bool:
+        """Decoding ended more than SLACK_FRAMES frames before the stream's declared duration."""
+        return (self.exhausted and self.info.duration_s is not None
+                and self.decoded_s < self.info.duration_s - SLACK_FRAMES / self.fps - 1e-3)
+
+    def truncation_error(self) -> MediaError:
+        return cut_short(self.path, self.decoded, self.decoded_s, self.info.duration_s)
 
     def resampled(self, rate: Optional[float] = None) -> Iterator[np.ndarray]:
         """Frames at a constant ``rate`` (default: the container's average frame rate), placed by
@@ -133,7 +190,7 @@ class VideoReader:
 
 
 def probe_video(path: str) -> VideoInfo:
-    """Frame rate, frame count and size of a video without decoding it."""
+    """Frame rate, expected frame count, size and declared duration of a video without decoding it."""
     reader = VideoReader(path)
     reader.close()
     return reader.info
@@ -215,11 +272,35 @@ class VideoWriter:
         return False
 
 
+def check_complete(path: str) -> None:
+    """Raise MediaError when the video stream's packets (read, not decoded) end more than SLACK_FRAMES
+    frames before its declared duration: a half-copied file. Cheap: no frame is decoded."""
+    import av
+    info = probe_video(path)
+    if info.duration_s is None:
+        return
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            count, end = 0, start
+            for packet in container.demux(stream):
+                if packet.pts is not None:
+                    count += 1
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * stream.time_base))
+    except av.FFmpegError as err:
+        raise _corrupt(path, str(err)) from None
+    if end - start < info.duration_s - SLACK_FRAMES / info.fps - 1e-3:
+        raise cut_short(path, min(count, int(round((end - start) * info.fps))), end - start, info.duration_s)
+
+
 def extract_audio(video_path: str, wav_path: str, rate: int = 16000) -> None:
-    """Write a video's audio track as 16-bit mono WAV at ``rate`` (atomically)."""
+    """Write a video's audio track as 16-bit mono WAV at ``rate`` (atomically); a half-copied video
+    (``check_complete``) is refused, as preprocessing refuses its frames."""
     from utils.ffmpeg import run_ffmpeg
     if not os.path.isfile(video_path):
         raise MediaError(f"video file {video_path} does not exist: check --video_root and the file list")
+    check_complete(video_path)
     with atomic_output(wav_path) as tmp:
         run_ffmpeg(["-i", video_path, "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(rate),
                     "-c:a", "pcm_s16le", "-f", "wav", tmp], source=video_path)
