@@ -30,8 +30,8 @@ def parse_args(argv=None):
     add_device_arg(parser)
     parser.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
     parser.add_argument("--batch_size", type=positive_int, default=32, help="faces per generator batch")
-    parser.add_argument("--rank", type=int, default=None, help="this shard, 1..nshard (also from torchrun/SLURM)")
-    parser.add_argument("--nshard", type=int, default=None, help="number of shards")
+    parser.add_argument("--rank", type=positive_int, default=None, help="this shard, 1..nshard (also from torchrun/SLURM)")
+    parser.add_argument("--nshard", type=positive_int, default=None, help="number of shards")
     parser.add_argument("--no_progress", action="store_true", help="hide the per-clip progress bar")
     return parser.parse_args(argv)
 

@@ -17,7 +17,7 @@ import sys
 
 from models.presets import TALKLIP_PRESETS
 from training.trainer import TrainConfig, Trainer
-from utils.cli import non_negative_int, per_stage, positive_int
+from utils.cli import any_int, non_negative_float, non_negative_int, per_stage, positive_float, positive_int
 from utils.device import add_device_arg
 from utils.errors import run_cli
 
@@ -46,15 +46,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--gen_checkpoint_path", default=None, help="start from this generator (original format)")
     model.add_argument("--disc_checkpoint_path", default=None, help="start from this discriminator (original format)")
     loss = p.add_argument_group("losses and optimisation")
-    loss.add_argument("--cont_w", type=float, default=1e-3, help="weight of the contrastive loss (stage 2 on)")
-    loss.add_argument("--lip_w", type=float, default=1e-5, help="weight of the lip-reading expert loss (stage 2 on)")
-    loss.add_argument("--perp_w", type=float, default=0.07, help="weight of the perceptual (GAN) loss")
+    loss.add_argument("--cont_w", type=non_negative_float, default=1e-3, help="weight of the contrastive loss (stage 2 on)")
+    loss.add_argument("--lip_w", type=non_negative_float, default=1e-5, help="weight of the lip-reading expert loss (stage 2 on)")
+    loss.add_argument("--perp_w", type=non_negative_float, default=0.07, help="weight of the perceptual (GAN) loss")
     loss.add_argument("--no_lip_loss", action="store_true",
                       help="no lip-reading cross-entropy (needs no text at all); the contrastive loss stays")
     loss.add_argument("--pseudo_label_beam", type=positive_int, default=1,
                       help="beam of the expert's decoding of real mouths for clips without a transcript (1: greedy)")
-    loss.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the generator")
-    loss.add_argument("--disc_lr", type=float, default=None,
+    loss.add_argument("--lr", type=positive_float, default=1e-4, help="Adam learning rate of the generator")
+    loss.add_argument("--disc_lr", type=positive_float, default=None,
                       help="Adam learning rate of the discriminator (default: --lr, as the original)")
     loss.add_argument("--lr_warmdown", type=non_negative_int, default=0,
                       help="decay both learning rates linearly to a tenth over the last N steps before --max_steps "
@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     loss.add_argument("--accum_steps", type=positive_int, default=1,
                       help="micro-batches per step (batch = batch_size x processes x this)")
     loss.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
-    loss.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order and dropout")
+    loss.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial weights, data order and dropout")
     sched = p.add_argument_group("schedule")
     sched.add_argument("--n_epoch", type=positive_int, default=100, help="stop after this many epochs")
     sched.add_argument("--max_steps", type=positive_int, default=None, help="stop after this many steps")
@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="steps between lines of mean training losses in the text log")
     sched.add_argument("--patience", type=non_negative_int, default=5,
                        help="validations without a new best L1 before a stage ends")
-    sched.add_argument("--start_stage", type=int, default=0, choices=[0, 1, 2], help="begin at this stage")
+    sched.add_argument("--start_stage", type=any_int, default=0, choices=[0, 1, 2], help="begin at this stage")
     sched.add_argument("--stage_min_steps", type=per_stage(3), default=(0, 0, 0), metavar="S0,S1,S2",
                        help="a plateau ends a stage only after this many steps in it (per stage, or one value)")
     sched.add_argument("--stage_max_steps", type=per_stage(3), default=(0, 0, 0), metavar="S0,S1,S2",
@@ -84,14 +84,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     robust.add_argument("--resume_anyway", action="store_true",
                         help="resume even when the state was written with another batch size, accumulation, "
                              "process count, preset or expert")
-    robust.add_argument("--diverge_threshold", type=float, default=20.0,
+    robust.add_argument("--diverge_threshold", type=positive_float, default=20.0,
                         help="a discriminator loss above this counts as diverging")
     robust.add_argument("--diverge_steps", type=positive_int, default=50,
                         help="that many diverging steps in a row roll back to the last checkpoint before them")
     robust.add_argument("--max_rollbacks", type=non_negative_int, default=5, help="rollbacks before giving up")
     robust.add_argument("--max_oom", type=positive_int, default=10,
                         help="out-of-memory steps in a row (each skipped) before the run stops")
-    robust.add_argument("--gpu", type=int, default=None, help="accepted for compatibility; use --device or CUDA_VISIBLE_DEVICES")
+    robust.add_argument("--gpu", type=non_negative_int, default=None, help="accepted for compatibility; use --device or CUDA_VISIBLE_DEVICES")
     add_device_arg(robust)
     robust.add_argument("--no_tensorboard", action="store_true", help="do not write TensorBoard logs")
     robust.add_argument("--no_progress", action="store_true", help="hide the progress bar")

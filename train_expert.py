@@ -13,7 +13,7 @@ import json
 
 from models.presets import EXPERT_PRESETS
 from training.expert import train_expert
-from utils.cli import positive_int
+from utils.cli import non_negative_int, positive_float, positive_int
 from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
 from utils.fileio import atomic_output
@@ -29,9 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--preset", default="tiny", choices=EXPERT_PRESETS, help="size when training from scratch")
     p.add_argument("--steps", type=positive_int, default=300, help="optimisation steps")
     p.add_argument("--batch_size", type=positive_int, default=4, help="clips per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (linear warm-up over a tenth of the steps)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak Adam learning rate (linear warm-up over a tenth of the steps)")
     p.add_argument("--vocab_size", type=positive_int, default=100, help="sentencepiece pieces (upper bound)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batch order")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial weights and batch order")
     p.add_argument("--out_json", default=None, help="also write the validation results here")
     add_device_arg(p)
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")

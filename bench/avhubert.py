@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models.avhubert import AVHubertModel  # noqa: E402
 from models.presets import encoder_preset  # noqa: E402
+from utils.cli import positive_float, positive_int  # noqa: E402
 
 
 def measure(model, inputs: dict, frames: int, repeat: int, device: torch.device, dtype) -> float:
@@ -49,8 +50,8 @@ def run(device: torch.device, seconds: float, repeat: int, dtype=None) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="clip length per forward pass")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes")
+    parser.add_argument("--seconds", type=positive_float, default=4.0, help="clip length per forward pass")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed passes")
     args = parser.parse_args()
     result = {"bench": "avhubert_encoder", "clip_s": args.seconds, "torch": torch.__version__,
               "cpu_threads": torch.get_num_threads(), "cpu": run(torch.device("cpu"), args.seconds, args.repeat)}

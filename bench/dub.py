@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from utils.cli import positive_float  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 
@@ -190,9 +191,9 @@ def clip_in(workdir: str, seconds: float):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=float, nargs="+", default=[10, 60, 300],
+    parser.add_argument("--lengths", type=positive_float, nargs="+", default=[10, 60, 300],
                         help="clip lengths in seconds for the default mode (speed on the first, memory on all)")
-    parser.add_argument("--original_seconds", type=float, default=1.0,
+    parser.add_argument("--original_seconds", type=positive_float, default=1.0,
                         help="clip length for the original's every-frame full-resolution mode (slow: ~10 s/frame)")
     parser.add_argument("--workdir", default="/tmp/talklip_bench", help="where clips and outputs go")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)

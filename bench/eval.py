@@ -24,6 +24,7 @@ from models.avhubert import AVHubertSeq2Seq  # noqa: E402
 from models.presets import decoder_preset, encoder_preset  # noqa: E402
 from models.conformer_lip_reading import ConformerLipReader  # noqa: E402
 from preparation.make_synthetic import make_corpus  # noqa: E402
+from utils.cli import positive_int  # noqa: E402
 from utils.corpus import load_boxes  # noqa: E402
 
 
@@ -58,8 +59,8 @@ def run(device: str, data: str, names, beam: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_clips", type=int, default=4)
-    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--num_clips", type=positive_int, default=4)
+    parser.add_argument("--beam", type=positive_int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
         splits = make_corpus(data, num_clips=max(3, args.num_clips), seed=0)

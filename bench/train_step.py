@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evaluation.common import read_transcript  # noqa: E402
 from preparation.make_synthetic import make_corpus  # noqa: E402
 from training.data import collate  # noqa: E402
 from training.expert import build_codec, new_model, save_expert  # noqa: E402
 from training.trainer import TrainConfig, Trainer  # noqa: E402
+from utils.cli import any_int, positive_int  # noqa: E402
+from utils.corpus import read_transcript  # noqa: E402
 from utils.video import extract_audio  # noqa: E402
 
 
@@ -54,9 +55,9 @@ def measure(data, expert, device, batch, steps, stage, bf16):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--stage", type=int, default=2, help="2: with the expert and contrastive losses")
+    p.add_argument("--batch_size", type=positive_int, default=8)
+    p.add_argument("--steps", type=positive_int, default=2)
+    p.add_argument("--stage", type=any_int, default=2, help="2: with the expert and contrastive losses")
     p.add_argument("--gpu_expert", default="large", choices=["tiny", "base", "large"])
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as data:

@@ -22,16 +22,17 @@ from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips,
 from evaluation.wer import normalise
 from models.avhubert import load_avhubert
 from models.avhubert.reading import decode_clip, mouth_rois
+from utils.cli import any_float, non_negative_float, non_negative_int, positive_int
 from utils.corpus import load_boxes, lrw_label, read_transcript
 from utils.device import add_device_arg, resolve_device
 from utils.errors import MediaError, run_cli
 
 def add_decode_args(parser):
-    parser.add_argument("--beam", type=int, default=50, help="beam width of the decoding (1: greedy)")
-    parser.add_argument("--max_len_a", type=float, default=1.0,
+    parser.add_argument("--beam", type=positive_int, default=50, help="beam width of the decoding (1: greedy)")
+    parser.add_argument("--max_len_a", type=non_negative_float, default=1.0,
                         help="longest transcript in tokens: max_len_a x frames + max_len_b")
-    parser.add_argument("--max_len_b", type=int, default=0, help="see --max_len_a")
-    parser.add_argument("--lenpen", type=float, default=1.0, help="length penalty of the beam search")
+    parser.add_argument("--max_len_b", type=non_negative_int, default=0, help="see --max_len_a")
+    parser.add_argument("--lenpen", type=any_float, default=1.0, help="length penalty of the beam search")
     parser.add_argument("--roi", choices=["bbx", "center"], default="bbx",
                         help="mouth crops from the face boxes, or the original's frame-centre crop")
 

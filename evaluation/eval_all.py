@@ -18,6 +18,7 @@ import sys
 
 from evaluation import avhubert_wer, sync_eval, teacher_force_wer, visual_quality
 from evaluation.common import ClipRun, exit_status, scored
+from utils.cli import non_negative_int
 from utils.device import add_device_arg
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output, read_filelist
@@ -41,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--observer2_path", default=None, help="conformer lip reader (observer 2)")
     p.add_argument("--lrw", action="store_true", help="LRW layout: word accuracy instead of WER")
     p.add_argument("--legacy_uint8_psnr", action="store_true", help="the original's wrapped-around PSNR")
-    p.add_argument("--vshift", type=int, default=15, help="largest audio-video offset SyncNet tries, in frames")
+    p.add_argument("--vshift", type=non_negative_int, default=15, help="largest audio-video offset SyncNet tries, in frames")
     add_device_arg(p)
     p.add_argument("--out_dir", default=None, help="where results go (default: <synt_root>/eval)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bars")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, file_identity,
                                from_args, scored)
+from utils.cli import non_negative_int, positive_int
 from utils.audio import AUDIO_RATE_HZ, float_to_int16, load_audio
 from utils.checkpoint import load_state_dict_file, load_strict, strip_prefixes
 from utils.device import add_device_arg, resolve_device
@@ -158,8 +159,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_root", required=True, help="folder of synthesized <name>.mp4 (with audio)")
     parser.add_argument("--initial_model", required=True, help="syncnet_python's syncnet_v2.model")
-    parser.add_argument("--vshift", type=int, default=15, help="largest offset tried, in frames")
-    parser.add_argument("--batch_size", type=int, default=20, help="windows per SyncNet batch")
+    parser.add_argument("--vshift", type=non_negative_int, default=15, help="largest offset tried, in frames")
+    parser.add_argument("--batch_size", type=positive_int, default=20, help="windows per SyncNet batch")
     add_device_arg(parser)
     add_clip_args(parser)
     return parser.parse_args(argv)

@@ -19,6 +19,7 @@ from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips,
                                from_args, scored)
 from models.conformer_lip_reading import (load_conformer_lip_reader, required_length, teacher_forced_error_rates,
                                           text_to_indices)
+from utils.cli import any_float, any_int, non_negative_int, positive_float
 from utils.corpus import read_transcript
 from utils.device import add_device_arg, resolve_device
 from utils.errors import MediaError, run_cli
@@ -59,11 +60,11 @@ def parse_args(argv=None):
     parser.add_argument("--video_root", required=True, help="folder of synthesized <name>.mp4")
     parser.add_argument("--ckpt_path", required=True, help="lip-reading observer 2 checkpoint")
     parser.add_argument("--word_root", default=None, help="folder of <name>.txt (default: <data_root>/main)")
-    parser.add_argument("--video_std", type=float, default=OBSERVER2_STD, help="grey-level std the observer was trained with")
-    parser.add_argument("--video_mean", type=float, default=OBSERVER2_MEAN, help="grey-level mean the observer was trained with")
-    parser.add_argument("--seed", type=int, default=19220297, help="accepted for compatibility")
+    parser.add_argument("--video_std", type=positive_float, default=OBSERVER2_STD, help="grey-level std the observer was trained with")
+    parser.add_argument("--video_mean", type=any_float, default=OBSERVER2_MEAN, help="grey-level mean the observer was trained with")
+    parser.add_argument("--seed", type=any_int, default=19220297, help="accepted for compatibility")
     add_device_arg(parser)
-    parser.add_argument("--num_workers", type=int, default=0, help="accepted for compatibility")
+    parser.add_argument("--num_workers", type=non_negative_int, default=0, help="accepted for compatibility")
     add_clip_args(parser, filelist_help="clip list (default: <data_root>/test.txt)")
     args = parser.parse_args(argv)
     args.filelist = args.filelist or os.path.join(args.data_root, "test.txt")

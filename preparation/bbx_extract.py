@@ -15,6 +15,7 @@ import numpy as np
 from face_detection import DEFAULT_S3FD_PATH, build_detector
 from face_detection.tracking import add_tracking_args, boxes_for_video, tracking_options
 from preparation.runner import add_shard_args, run_shard
+from utils.cli import non_negative_int, positive_int
 from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
 from utils.fileio import atomic_output, read_filelist
@@ -24,8 +25,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_shard_args(parser)
     parser.add_argument("--bbx_root", required=True, help="output folder for <speaker>/<clip>.npy")
-    parser.add_argument("--batch_size", type=int, default=32, help="ignored (key frames are detected in small batches)")
-    parser.add_argument("--gpu", type=int, default=None,
+    parser.add_argument("--batch_size", type=positive_int, default=32, help="ignored (key frames are detected in small batches)")
+    parser.add_argument("--gpu", type=non_negative_int, default=None,
                         help="GPU index, as the original (default: the shard's rank modulo the GPU count)")
     add_device_arg(parser)
     parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH,

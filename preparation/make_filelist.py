@@ -4,7 +4,8 @@
     python -m preparation.make_filelist --video_root LRS2/main --out datalist/lrs2_all.txt
     python -m preparation.make_filelist --video_root my_videos --split_dir my_lists [--valid_fraction 0.1]
 
-Any folder of .mp4 files works, at any depth (no LRS2 speaker layout needed). ``--split_dir`` writes
+Any folder of .mp4 files works, at any depth (no LRS2 speaker layout needed); a path with white space
+is refused up front (file lists are LRS2's format: a name, then optional columns). ``--split_dir`` writes
 ``filelist.txt`` (all), ``train.txt`` and ``valid.txt`` (a seeded random ``--valid_fraction``, at
 least one clip each) there: what preprocess.sh and train.py read.
 
@@ -17,6 +18,7 @@ import sys
 
 import numpy as np
 
+from utils.cli import fraction, non_negative_int
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output
 
@@ -32,6 +34,9 @@ def list_videos(video_root: str, split: str = "") -> list:
             rel = os.path.relpath(os.path.join(folder, file), video_root)[:-len(".mp4")]
             if split and split not in rel.split(os.sep)[:-1]:
                 continue
+            if any(ch.isspace() for ch in rel):
+                raise TalkLipError(f"{os.path.join(folder, file)} has white space in its path, and file lists "
+                                   f"separate columns by white space: rename it (e.g. spaces to '_') and run again")
             names.append(rel.replace(os.sep, "/"))
     if not names:
         raise TalkLipError(f"no .mp4 files{' in a ' + split + ' folder' if split else ''} under "
@@ -46,8 +51,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="file list to write")
     parser.add_argument("--split_dir", default=None,
                         help="instead write filelist.txt, train.txt and valid.txt into this folder")
-    parser.add_argument("--valid_fraction", type=float, default=0.1, help="share of clips in valid.txt")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
+    parser.add_argument("--valid_fraction", type=fraction, default=0.1, help="share of clips in valid.txt")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the train/valid split")
     args = parser.parse_args(argv)
     if not (args.out or args.split_dir):
         parser.error("give --out FILE or --split_dir FOLDER")

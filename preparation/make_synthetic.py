@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from preparation.speech import espeak_available, mouth_opening, mouth_width, speak
 from utils.audio import AUDIO_RATE_HZ, save_wav
+from utils.cli import int_at_least, non_negative_int, positive_int
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output
 from utils.video import VideoWriter
@@ -165,11 +166,11 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", required=True, help="corpus folder to create")
-    parser.add_argument("--num_clips", type=int, default=10, help="number of clips (at least 3)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same corpus")
-    parser.add_argument("--num_speakers", type=int, default=0, help="speaker folders (0: clips / 3)")
-    parser.add_argument("--min_words", type=int, default=3, help="fewest words per sentence")
-    parser.add_argument("--max_words", type=int, default=6, help="most words per sentence")
+    parser.add_argument("--num_clips", type=int_at_least(3), default=10, help="number of clips (at least 3)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed; same seed, same corpus")
+    parser.add_argument("--num_speakers", type=non_negative_int, default=0, help="speaker folders (0: clips / 3)")
+    parser.add_argument("--min_words", type=positive_int, default=3, help="fewest words per sentence")
+    parser.add_argument("--max_words", type=positive_int, default=6, help="most words per sentence")
     parser.add_argument("--no_espeak", action="store_true",
                         help="use the built-in synthesiser even when espeak-ng is installed")
     return parser.parse_args(argv)

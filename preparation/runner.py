@@ -13,6 +13,7 @@ from typing import Callable, List, Sequence, Tuple
 
 from tqdm import tqdm
 
+from utils.cli import positive_int
 from utils.errors import one_line
 from utils.fileio import atomic_output, read_filelist, resolve_shard, shard_items
 
@@ -34,9 +35,9 @@ def add_shard_args(parser: argparse.ArgumentParser) -> None:
     """The sharding and resume flags shared by the preprocessing scripts."""
     parser.add_argument("--filelist", required=True, help="text file with one <speaker>/<clip> per line")
     parser.add_argument("--video_root", required=True, help="folder holding <speaker>/<clip>.mp4")
-    parser.add_argument("--rank", type=int, default=None,
+    parser.add_argument("--rank", type=positive_int, default=None,
                         help="this shard, 1..nshard (default: torchrun RANK or SLURM_PROCID + 1, else 1)")
-    parser.add_argument("--nshard", type=int, default=None,
+    parser.add_argument("--nshard", type=positive_int, default=None,
                         help="number of shards (default: WORLD_SIZE or SLURM_NTASKS, else 1)")
     parser.add_argument("--overwrite", action="store_true", help="redo samples whose outputs exist")
 

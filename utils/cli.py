@@ -1,27 +1,47 @@
-"""argparse value types shared by the scripts: they refuse bad values with argparse's one-line usage error."""
+"""argparse value types shared by the scripts: they refuse bad values with argparse's one-line usage error.
+
+Every numeric flag of every script takes one of these (a test checks), so a value that would fail deep
+inside (a zero batch, a negative gap, ``nan``) is refused where it is parsed.
+"""
 import argparse
-from typing import Tuple
+import math
+from typing import Callable, Tuple
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (batch sizes, chunk lengths, intervals)."""
+def _number(text: str, kind):
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive: give 1 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
-    return value
+def _checked(kind, name: str, accept: Callable = lambda value: True, complaint: str = ""):
+    """A parser of ``kind`` (int or float) values for which ``accept`` holds; ``complaint`` is formatted
+    with the value (``{value}``) when it does not."""
+    def parse(text: str):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(complaint.format(value=value))
+        return value
+    parse.__name__ = name                  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _checked(int, "positive_int", lambda v: v >= 1, "{value} is not positive: give 1 or more")
+non_negative_int = _checked(int, "non_negative_int", lambda v: v >= 0, "{value} is negative: give 0 or more")
+any_int = _checked(int, "any_int")                   # a value whose sign means something
+positive_float = _checked(float, "positive_float", lambda v: v > 0, "{value:g} is not positive: give a number above 0")
+non_negative_float = _checked(float, "non_negative_float", lambda v: v >= 0, "{value:g} is negative: give 0 or more")
+any_float = _checked(float, "any_float")             # a mean, a length penalty
+fraction = _checked(float, "fraction", lambda v: 0 < v < 1, "{value:g} is not between 0 and 1")
+
+
+def int_at_least(lowest: int, why: str = ""):
+    """An integer >= ``lowest``; ``why`` (optional) says where the bound comes from."""
+    return _checked(int, f"int>={lowest}", lambda v: v >= lowest, f"{{value}} is below {lowest}: give {lowest} or more{why}")
 
 
 def per_stage(count: int):
