@@ -6,11 +6,13 @@
 #        DIR/filelist.txt, DIR/main/<spk>/<clip>.mp4  ->  DIR/audio/...wav, DIR/bbx/...npy
 #   bash preprocess.sh --filelist F --video_root V --audio_root A --bbx_root B [--nshard N]
 #        [--s3fd_path P] [--detect_every 8] [--detect_max_side 640] [--overwrite]
+# Paths are read from the folder you run it in, as your shell reads them; the end prints them absolute.
 set -uo pipefail
-cd "$(dirname "$0")"
+root=$(cd "$(dirname "$0")" && pwd)
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"      # the project's modules, from any folder
 PYTHON=${PYTHON:-python}
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "error: $*" >&2; exit 2; }
 
 data_root="" filelist="" video_root="" audio_root="" bbx_root=""
@@ -37,6 +39,10 @@ if [ -n "$data_root" ]; then
 fi
 [ -n "$filelist" ] && [ -n "$video_root" ] && [ -n "$audio_root" ] && [ -n "$bbx_root" ] \
   || die "give --data_root DIR, or all of --filelist --video_root --audio_root --bbx_root"
+[ -z "$data_root" ] || [ -d "$data_root" ] || die "data folder $data_root does not exist (from $PWD): pass --data_root"
+absolute() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s' "$PWD/${1#./}" ;; esac; }
+filelist=$(absolute "$filelist") video_root=$(absolute "$video_root")
+audio_root=$(absolute "$audio_root") bbx_root=$(absolute "$bbx_root")
 [ -f "$filelist" ] || die "file list $filelist does not exist: pass --filelist or --data_root"
 grep -q '[^[:space:]]' "$filelist" || die "file list $filelist is empty: it needs one <speaker>/<clip> per line"
 [ -d "$video_root" ] || die "video folder $video_root does not exist: pass --video_root"

@@ -90,17 +90,24 @@ def load_state(path: str) -> Dict:
     return state
 
 
+REFUSED_SUFFIX = ".refused"
+
+
 def newest_state(folder: str, before: Optional[int] = None,
                  warn: Callable[[str], None] = print) -> Optional[Tuple[str, Dict]]:
     """The newest readable state (of a step below ``before`` when given), as (path, state). An
-    unreadable one (truncated by a full disk or a killed copy) is skipped with a one-line warning."""
+    unreadable or unsafe one (truncated by a full disk or a killed copy, or holding code) is moved
+    aside to ``<name>.refused`` with a one-line warning, so it is neither read again nor counted
+    among the ``keep_last`` states that pruning keeps."""
     for step, path in reversed(state_files(folder)):
         if before is not None and step >= before:
             continue
         try:
             return path, load_state(path)
         except CheckpointError as exc:
-            warn(f"warning: skipping {path}: {exc}")
+            aside = path + REFUSED_SUFFIX
+            os.replace(path, aside)
+            warn(f"warning: skipping {path}: {exc}; moved aside to {os.path.basename(aside)}")
     return None
 
 

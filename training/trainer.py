@@ -214,6 +214,7 @@ class Trainer:
             raise TalkLipError("--lr_warmdown counts back from --max_steps: give --max_steps too")
         self.curriculum = Curriculum(cfg.patience, cfg.start_stage, cfg.stage_min_steps, cfg.stage_max_steps)
         self.step, self.epoch, self.epoch_step, self.rollbacks = 0, 0, 0, 0
+        self.saved_step: Optional[int] = None     # the step whose files were written last
         self.ooms, self.high_disc, self.history, self.train_log = 0, 0, [], []
         self.recent: List[Dict[str, float]] = []    # train losses since the last log line
         train_names = read_filelist(os.path.join(cfg.file_dir, "train.txt"))
@@ -394,7 +395,8 @@ class Trainer:
     def finish(self, seconds: float) -> Dict:
         if self.stage >= DONE:
             self.note("training done: the last stage ended")
-        self.save()
+        if self.saved_step != self.step:               # the last step may have been saved already
+            self.save()
         summary = {"step": self.step, "epoch": self.epoch, "stage": self.stage, "stage_name": STAGES[self.stage],
                    "rollbacks": self.rollbacks, "seconds": round(seconds, 1), "history": self.history,
                    "train_log": self.train_log,
@@ -517,6 +519,7 @@ class Trainer:
              "audio_encoder_cfg": dataclasses.asdict(self.gen.audio_encoder.w2v_model.cfg)},
             {"state_dict": self.disc.state_dict(), "optimizer": self.opt_d.state_dict(), **common},
             state, self.cfg.keep_last)
+        self.saved_step = self.step
         self.note(f"saved step {self.step}: {path} (+ disc_, state_)")
 
     def resume(self, path: str, state: Dict):
@@ -527,6 +530,7 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.curriculum.load_state_dict(state["curriculum"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        self.saved_step = self.step
         stored = state["config"]
         stored_batch = stored["batch_size"] * stored.get("world", 1) * stored["accum_steps"]
         if stored_batch != self.sampler.global_batch:    # --resume_anyway with another batch: same samples seen

@@ -1,12 +1,17 @@
 """File lists, shards and atomic writes.
 
 Outputs are always written to a temporary file in the destination folder and renamed
-into place, so an interrupted run never leaves a half-written file under a final name.
+into place, so an interrupted run never leaves a half-written file under a final name. Each
+temporary names its writer (host and process id), so runs writing the same output side by side
+never touch each other's: the last to finish wins, complete; a temporary is removed as stale only
+when its writer's process is gone.
 """
 import contextlib
 import math
 import os
+import socket
 import uuid
+import zlib
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from utils.errors import TalkLipError
@@ -30,7 +35,7 @@ def atomic_output(path: str) -> Iterator[str]:
     remove_stale_temps(path)       # left by an earlier run of this writer that was killed
     base = os.path.basename(path)
     stem, ext = os.path.splitext(base)
-    tmp = os.path.join(folder, f".{stem}{TMP_MARK}{uuid.uuid4().hex[:8]}{ext}")
+    tmp = os.path.join(folder, f".{stem}{TMP_MARK}{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{ext}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -39,17 +44,43 @@ def atomic_output(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+def _host_tag() -> str:
+    """8 hex digits naming this machine, so a process id is only compared on the host that owns it."""
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _writer_gone(name: str, prefix: str) -> bool:
+    """Whether the writer named in temporary ``name`` (``<prefix><host>-<pid>-<random><ext>``) has exited."""
+    parts = name[len(prefix):].split("-")
+    if len(parts) < 3 or parts[0] != _host_tag() or not parts[1].isdigit():
+        return len(parts) < 3         # an unnamed writer (this module before it named them): stale; another host's: kept
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:           # alive, owned by another user
+        return False
+    return False
+
+
 def remove_stale_temps(path: str) -> int:
-    """Delete temporaries that an interrupted writer of ``path`` left beside it; return how many."""
+    """Delete temporaries that an interrupted writer of ``path`` left beside it (its process is gone);
+    a running writer's temporary is left alone. Returns how many were removed."""
     folder = os.path.dirname(os.path.abspath(path))
     stem, ext = os.path.splitext(os.path.basename(path))
     prefix = f".{stem}{TMP_MARK}"
     if not os.path.isdir(folder):
         return 0
-    stale = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(ext)]
-    for name in stale:
-        os.remove(os.path.join(folder, name))
-    return len(stale)
+    removed = 0
+    for name in os.listdir(folder):
+        if name.startswith(prefix) and name.endswith(ext) and _writer_gone(name, prefix):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed
 
 
 def read_filelist(path: str) -> List[str]:
