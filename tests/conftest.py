@@ -17,6 +17,20 @@ def corpus(tmp_path_factory):
     return out, splits
 
 
+@pytest.fixture(scope="session", params=["espeak-ng", "built-in"])
+def speech_corpus(request, tmp_path_factory):
+    """The corpus of ``corpus`` made with each synthesiser, for tests whose bounds depend on the speech:
+    the suite proves both wherever espeak-ng is installed (CI), and the built-in one everywhere."""
+    from preparation.make_synthetic import make_corpus
+    from preparation.speech import espeak_available
+    if request.param == "espeak-ng" and not espeak_available():
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng); the built-in synthesiser is tested")
+    out = str(tmp_path_factory.mktemp(f"corpus-{request.param}"))
+    splits = make_corpus(out, num_clips=6, seed=7, min_words=2, max_words=3,
+                         use_espeak=request.param == "espeak-ng")
+    return out, splits
+
+
 def run_module(module, *args, cwd=ROOT, timeout=300):
     """Run ``python -m module args`` like a user would; return the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=ROOT)

@@ -28,26 +28,32 @@ def write_gt(path, opening, boxes, centers):
     return load_ground_truth(str(path))
 
 
-def test_the_corpus_scores_high(corpus, tmp_path):
-    data, splits = corpus
+def test_the_corpus_scores_high(speech_corpus, tmp_path):
+    data, splits = speech_corpus
     summary = mouth_sync.evaluate(mouth_sync.MouthSyncOptions(video_root=f"{data}/main", gt_root=f"{data}/gt"),
                                   ClipRun(cache_dir=str(tmp_path), progress=False), splits["all"])
     assert summary["clips"] == len(splits["all"]) and summary["r"] >= 0.95
     assert min(row["r"] for row in summary["per_clip"]) >= 0.95
 
 
-def test_a_frozen_mouth_scores_about_zero(corpus, tmp_path):
-    """Same head motion and ground truth; the mouth drawn at one opening (its mean) in every frame."""
-    data, splits = corpus
-    opening = load_ground_truth(f"{data}/gt/{splits['all'][0]}.npz")["mouth_opening"]
-    face = neutral_face()
-    moving = list(render_clip(face, opening, MOTION))
-    frozen = list(render_clip(face, np.full_like(opening, opening.mean()), MOTION))
-    gt = write_gt(tmp_path / "gt.npz", opening, [b for _, b, _ in moving], [c for _, _, c in moving])
-    write_clip(tmp_path / "moving.mp4", [f for f, _, _ in moving])
-    write_clip(tmp_path / "frozen.mp4", [f for f, _, _ in frozen])
-    assert clip_mouth_sync(str(tmp_path / "moving.mp4"), gt)["r"] >= 0.95
-    assert abs(clip_mouth_sync(str(tmp_path / "frozen.mp4"), gt)["r"]) < 0.2
+def test_a_frozen_mouth_reads_as_constant(speech_corpus, tmp_path):
+    """Same head motion and ground truth; the mouth drawn at one opening (its mean) in every frame. What
+    the measure reads from a frozen mouth varies only with the head's sub-pixel motion: under a tenth of
+    what a moving mouth gives (measured 2-4% on both synthesisers' clips). Its r against the truth is
+    that noise's chance correlation (measured -0.32..0.40 over 12 clips), so r itself is not bounded."""
+    data, splits = speech_corpus
+    for name in splits["all"][:3]:
+        opening = load_ground_truth(f"{data}/gt/{name}.npz")["mouth_opening"]
+        face = neutral_face()
+        moving = list(render_clip(face, opening, MOTION))
+        frozen = list(render_clip(face, np.full_like(opening, opening.mean()), MOTION))
+        gt = write_gt(tmp_path / "gt.npz", opening, [b for _, b, _ in moving], [c for _, _, c in moving])
+        write_clip(tmp_path / "moving.mp4", [f for f, _, _ in moving])
+        write_clip(tmp_path / "frozen.mp4", [f for f, _, _ in frozen])
+        read_moving = clip_mouth_sync(str(tmp_path / "moving.mp4"), gt)
+        read_frozen = clip_mouth_sync(str(tmp_path / "frozen.mp4"), gt)
+        assert read_moving["r"] >= 0.95
+        assert np.std(read_frozen["darkness"]) < 0.1 * np.std(read_moving["darkness"])
     assert pearson([1, 1, 1], [0, 1, 2]) == 0.0                       # constant darkness carries no sync
 
 

@@ -32,8 +32,8 @@ def frame_mouth_darkness(frame, center):
     return (region < 70).mean()
 
 
-def test_mouth_opens_and_closes_with_the_speech(corpus):
-    data, splits = corpus
+def test_mouth_opens_and_closes_with_the_speech(speech_corpus):
+    data, splits = speech_corpus
     for name in splits["all"][:3]:
         truth = np.load(os.path.join(data, "gt", f"{name}.npz"))
         opening, centers = truth["mouth_opening"], truth["mouth_center"]
