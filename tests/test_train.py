@@ -214,6 +214,8 @@ def test_unsafe_or_damaged_states_are_skipped_never_unpickled(corpus, one_shard,
     assert "could run code" in log and "weights_only=False" not in log
     assert "resumed from" in log and "state_step000000001.pt: step 1" in log
     assert not os.path.exists(os.path.join(ROOT, "pwned")) and not (tmp_path / "pwned").exists()
+    assert (tmp_path / "state_step000000009.pt.refused").exists() and (tmp_path / "state_step000000005.pt.refused").exists()
+    assert log.count("saved step 2:") == 1                   # the last step, validated and saved, is not saved again
 
 
 def test_cpu_preset_round_trip_through_inference(corpus, one_shard, tiny_expert, tmp_path):
