@@ -1,12 +1,15 @@
 """Lip sync measured on the synthetic corpus, where the truth is known.
 
 The synthetic corpus (``preparation.make_synthetic``) draws a mouth whose opening follows the speech
-loudness, and stores the per-frame truth in ``gt/<name>.npz``. This measure reads the opening back
-from the pixels of a video (the corpus clip itself, a synthesized test clip, or a dub) as the
-darkness of a window around the ground-truth mouth centre (its central band: the opening, not the
-width a sound gives the mouth): lips and the open mouth are darker than skin, and both grow with
-the opening. Its Pearson r with the ground-truth opening is the score, per
-clip and over the frames of all clips. The corpus videos score about 0.99; a frozen mouth about 0.
+(its loudness, or in the readable corpus its phonemes' visemes), and stores the per-frame truth in
+``gt/<name>.npz``. This measure reads the opening back from the pixels of a video (the corpus clip
+itself, a synthesized test clip, or a dub) as the darkness of a window around the ground-truth mouth
+centre (``preparation.mouth_pixels``: the opening, not the width a sound gives the mouth): lips and
+the open mouth are darker than skin, and both grow with the opening. Its Pearson r with the
+ground-truth opening is the score, per clip and over the frames of all clips. The readable corpus'
+ground-truth opening is this same reading of its clean frames (teeth and tongue make a drawn viseme's
+darkness differ from its geometric opening), so its videos score 1. The corpus videos score about
+0.99; a frozen mouth about 0.
 
     python -m evaluation.mouth_sync --video_root SYNT --gt_root CORPUS/gt --filelist CORPUS/test.txt
     python -m evaluation.mouth_sync --dub dubbed.mp4 --face_gt CORPUS/gt/A.npz --speech_gt CORPUS/gt/B.npz
@@ -21,32 +24,14 @@ import json
 import os
 from typing import Dict, Mapping, Optional, Sequence
 
-import cv2
 import numpy as np
 
 from evaluation.common import ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, from_args, scored
+from preparation.mouth_pixels import mouth_darkness
 from utils.audio import FEATURE_RATE_HZ
 from utils.errors import MediaError, run_cli
 from utils.fileio import atomic_output
 from utils.video import VideoReader
-
-DARK_LEVEL = 120.0          # grey level: skin is brighter, lips (~105) and the open mouth (~25) darker
-WINDOW_HALF_WIDTH = 0.10   # of the face box width: inside the narrowest open mouth's interior
-WINDOW_HALF_HEIGHT = 0.15  # of the face box height: an open mouth is ~0.19 of it
-
-
-def mouth_darkness(frame: np.ndarray, center: Sequence[float], face_box: Sequence[float]) -> float:
-    """Mean of max(0, DARK_LEVEL - grey) over a window at ``center`` sized by ``face_box``;
-    frame (H, W, 3) uint8 BGR, center (x, y) and face_box (x1, y1, x2, y2) in its pixels."""
-    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    rx = int(round(WINDOW_HALF_WIDTH * (face_box[2] - face_box[0])))
-    ry = int(round(WINDOW_HALF_HEIGHT * (face_box[3] - face_box[1])))
-    cx, cy = (int(round(v)) for v in center)
-    window = grey[max(0, cy - ry):cy + ry + 1, max(0, cx - rx):cx + rx + 1]
-    if window.size == 0:
-        raise MediaError(f"the mouth window at {cx},{cy} lies outside the {frame.shape[1]}x{frame.shape[0]} frame")
-    return float(np.maximum(0.0, DARK_LEVEL - window).mean())
-
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     """Pearson r; 0 when either series is constant (a frozen mouth carries no sync)."""

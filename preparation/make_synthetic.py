@@ -8,6 +8,14 @@ transcript), DIR/{train,valid,test}.txt and DIR/filelist.txt (all clips) with on
 ``mouth_opening`` (N,) in [0, 1], ``face_box`` (N, 4) and ``mouth_center`` (N, 2) in pixels.
 The face is scikit-image's astronaut photo; its mouth opens with the speech loudness and the
 head moves slightly. Speech comes from espeak-ng when installed, else a built-in synthesiser.
+
+``--grammar grid`` makes the readable corpus instead (preparation/visemes.py): sentences of a GRID-like
+grammar, speech rendered phoneme by phoneme by the built-in synthesiser (the same with or without
+espeak-ng, whose phoneme timing is not exposed), and a mouth drawn per viseme with coarticulation.
+Its gt/*.npz adds ``viseme`` (N,) class ids, ``mouth_shape`` (N, 6) (opening, width, roundness, teeth,
+tongue, tucked lower lip), ``mouth_roundness``, and ``phonemes`` / ``phoneme_times`` (the segments, in
+seconds); its ``mouth_opening`` is how open the drawn mouth looks (preparation/mouth_pixels.py), what
+the mouth-sync measure reads, since teeth and tongue make a viseme's darkness differ from its geometry.
 """
 import argparse
 import os
@@ -20,9 +28,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from preparation.mouth_pixels import OPEN_DARKNESS, mouth_darkness
 from preparation.speech import espeak_available, mouth_opening, mouth_width, speak
-from utils.audio import AUDIO_RATE_HZ, save_wav
+from preparation.visemes import SLOTS, mouth_track, speak_phonemes
+from preparation.visemes import sentence as grid_sentence
 from utils.cli import int_at_least, non_negative_int, positive_int
+from utils.audio import AUDIO_RATE_HZ, save_wav
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output
 from utils.video import VideoWriter
@@ -65,6 +76,33 @@ def draw_mouth(image: np.ndarray, opening: float, width: float = 1.0) -> None:
         cv2.line(image, (cx - half_w + 3, cy), (cx + half_w - 3, cy), (50, 45, 90), 1, cv2.LINE_AA)
 
 
+def draw_viseme_mouth(image: np.ndarray, shape: np.ndarray) -> None:
+    """Draw a mouth pose in place (photo coordinates): ``shape`` is one row of
+    ``preparation.visemes.mouth_track`` (opening, width, roundness, teeth, tongue, tuck). Rounded lips
+    are narrower and thicker with a rounder opening; teeth show as a light band under the upper lip,
+    the tongue as a pink blob, a tucked lower lip as teeth resting on it."""
+    opening, width, roundness, teeth, tongue, tuck = (float(v) for v in shape)
+    cx, cy = (int(round(v)) for v in MOUTH_CENTER)
+    half_w = int(round(MOUTH_HALF_WIDTH * width))
+    lip_h = int(round(3 + 8 * opening + 3 * roundness))
+    cv2.ellipse(image, (cx, cy), (half_w, lip_h), 0, 0, 360, (80, 80, 165), -1, cv2.LINE_AA)
+    if opening > 0.05:
+        inner_w = max(3, int(round((half_w - 5) * (1 - 0.35 * roundness))))
+        inner_h = max(1, int(round(7 * opening + 2 * roundness)))
+        cv2.ellipse(image, (cx, cy), (inner_w, inner_h), 0, 0, 360, (35, 20, 30), -1, cv2.LINE_AA)
+        if teeth > 0.2:
+            band = max(1, int(round(1.5 * teeth)))
+            cv2.ellipse(image, (cx, cy - inner_h + band), (max(2, inner_w - 2), band), 0, 0, 360,
+                        (215, 220, 225), -1, cv2.LINE_AA)
+        if tongue > 0.2:
+            cv2.ellipse(image, (cx, cy + inner_h // 2), (max(2, inner_w // 2), max(1, inner_h // 2)), 0, 0, 360,
+                        (110, 100, 200), -1, cv2.LINE_AA)
+    else:
+        cv2.line(image, (cx - half_w + 3, cy), (cx + half_w - 3, cy), (50, 45, 90), 1, cv2.LINE_AA)
+    if tuck > 0.2:                      # the lower lip drawn in under the upper teeth
+        cv2.ellipse(image, (cx, cy + 2), (max(3, half_w - 7), 2), 0, 0, 360, (215, 220, 225), -1, cv2.LINE_AA)
+
+
 def frame_transform(frame_index: int, motion: np.ndarray) -> np.ndarray:
     """2 x 3 affine map from photo to output pixels, with a slow head drift and sway."""
     amp_x, amp_y, freq, phase, zoom = motion
@@ -80,13 +118,18 @@ def apply(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ affine[:, :2].T + affine[:, 2]
 
 
-def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width: Optional[np.ndarray] = None):
-    """Yield (frame BGR uint8, face_box (4,), mouth_center (2,)) for each frame."""
+def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width: Optional[np.ndarray] = None,
+                shapes: Optional[np.ndarray] = None):
+    """Yield (frame BGR uint8, face_box (4,), mouth_center (2,)) for each frame. The mouth opens by
+    ``opening`` (and ``width``), or takes the poses ``shapes`` (N, 6) when given (the readable corpus)."""
     corners = np.array([FACE_BOX[:2], FACE_BOX[2:]])
     width = np.ones(len(opening)) if width is None else width
     for i, value in enumerate(opening):
         image = face.copy()
-        draw_mouth(image, float(value), float(width[i]))
+        if shapes is not None:
+            draw_viseme_mouth(image, shapes[i])
+        else:
+            draw_mouth(image, float(value), float(width[i]))
         affine = frame_transform(i, motion)
         frame = cv2.warpAffine(image, affine, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_AREA,
                                borderMode=cv2.BORDER_REFLECT)
@@ -94,35 +137,50 @@ def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width
 
 
 def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, face: np.ndarray,
-              use_espeak: bool) -> None:
-    speech = speak(sentence, rng, use_espeak)
-    lead = np.zeros(int(LEAD_SILENCE_S * AUDIO_RATE_HZ), np.float32)
-    wav = np.concatenate([lead, speech, lead])
+              use_espeak: bool, grammar: str = "words") -> None:
     samples_per_frame = AUDIO_RATE_HZ // FPS
-    num_frames = int(np.ceil(len(wav) / samples_per_frame))
+    truth = {}
+    if grammar == "grid":             # phonemes rendered one by one: the mouth shows each one's viseme
+        wav, segments = speak_phonemes(sentence.split(), rng, LEAD_SILENCE_S)
+        num_frames = int(np.ceil(len(wav) / samples_per_frame))
+        shapes, visemes = mouth_track(segments, num_frames, FPS)
+        opening, width = shapes[:, 0], shapes[:, 1]
+        truth = {"mouth_roundness": shapes[:, 2], "mouth_shape": shapes, "viseme": visemes,
+                 "phonemes": np.array([seg.phone for seg in segments]),
+                 "phoneme_times": np.array([(seg.start, seg.end) for seg in segments], np.float32)}
+    else:
+        speech = speak(sentence, rng, use_espeak)
+        lead = np.zeros(int(LEAD_SILENCE_S * AUDIO_RATE_HZ), np.float32)
+        wav = np.concatenate([lead, speech, lead])
+        num_frames = int(np.ceil(len(wav) / samples_per_frame))
+        shapes = None
     wav = np.pad(wav, (0, num_frames * samples_per_frame - len(wav)))
-    opening = mouth_opening(wav, num_frames, FPS)
-    width = mouth_width(wav, opening, FPS)
+    if grammar != "grid":
+        opening = mouth_opening(wav, num_frames, FPS)
+        width = mouth_width(wav, opening, FPS)
     motion = np.array([rng.uniform(2, 5), rng.uniform(1, 3), rng.uniform(0.2, 0.5),
                        rng.uniform(0, 2 * np.pi), rng.uniform(0.95, 1.05)])
 
     video_path = os.path.join(out_dir, "main", f"{name}.mp4")
     os.makedirs(os.path.dirname(video_path), exist_ok=True)
-    boxes, centers = [], []
+    boxes, centers, darkness = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         wav_path = os.path.join(scratch, "speech.wav")
         save_wav(wav_path, wav)
         with VideoWriter(video_path, FPS, FRAME_SIZE, FRAME_SIZE, audio_path=wav_path) as writer:
-            for frame, box, center in render_clip(face, opening, motion, width):
+            for frame, box, center in render_clip(face, opening, motion, width, shapes):
                 writer.write(frame)
                 boxes.append(box)
                 centers.append(center)
+                darkness.append(mouth_darkness(frame, center, box))
+    if grammar == "grid":             # the opening as the pixels show it (teeth, tongue, lip roundness)
+        opening = np.clip(np.array(darkness) / OPEN_DARKNESS, 0, 1).astype(np.float32)
     with atomic_output(os.path.join(out_dir, "main", f"{name}.txt")) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(f"Text:  {sentence}\nConf:  4\n")
     with atomic_output(os.path.join(out_dir, "gt", f"{name}.npz")) as tmp:
         np.savez(tmp, mouth_opening=opening, mouth_width=width, face_box=np.array(boxes, np.float32),
-                 mouth_center=np.array(centers, np.float32))
+                 mouth_center=np.array(centers, np.float32), **truth)
 
 
 def split_names(names, rng):
@@ -138,23 +196,45 @@ def write_list(path, names):
         handle.writelines(f"{n}\n" for n in names)
 
 
+def grid_sentences(count: int, rng: np.random.Generator, slots=SLOTS) -> list:
+    """``count`` different sentences of the grammar (one word per slot), so no held-out sentence was
+    seen in training: held-out clips are new combinations of seen words."""
+    total = int(np.prod([len(slot) for slot in slots]))
+    if count > total:
+        raise TalkLipError(f"--num_clips {count} exceeds the {total} sentences of the grammar")
+    seen, out = set(), []
+    while len(out) < count:
+        words = " ".join(grid_sentence(rng, slots))
+        if words not in seen:
+            seen.add(words)
+            out.append(words)
+    return out
+
+
 def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: int = 0,
-                min_words: int = 3, max_words: int = 6, use_espeak: bool = True) -> dict:
-    """Generate the corpus; return {split: [names]} (plus 'all')."""
+                min_words: int = 3, max_words: int = 6, use_espeak: bool = True, grammar: str = "words",
+                slots=SLOTS) -> dict:
+    """Generate the corpus; return {split: [names]} (plus 'all'). ``grammar``: ``words`` (random words,
+    a mouth that opens with the loudness) or ``grid`` (the readable corpus: preparation/visemes.py, whose
+    ``slots`` a test may narrow)."""
     if num_clips < 3:
         raise TalkLipError(f"--num_clips {num_clips} is too small: train, valid and test each need a clip")
     rng = np.random.default_rng(seed)
     num_speakers = num_speakers or max(1, num_clips // 3)
     speakers = [str(rng.integers(10 ** 18, 10 ** 19 - 1, dtype=np.uint64)) for _ in range(num_speakers)]
     names = [f"{speakers[i % num_speakers]}/{i // num_speakers + 1:05d}" for i in range(num_clips)]
-    sentences = [" ".join(rng.choice(WORDS, size=rng.integers(min_words, max_words + 1)))
-                 for _ in names]
+    if grammar == "grid":
+        sentences = grid_sentences(len(names), rng, slots)
+    else:
+        sentences = [" ".join(rng.choice(WORDS, size=rng.integers(min_words, max_words + 1)))
+                     for _ in names]
     face = neutral_face()
-    source = "espeak-ng" if use_espeak and espeak_available() else "built-in synthesiser"
+    source = ("phonemes rendered by the built-in synthesiser (grid grammar)" if grammar == "grid" else
+              "espeak-ng" if use_espeak and espeak_available() else "built-in synthesiser")
     print(f"synthetic corpus: {num_clips} clips, speech from {source}", file=sys.stderr)
     for i, (name, sentence) in enumerate(tqdm(list(zip(names, sentences)), desc="clips",
                                               file=sys.stderr, disable=None)):
-        make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak)
+        make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak, grammar)
     splits = split_names(names, rng)
     for split, members in splits.items():
         write_list(os.path.join(out_dir, f"{split}.txt"), members)
@@ -171,6 +251,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_speakers", type=non_negative_int, default=0, help="speaker folders (0: clips / 3)")
     parser.add_argument("--min_words", type=positive_int, default=3, help="fewest words per sentence")
     parser.add_argument("--max_words", type=positive_int, default=6, help="most words per sentence")
+    parser.add_argument("--grammar", default="words", choices=["words", "grid"],
+                        help="words: random words, the mouth opens with the loudness; grid: the readable corpus "
+                             "(a GRID-like grammar, phonemes rendered one by one, a mouth drawn per viseme)")
     parser.add_argument("--no_espeak", action="store_true",
                         help="use the built-in synthesiser even when espeak-ng is installed")
     return parser.parse_args(argv)
@@ -179,7 +262,7 @@ def parse_args(argv=None):
 def main(args) -> int:
     started = time.time()
     make_corpus(args.out_dir, args.num_clips, args.seed, args.num_speakers, args.min_words,
-                args.max_words, use_espeak=not args.no_espeak)
+                args.max_words, use_espeak=not args.no_espeak, grammar=args.grammar)
     print(f"wrote {args.num_clips} clips to {args.out_dir} in {time.time() - started:.1f}s",
           file=sys.stderr)
     return 0
