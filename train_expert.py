@@ -13,7 +13,7 @@ import json
 
 from models.presets import EXPERT_PRESETS
 from training.expert import train_expert
-from utils.cli import non_negative_int, positive_float, positive_int
+from utils.cli import non_negative_float, non_negative_int, positive_float, positive_int
 from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
 from utils.fileio import atomic_output
@@ -32,6 +32,14 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak Adam learning rate (linear warm-up over a tenth of the steps)")
     p.add_argument("--vocab_size", type=positive_int, default=100, help="sentencepiece pieces (upper bound)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial weights and batch order")
+    p.add_argument("--viseme_root", default=None,
+                   help="a synthetic corpus' gt/ folder: also learn each frame's viseme (frame-level supervision "
+                        "of the visual front end; the head is not saved)")
+    p.add_argument("--viseme_weight", type=non_negative_float, default=1.0, help="weight of the viseme loss")
+    p.add_argument("--test_filelist", default=None,
+                   help="also report the WER (and the blank-video WER) on these held-out clips")
+    p.add_argument("--eval_every", type=non_negative_int, default=0,
+                   help="log the validation WER every N steps (0: only at the end)")
     p.add_argument("--out_json", default=None, help="also write the validation results here")
     add_device_arg(p)
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -42,12 +50,15 @@ def main(args) -> int:
     result = train_expert(args.file_dir, args.video_root, args.word_root, args.out, init=args.init,
                           preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           vocab_size=args.vocab_size, seed=args.seed, device=resolve_device(args.device),
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, viseme_root=args.viseme_root,
+                          viseme_weight=args.viseme_weight, eval_every=args.eval_every,
+                          test_filelist=args.test_filelist)
     if args.out_json:
         with atomic_output(args.out_json) as tmp, open(tmp, "w") as handle:
             json.dump(result, handle, indent=1)
     print(f"expert written to {args.out}: validation token accuracy {result['token_acc']:.3f} "
-          f"(blank video {result['token_acc_blank']:.3f}), WER {result['wer']:.3f}")
+          f"(blank video {result['token_acc_blank']:.3f}), WER {result['wer']:.3f} "
+          f"(blank video {result['wer_blank']:.3f})")
     return 0
 
 

@@ -76,23 +76,43 @@ def save_expert(model: AVHubertSeq2Seq, codec: TextCodec, path: str, extra: Opti
 
 
 class ClipCache:
-    """Mouth crops and targets of a split, read once (the corpora this is for are small)."""
+    """Mouth crops and targets of a split, read once (the corpora this is for are small); with
+    ``viseme_root`` (a synthetic corpus' gt/ folder) also each frame's viseme id."""
 
-    def __init__(self, names, video_root, word_root, codec, progress: bool = True):
-        self.items, self.codec = [], codec
+    def __init__(self, names, video_root, word_root, codec, progress: bool = True, viseme_root: Optional[str] = None):
+        self.items, self.codec, self.visemes = [], codec, []
         for name in tqdm(names, desc="reading clips", unit="clip", leave=False, disable=not progress):
             with VideoReader(f"{video_root}/{name}.mp4") as reader:
                 frames = torch.from_numpy(np.stack(list(reader))).float()
             self.items.append((frames_to_mouth_rois(frames), codec.encode(read_transcript(word_root, name))))
+            if viseme_root:
+                self.visemes.append(torch.from_numpy(np.load(f"{viseme_root}/{name}.npz")["viseme"]).long())
 
     def batch(self, idx):
         video, mask = collate_videos([self.items[i][0] for i in idx])
         target, prev, _, ntokens = collate_targets([self.items[i][1] for i in idx])
         return video, mask, target, prev, ntokens
 
+    def viseme_batch(self, idx, length: int) -> torch.Tensor:
+        """(B, length) viseme ids, -100 (ignored) past each clip's end."""
+        out = torch.full((len(idx), length), -100, dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids = self.visemes[i][:length]
+            out[row, :len(ids)] = ids
+        return out
+
 
 def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="tiny", steps=300, batch_size=4,
-                 lr=1e-3, vocab_size=100, seed=0, device="cpu", progress=True, log=print) -> Dict:
+                 lr=1e-3, vocab_size=100, seed=0, device="cpu", progress=True, log=print,
+                 viseme_root: Optional[str] = None, viseme_weight: float = 1.0, eval_every: int = 0,
+                 test_filelist: Optional[str] = None) -> Dict:
+    """Train and save the expert; return its validation results. With ``viseme_root`` (the synthetic
+    corpus' gt/ folder) a linear head on the encoder also learns each frame's viseme (weight
+    ``viseme_weight``): frame-level supervision that gets the visual front end reading sooner. The
+    head is dropped when the expert is saved; the file is a plain AV-HuBERT seq2seq lip reader.
+    ``eval_every`` > 0 logs the validation WER (greedy) and token accuracy every that many steps, kept
+    in the result's ``curve``. ``test_filelist`` also reports the held-out WER (and blank-video WER) on
+    those clips as ``test_wer`` / ``test_wer_blank``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train_names = read_filelist(os.path.join(file_dir, "train.txt"))
@@ -106,52 +126,79 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
         vocab = len(codec.dictionary)
         model = from_init(base, vocab) if base is not None else new_model(preset, vocab)
     model = model.to(device).train()
-    train = ClipCache(train_names, video_root, word_root, codec, progress)
+    train = ClipCache(train_names, video_root, word_root, codec, progress, viseme_root)
     valid = ClipCache(valid_names, video_root, word_root, codec, progress)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
+    head = None
+    if viseme_root:
+        from preparation.visemes import VISEMES
+        head = torch.nn.Linear(model.encoder.w2v_model.cfg.encoder_embed_dim, len(VISEMES)).to(device)
+    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
     started, bar = time.time(), tqdm(range(steps), desc="train expert", unit="step", disable=not progress)
+    curve: List[Dict] = []
     for step in bar:
         idx = rng.choice(len(train.items), size=min(batch_size, len(train.items)), replace=False)
         video, mask, target, prev, ntokens = (t.to(device) if torch.is_tensor(t) else t for t in train.batch(idx))
         out = lip_reading_loss(model, video, mask, target, prev)
         loss = out["loss"] / ntokens
+        if head is not None:
+            enc = out["encoder_out"]                          # (T, B, C)
+            frame_ids = train.viseme_batch(idx, enc.shape[0]).to(device)
+            loss = loss + viseme_weight * torch.nn.functional.cross_entropy(
+                head(enc.transpose(0, 1)).reshape(-1, head.out_features), frame_ids.reshape(-1), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         sched.step()
         bar.set_postfix_str(f"loss {loss.item():.3f} acc {float(out['n_correct']) / float(out['total']):.3f}")
+        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+            point = {"step": step + 1, "seconds": round(time.time() - started, 1),
+                     **evaluate_expert(model, valid, device, blank=False)}
+            curve.append(point)
+            log(f"expert step {point['step']} ({point['seconds']} s): validation WER {point['wer']:.3f}, "
+                f"token accuracy {point['token_acc']:.3f}")
     result = {"steps": steps, "seconds": round(time.time() - started, 1), **evaluate_expert(model, valid, device),
-              **{f"train_{k}": v for k, v in evaluate_expert(model, train, device, decode=False).items()}}
+              **{f"train_{k}": v for k, v in evaluate_expert(model, train, device, decode=False).items()},
+              "curve": curve}
+    if test_filelist:
+        test = ClipCache(read_filelist(test_filelist), video_root, word_root, codec, progress)
+        result.update({f"test_{k}": v for k, v in evaluate_expert(model, test, device).items()})
     log(f"expert: validation token accuracy {result['token_acc']:.3f} ({result['token_acc_blank']:.3f} with the "
-        f"video blanked, i.e. from the text prior alone), WER {result['wer']:.3f}; on its training clips "
-        f"{result['train_token_acc']:.3f} ({result['train_token_acc_blank']:.3f} blanked)")
+        f"video blanked, i.e. from the text prior alone), WER {result['wer']:.3f} ({result['wer_blank']:.3f} "
+        f"blanked); on its training clips {result['train_token_acc']:.3f} ({result['train_token_acc_blank']:.3f} blanked)"
+        + (f"; test clips WER {result['test_wer']:.3f} ({result['test_wer_blank']:.3f} blanked)" if test_filelist else ""))
     save_expert(model.eval(), codec, out_path, {"train_summary": result})
     return result
 
 
 @torch.no_grad()
-def evaluate_expert(model, clips: ClipCache, device, decode: bool = True) -> Dict[str, float]:
-    """Teacher-forced token accuracy with the clips' mouths ('token_acc') and with the video blanked
-    ('token_acc_blank': what the decoder's text prior alone gets, the chance level of lip reading),
-    and (``decode``) the WER of greedy decoding."""
+def evaluate_expert(model, clips: ClipCache, device, decode: bool = True, blank: bool = True) -> Dict[str, float]:
+    """Teacher-forced token accuracy with the clips' mouths ('token_acc') and (``blank``) with the video
+    blanked ('token_acc_blank': what the decoder's text prior alone gets, the chance level of lip
+    reading), and (``decode``) the WER of greedy decoding ('wer', and 'wer_blank' with ``blank``)."""
     from evaluation.wer import error_rates
     model.eval()
     correct = {"token_acc": 0, "token_acc_blank": 0}
     total = 0
-    refs, hyps = [], []
+    refs, hyps, hyps_blank = [], [], []
     for i in range(len(clips.items)):
         video, mask, target, prev, _ = (t.to(device) if torch.is_tensor(t) else t for t in clips.batch([i]))
-        for key, shown in (("token_acc", video), ("token_acc_blank", torch.zeros_like(video))):
+        for key, shown in (("token_acc", video), ("token_acc_blank", torch.zeros_like(video)))[:2 if blank else 1]:
             out = lip_reading_loss(model, shown, mask, target, prev)
             correct[key] += int(out["n_correct"])
         total += int(out["total"])
         if decode:
             refs.append(clips.codec.decode(clips.items[i][1]))
             hyps.append(clips.codec.decode(model.generate(video=video, padding_mask=mask, beam=1)[0]))
+            if blank:
+                ids = model.generate(video=torch.zeros_like(video), padding_mask=mask, beam=1)[0]
+                hyps_blank.append(clips.codec.decode(ids))
     model.train()
-    result = {k: v / max(1, total) for k, v in correct.items()}
+    result = {k: v / max(1, total) for k, v in correct.items() if blank or k == "token_acc"}
     if decode:
         result["wer"] = error_rates(refs, hyps)["wer"] if refs else 1.0
+        if blank:
+            result["wer_blank"] = error_rates(refs, hyps_blank)["wer"] if refs else 1.0
     return result

@@ -1,0 +1,124 @@
+"""The readable synthetic corpus (--grammar grid): phonemes with exact timing, a mouth drawn per viseme."""
+import cv2
+import numpy as np
+import pytest
+
+from preparation.make_synthetic import FPS, make_corpus
+from preparation.visemes import LEXICON, SLOTS, VISEMES, VISEME_OF, mouth_track, speak_phonemes
+from utils.audio import AUDIO_RATE_HZ, load_audio
+from utils.video import VideoReader
+
+
+@pytest.fixture(scope="module")
+def grid_corpus(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("grid"))
+    return out, make_corpus(out, num_clips=6, seed=3, grammar="grid")
+
+
+def mouth_window(frame, center, half_w=10, half_h=6):
+    x, y = (int(round(v)) for v in center)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[y - half_h:y + half_h + 1, x - half_w:x + half_w + 1]
+
+
+def test_the_grammar_tells_every_slot_s_words_apart_by_their_visemes():
+    for slot in SLOTS:
+        sequences = [tuple(VISEME_OF[p] if p in VISEME_OF else p for p in LEXICON[w]) for w in slot]
+        assert len(set(sequences)) == len(slot), slot
+
+
+def test_closed_lips_for_p_b_m_and_an_open_mouth_for_a(grid_corpus):
+    data, splits = grid_corpus
+    closed_dark, open_dark = [], []
+    for name in splits["all"]:
+        truth = np.load(f"{data}/gt/{name}.npz")
+        frames = list(VideoReader(f"{data}/main/{name}.mp4"))
+        assert len(frames) == len(truth["viseme"]) == len(truth["mouth_shape"])
+        centres = (np.arange(len(frames)) + 0.5) / FPS
+        for phone, (start, end) in zip(truth["phonemes"], truth["phoneme_times"]):
+            length = end - start
+            held = np.flatnonzero((centres >= start + 0.2 * length) & (centres <= end - 0.2 * length))
+            for k in held:
+                if phone in ("P", "B", "M"):
+                    assert truth["mouth_shape"][k, 0] == 0.0 and truth["viseme"][k] == VISEME_OF["M"]
+                    closed_dark.append((mouth_window(frames[k], truth["mouth_center"][k]) < 60).mean())
+        for k in np.flatnonzero(truth["mouth_shape"][:, 0] >= 0.8):         # wide open: a, the start of i in 'five'
+            open_dark.append((mouth_window(frames[k], truth["mouth_center"][k]) < 60).mean())
+    assert closed_dark and open_dark
+    assert max(closed_dark) < 0.02 < 0.15 < min(open_dark)      # no dark interior between closed lips
+
+
+def test_each_viseme_draws_its_own_mouth(grid_corpus):
+    """The mean mouth picture of each viseme class differs from every other class's."""
+    data, splits = grid_corpus
+    pictures = {}
+    for name in splits["all"]:
+        truth = np.load(f"{data}/gt/{name}.npz")
+        for k, frame in enumerate(VideoReader(f"{data}/main/{name}.mp4")):
+            pictures.setdefault(int(truth["viseme"][k]), []).append(mouth_window(frame, truth["mouth_center"][k]).astype(float))
+    means = {v: np.mean(p, axis=0) for v, p in pictures.items() if v != 0}
+    assert len(means) >= 9                                     # the grammar uses most classes
+    for a in means:
+        for b in means:
+            if a < b and {VISEMES[a][0], VISEMES[b][0]} != {"closed", "silence"}:
+                assert np.abs(means[a] - means[b]).mean() > 2.0, (VISEMES[a][0], VISEMES[b][0])
+
+
+def test_the_speech_carries_the_phonemes_at_their_times():
+    rng = np.random.default_rng(0)
+    wav, segments = speak_phonemes(["SEE", "BLUE", "AT", "FIVE", "PLEASE"], rng)
+    assert [s.phone for s in segments if s.phone != "SIL"] == [p for w in ("SEE", "BLUE", "AT", "FIVE", "PLEASE")
+                                                                   for p in LEXICON[w]]
+    assert segments[0].start == 0 and abs(segments[-1].end - len(wav) / AUDIO_RATE_HZ) < 1e-3
+
+    def part(seg, a=0.0, b=1.0):
+        n0, n1 = int((seg.start + a * (seg.end - seg.start)) * AUDIO_RATE_HZ), int((seg.start + b * (seg.end - seg.start)) * AUDIO_RATE_HZ)
+        return wav[n0:n1].astype(np.float64)
+
+    def high_share(x):
+        power = np.abs(np.fft.rfft(x)) ** 2
+        freqs = np.fft.rfftfreq(len(x), 1 / AUDIO_RATE_HZ)
+        return power[freqs > 3000].sum() / power.sum()
+
+    s = next(seg for seg in segments if seg.phone == "S")
+    iy = next(seg for seg in segments if seg.phone == "IY")
+    b = next(seg for seg in segments if seg.phone == "B")
+    assert high_share(part(s)) > 0.7 > 0.2 > high_share(part(iy))          # hiss vs vowel
+    rms = lambda x: np.sqrt(np.mean(x ** 2))
+    assert rms(part(b, 0.1, 0.6)) < 0.2 * rms(part(iy))                       # a stop's closure is quiet
+    assert rms(part(segments[0])) == 0.0                                       # lead silence
+
+
+def test_mouth_track_eases_between_targets_and_holds_closures():
+    from preparation.visemes import Segment
+    segments = [Segment("SIL", 0.0, 0.2), Segment("AA", 0.2, 0.4), Segment("M", 0.4, 0.52), Segment("AA", 0.52, 0.72),
+                Segment("SIL", 0.72, 1.0)]
+    shapes, ids = mouth_track(segments, 25, 25)
+    opening = shapes[:, 0]
+    assert ids[7] == VISEME_OF["AA"] and ids[11] == VISEME_OF["M"]
+    assert opening[11] == 0.0 and opening[7] > 0.8 and opening[15] > 0.8    # closed between two open vowels
+    assert 0.05 < opening[5] < opening[6] < opening[7]                     # eases open, no jump
+    assert np.all(opening[:3] == 0.0) and np.all(opening[-4:] == 0.0)
+
+
+def test_held_out_sentences_are_new_combinations(grid_corpus):
+    data, splits = grid_corpus
+    text = {n: open(f"{data}/main/{n}.txt").read().split("\n")[0][len("Text:  "):] for n in splits["all"]}
+    assert len(set(text.values())) == len(text)
+    for sentence in text.values():
+        assert [w in slot for w, slot in zip(sentence.split(), SLOTS)] == [True] * len(SLOTS)
+    assert load_audio(f"{data}/main/{splits['test'][0]}.mp4").shape[0] > AUDIO_RATE_HZ
+
+
+def test_an_expert_learns_to_read_a_tiny_grammar(tmp_path):
+    """Three slots of the grammar (64 sentences, 48 clips); the expert, with the per-frame viseme loss,
+    reads the held-out clips (sentences it never saw) far better than its text prior alone (the video
+    blanked). Measured: WER 0.17 at 100 steps, 0.22 at 200, against 0.78 blanked."""
+    from training.expert import train_expert
+    data = str(tmp_path / "tiny")
+    make_corpus(data, num_clips=48, seed=5, grammar="grid", slots=SLOTS[1:4])
+    (tmp_path / "held_out.txt").write_text(open(f"{data}/test.txt").read() + open(f"{data}/valid.txt").read())
+    result = train_expert(data, f"{data}/main", f"{data}/main", str(tmp_path / "expert.pt"), steps=120, batch_size=8,
+                          lr=2e-3, seed=0, viseme_root=f"{data}/gt", progress=False, log=lambda m: None,
+                          test_filelist=str(tmp_path / "held_out.txt"))
+    assert result["test_wer_blank"] >= 0.5                      # the text prior alone
+    assert result["test_wer"] <= result["test_wer_blank"] - 0.3, result
