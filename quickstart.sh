@@ -3,43 +3,84 @@
 # a small lip-reading expert (train_expert.py) -> TalkLip at the cpu preset through every training
 # stage on a fixed schedule (train.py) -> test-split synthesis before and after training (inf_test.py)
 # -> PSNR/SSIM and mouth sync against the corpus' ground truth -> one clip dubbed with another's speech.
-#   bash quickstart.sh [--out_dir runs/quickstart] [--num_clips 40] [--seed 0] [--expert_steps 200]
-#                      [--stage_steps 140,70,90] [--ckpt_interval 40]
-# Writes <out_dir>/summary.json, mouth_sync.png and samples.png, and prints what they hold.
+# --grammar grid: the readable corpus (a GRID-like grammar, phonemes rendered one by one, a mouth drawn
+# per viseme); an independent observer (another seed) is trained too and reads the test videos: ground
+# truth, before and after training. --ablation also trains with the lip loss off (same seed, schedule).
+#   bash quickstart.sh [--out_dir runs/quickstart] [--grammar words|grid] [--num_clips N] [--seed 0]
+#                      [--expert_steps N] [--stage_steps 140,70,90] [--ckpt_interval 40] [--lip_w W]
+#                      [--ablation]
+# Writes <out_dir>/summary.json, mouth_sync.png and samples.png (and observer_wer.png), and prints them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
-out_dir=runs/quickstart num_clips=40 seed=0 expert_steps=200 stage_steps=140,70,90 ckpt_interval=40
+out_dir=runs/quickstart grammar=words num_clips="" seed=0 expert_steps="" stage_steps=140,70,90 ckpt_interval=40
+lip_w=1e-5 ablation=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
+    --grammar) grammar=$2; shift 2 ;;
     --num_clips) num_clips=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --expert_steps) expert_steps=$2; shift 2 ;;
     --stage_steps) stage_steps=$2; shift 2 ;;
     --ckpt_interval) ckpt_interval=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# //'; exit 0 ;;
+    --lip_w) lip_w=$2; shift 2 ;;
+    --ablation) ablation=1; shift ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+case "$grammar" in
+  # words: 40 clips, all preprocessed; the expert reads its 24 training clips (200 steps).
+  words) num_clips=${num_clips:-40} expert_steps=${expert_steps:-200} ;;
+  # grid: 400 clips for the readers (mouth crops, no boxes needed: 240 train / 80 valid / 80 test);
+  # TalkLip trains on 120 of the train clips and is scored on 20 test clips, the only ones preprocessed.
+  grid) num_clips=${num_clips:-400} expert_steps=${expert_steps:-300} ;;
+  *) echo "error: --grammar must be words or grid, not $grammar" >&2; exit 2 ;;
+esac
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-c=$out_dir/corpus
+c=$out_dir/corpus l=$out_dir/corpus
 t0=$(date +%s); stamp() { echo $(( $(date +%s) - t0 )); }
 declare -A took
 
 s=$(stamp)
-$PYTHON -m preparation.make_synthetic --out_dir "$c" --num_clips "$num_clips" --seed "$seed"
-PYTHON=$PYTHON bash "$root/preprocess.sh" --data_root "$c" --nshard 2
+$PYTHON -m preparation.make_synthetic --out_dir "$c" --num_clips "$num_clips" --seed "$seed" --grammar "$grammar"
+if [ "$grammar" = grid ]; then
+  l=$out_dir/lists
+  mkdir -p "$l"
+  head -n 120 "$c/train.txt" > "$l/train.txt"; head -n 4 "$c/valid.txt" > "$l/valid.txt"
+  head -n 20 "$c/test.txt" > "$l/test.txt"; cat "$l/train.txt" "$l/valid.txt" "$l/test.txt" > "$l/filelist.txt"
+fi
+PYTHON=$PYTHON bash "$root/preprocess.sh" --filelist "$l/filelist.txt" --video_root "$c/main" --audio_root "$c/audio" \
+  --bbx_root "$c/bbx" --nshard 2
 took[data]=$(( $(stamp) - s ))
 
+# The expert (used by training) and, on the readable corpus, the observer (used only to score): the same
+# recipe with another seed, so they share no weights and no data order. There each frame's viseme
+# supervises the visual front end besides the transcript (--viseme_root): they read within 300 steps.
 s=$(stamp)
-$PYTHON "$root/train_expert.py" --file_dir "$c" --video_root "$c/main" --word_root "$c/main" --out "$out_dir/expert.pt" \
-  --out_json "$out_dir/expert.json" --steps "$expert_steps" --seed "$seed" --device cpu --no_progress
-took[expert]=$(( $(stamp) - s ))
+readers=expert; reader_flags=()
+[ "$grammar" = grid ] && readers="expert observer" reader_flags=(--batch_size 8 --lr 2e-3 --viseme_root "$c/gt" --test_filelist "$l/test.txt")
+for reader in $readers; do
+  reader_seed=$seed; [ $reader = observer ] && reader_seed=$(( seed + 1000 ))
+  $PYTHON "$root/train_expert.py" --file_dir "$c" --video_root "$c/main" --word_root "$c/main" --out "$out_dir/$reader.pt" \
+    --out_json "$out_dir/$reader.json" --steps "$expert_steps" --seed "$reader_seed" --device cpu --no_progress \
+    "${reader_flags[@]+"${reader_flags[@]}"}"
+done
+took[readers]=$(( $(stamp) - s ))
 
-# Settings measured on this corpus (README, "The quickstart's settings"): the cpu preset (4x narrower
+# The observer reads a folder of test videos as the readers were trained to: the central crop of each
+# frame, greedy decoding.
+observe() {
+  [ "$grammar" = grid ] || return 0
+  $PYTHON -m evaluation.avhubert_wer --video_root "$1" --ckpt_path "$out_dir/observer.pt" --word_root "$c/main" \
+    --roi center --beam 1 --filelist "$l/test.txt" --out_json "$out_dir/observer_$2.json" --no_progress
+}
+observe "$c/main" ground_truth
+
+# Settings measured on the words corpus (README, "The quickstart's settings"): the cpu preset (4x narrower
 # generator and discriminator) learns the face in minutes; each stage runs a fixed number of steps
 # (--stage_steps), so stage 2 is reached on any machine; lr 2e-3 (+1 dB PSNR over 1e-3 in 260 steps);
 # the discriminator learns at 1e-4 (at the generator's rate the narrow one stops learning), and the
@@ -48,30 +89,43 @@ took[expert]=$(( $(stamp) - s ))
 # weights are steadier: mouth sync 0.90 vs 0.84, +1.5 dB); a 10-step window lets the divergence
 # rollback act within this short run.
 IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
+train_talklip() {        # checkpoint folder, then extra flags
+  local folder=$1; shift
+  $PYTHON "$root/train.py" --file_dir "$l" --video_root "$c/main" --audio_root "$c/audio" --bbx_root "$c/bbx" \
+    --word_root "$c/main" --avhubert_path "$out_dir/expert.pt" --checkpoint_dir "$folder" \
+    --generator_preset cpu --batch_size 2 --windows_per_clip 4 --valid_clips 2 --num_worker 0 \
+    --lr 2e-3 --disc_lr 1e-4 --perp_w 0.02 --lip_w "$lip_w" --stage_min_steps "$stage_steps" \
+    --stage_max_steps "$stage_steps" --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown "$steps2" \
+    --ckpt_interval "$ckpt_interval" --log_interval 10 --diverge_steps 10 --keep_last 1000 \
+    --seed "$seed" --device cpu --no_progress "$@"
+}
 s=$(stamp)
-$PYTHON "$root/train.py" --file_dir "$c" --video_root "$c/main" --audio_root "$c/audio" --bbx_root "$c/bbx" \
-  --word_root "$c/main" --avhubert_path "$out_dir/expert.pt" --checkpoint_dir "$out_dir/train" \
-  --generator_preset cpu --batch_size 2 --windows_per_clip 4 --valid_clips 2 --num_worker 0 \
-  --lr 2e-3 --disc_lr 1e-4 --perp_w 0.02 --stage_min_steps "$stage_steps" --stage_max_steps "$stage_steps" \
-  --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown "$steps2" \
-  --ckpt_interval "$ckpt_interval" --log_interval 10 --diverge_steps 10 --keep_last 1000 \
-  --seed "$seed" --device cpu --no_progress
+train_talklip "$out_dir/train"
 took[train]=$(( $(stamp) - s ))
 
+score() {                # tag, generator checkpoint: synthesize the test clips and score them
+  $PYTHON "$root/inf_test.py" --filelist "$l/test.txt" --video_root "$c/main" --audio_root "$c/audio" \
+    --bbx_root "$c/bbx" --save_root "$out_dir/synt_$1" --ckpt_path "$2" --device cpu --no_progress
+  $PYTHON -m evaluation.visual_quality --synt_root "$out_dir/synt_$1" --orig_root "$c/main" --bbx_root "$c/bbx" \
+    --filelist "$l/test.txt" --out_json "$out_dir/quality_$1.json" --no_progress
+  $PYTHON -m evaluation.mouth_sync --video_root "$out_dir/synt_$1" --gt_root "$c/gt" --filelist "$l/test.txt" \
+    --out_json "$out_dir/mouth_sync_$1.json" --no_progress
+  observe "$out_dir/synt_$1" "$1"
+}
 first=$(ls "$out_dir"/train/checkpoint_step*.pth | head -1); last=$(ls "$out_dir"/train/checkpoint_step*.pth | tail -1)
 s=$(stamp)
-for tag in before after; do
-  ckpt=$first; [ $tag = after ] && ckpt=$last
-  $PYTHON "$root/inf_test.py" --filelist "$c/test.txt" --video_root "$c/main" --audio_root "$c/audio" \
-    --bbx_root "$c/bbx" --save_root "$out_dir/synt_$tag" --ckpt_path "$ckpt" --device cpu --no_progress
-  $PYTHON -m evaluation.visual_quality --synt_root "$out_dir/synt_$tag" --orig_root "$c/main" --bbx_root "$c/bbx" \
-    --filelist "$c/test.txt" --out_json "$out_dir/quality_$tag.json" --no_progress
-  $PYTHON -m evaluation.mouth_sync --video_root "$out_dir/synt_$tag" --gt_root "$c/gt" --filelist "$c/test.txt" \
-    --out_json "$out_dir/mouth_sync_$tag.json" --no_progress
-done
+score before "$first"
+score after "$last"
 took[synthesis_eval]=$(( $(stamp) - s ))
 
-s=$(stamp); clip=$(head -1 "$c/test.txt"); speech=$(head -1 "$c/valid.txt")
+if [ "$ablation" = 1 ]; then       # the same run with the lip loss off
+  s=$(stamp)
+  train_talklip "$out_dir/train_ablation" --no_lip_loss
+  score ablation "$(ls "$out_dir"/train_ablation/checkpoint_step*.pth | tail -1)"
+  took[ablation]=$(( $(stamp) - s ))
+fi
+
+s=$(stamp); clip=$(head -1 "$l/test.txt"); speech=$(head -1 "$l/valid.txt")
 $PYTHON "$root/inf_demo.py" --video_path "$c/main/$clip.mp4" --wav_path "$c/audio/$speech.wav" --ckpt_path "$last" \
   --save_path "$out_dir/dubbed" --device cpu --no_progress
 $PYTHON -m evaluation.mouth_sync --dub "$out_dir/dubbed.mp4" --face_gt "$c/gt/$clip.npz" --speech_gt "$c/gt/$speech.npz" \
@@ -79,4 +133,4 @@ $PYTHON -m evaluation.mouth_sync --dub "$out_dir/dubbed.mp4" --face_gt "$c/gt/$c
 took[dub]=$(( $(stamp) - s ))
 
 $PYTHON -m evaluation.report --run_dir "$out_dir" --clip "$clip" --dub_face "$clip" --dub_speech "$speech" \
-  --seconds "data=${took[data]},expert=${took[expert]},train=${took[train]},synthesis_and_eval=${took[synthesis_eval]},dub=${took[dub]},total=$(stamp)"
+  --seconds "data=${took[data]},readers=${took[readers]},train=${took[train]},synthesis_and_eval=${took[synthesis_eval]},dub=${took[dub]}${took[ablation]+,ablation=${took[ablation]}},total=$(stamp)"

@@ -117,6 +117,64 @@ def sample_grid(corpus: str, synthesized: str, name: str, bbx_root: str, rows: i
     return np.concatenate([header, grid], axis=0)
 
 
+def viseme_grid(corpus: str, synthesized_root: str, names: Sequence[str], bbx_root: str, scale: int = 2) -> np.ndarray:
+    """One frame per viseme class (the readable corpus' gt ``viseme``), ground truth above generated: the
+    lower half of the face crop (the generated part), at the middle of the longest run of that class
+    among the clips ``names`` (test clips synthesized into ``synthesized_root``)."""
+    from preparation.visemes import VISEMES
+    best: Dict[int, Tuple[int, str, int]] = {}         # class -> (run length, clip, frame)
+    for name in names:
+        with np.load(f"{corpus}/gt/{name}.npz") as data:
+            ids = data["viseme"]
+        start = 0
+        for k in range(1, len(ids) + 1):
+            if k == len(ids) or ids[k] != ids[start]:
+                if ids[start] != 0 and k - start > best.get(int(ids[start]), (0,))[0]:
+                    best[int(ids[start])] = (k - start, name, (start + k - 1) // 2)
+                start = k
+    columns = []
+    for cls in sorted(best):
+        _, name, frame = best[cls]
+        boxes = load_boxes(bbx_root, name)
+        truth = crop_face(_frames(f"{corpus}/main/{name}.mp4", [frame])[frame], boxes[frame])
+        made = crop_face(_frames(f"{synthesized_root}/{name}.mp4", [frame])[frame], boxes[frame])
+        column = np.concatenate([truth[48:], made[48:]], axis=0)
+        label = np.full((18, column.shape[1], 3), 255, np.uint8)
+        cv2.putText(label, VISEMES[cls][0][:12], (2, 13), FONT, 0.33, BLACK, 1, cv2.LINE_AA)
+        columns.append(np.concatenate([label, column], axis=0))
+    grid = cv2.resize(np.concatenate(columns, axis=1), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    side = np.full((grid.shape[0], 110, 3), 255, np.uint8)
+    cv2.putText(side, "ground truth", (4, 18 * scale + 48 * scale // 2), FONT, 0.45, BLACK, 1, cv2.LINE_AA)
+    cv2.putText(side, "generated", (4, 18 * scale + 48 * scale + 48 * scale // 2), FONT, 0.45, BLACK, 1, cv2.LINE_AA)
+    return np.concatenate([side, grid], axis=1)
+
+
+def observer_figure(per_clip: Dict[str, Sequence[float]], width: int = 960, height: int = 320) -> np.ndarray:
+    """The observer's WER per test clip (x) for each run (label -> per-clip WERs, same clip order), as dots
+    joined by lines, with each run's corpus WER in the legend."""
+    colors = [GREEN, GREY, RED, (200, 120, 40)]
+    margin_l, margin_r, margin_t, margin_b = 50, 20, 50, 30
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    x0, x1, y0, y1 = margin_l, width - margin_r, margin_t, height - margin_b
+    top = max(1.0, max(max(v) for v in per_clip.values()))
+    count = max(len(v) for v in per_clip.values())
+    to_px = lambda i, v: (int(x0 + (x1 - x0) * i / max(1, count - 1)), int(y1 - (y1 - y0) * v / top))
+    cv2.rectangle(canvas, (x0, y0), (x1, y1), GREY, 1)
+    for value in np.arange(0, top + 1e-9, 0.5):
+        y = to_px(0, value)[1]
+        cv2.line(canvas, (x0, y), (x1, y), GREY, 1)
+        cv2.putText(canvas, f"{value:.1f}", (x0 - 36, y + 5), FONT, 0.45, BLACK, 1, cv2.LINE_AA)
+    cv2.putText(canvas, "observer WER per test clip", (x0, 20), FONT, 0.55, BLACK, 1, cv2.LINE_AA)
+    for k, (label, values) in enumerate(per_clip.items()):
+        color = colors[k % len(colors)]
+        points = np.array([to_px(i, v) for i, v in enumerate(values)], np.int32)
+        cv2.polylines(canvas, [points], False, color, 1, cv2.LINE_AA)
+        for point in points:
+            cv2.circle(canvas, tuple(int(c) for c in point), 3, color, -1, cv2.LINE_AA)
+        cv2.putText(canvas, label, (x0 + 10 + 230 * k, 42), FONT, 0.45, color, 1, cv2.LINE_AA)
+    return canvas
+
+
 def gan_health(train_log: List[Dict], history: List[Dict]) -> Dict:
     """Ranges of the discriminator's losses over the periodic training means, its best accuracy, and
     whether it collapsed (a loss mean above COLLAPSED_LOSS or below VANISHED_LOSS)."""
@@ -138,37 +196,64 @@ def _load_json(path: str) -> Dict:
         return json.load(handle)
 
 
+def _optional_json(path: str) -> Optional[Dict]:
+    return _load_json(path) if os.path.isfile(path) else None
+
+
 def quickstart_summary(run_dir: str, clip: str, seconds: Dict[str, int], dub_face: Optional[str] = None,
                        dub_speech: Optional[str] = None) -> Dict:
-    """Write the pictures and summary.json of a quickstart run; return the summary."""
+    """Write the pictures and summary.json of a quickstart run; return the summary. The observer's WERs
+    (observer_<run>.json) and the ablation (synt_ablation, quality_/mouth_sync_ablation.json) are
+    included when the run wrote them."""
     corpus = f"{run_dir}/corpus"
+    lists = f"{run_dir}/lists" if os.path.isdir(f"{run_dir}/lists") else corpus
     runs = {tag: f"{run_dir}/synt_{tag}/{clip}.mp4" for tag in ("before", "after")}
     write_png(f"{run_dir}/mouth_sync.png", mouth_sync_figure(corpus, clip, {
         "before training": runs["before"], "after training": runs["after"]}))
-    write_png(f"{run_dir}/samples.png", sample_grid(corpus, runs["after"], clip, f"{corpus}/bbx"))
-    quality = {t: _load_json(f"{run_dir}/quality_{t}.json") for t in ("before", "after")}
-    sync = {t: _load_json(f"{run_dir}/mouth_sync_{t}.json") for t in ("before", "after")}
+    with np.load(f"{corpus}/gt/{clip}.npz") as data:
+        readable = "viseme" in data.files
+    if readable:
+        with open(f"{lists}/test.txt") as handle:
+            test = [line.split()[0] for line in handle if line.strip()]
+        write_png(f"{run_dir}/samples.png", viseme_grid(corpus, f"{run_dir}/synt_after", test, f"{corpus}/bbx"))
+    else:
+        write_png(f"{run_dir}/samples.png", sample_grid(corpus, runs["after"], clip, f"{corpus}/bbx"))
+    tags = ("before", "after") + (("ablation",) if os.path.isdir(f"{run_dir}/synt_ablation") else ())
+    quality = {t: _load_json(f"{run_dir}/quality_{t}.json") for t in tags}
+    sync = {t: _load_json(f"{run_dir}/mouth_sync_{t}.json") for t in tags}
     dub = _load_json(f"{run_dir}/mouth_sync_dubbed.json")
     run = _load_json(f"{run_dir}/train/train_summary.json")
     expert = _load_json(f"{run_dir}/expert.json")
+    observer = {t: _optional_json(f"{run_dir}/observer_{t}.json") for t in ("ground_truth",) + tags}
+    observer = {t: v for t, v in observer.items() if v is not None}
+    if observer:
+        write_png(f"{run_dir}/observer_wer.png", observer_figure(
+            {f"{t.replace('_', ' ')} (WER {v['wer']:.2f})": [row["wer"] for row in v["per_clip"]]
+             for t, v in observer.items()}))
     summary = {
         "paths": {"corpus": corpus, "expert": f"{run_dir}/expert.pt", "checkpoints": f"{run_dir}/train",
                   "generator": run["checkpoint"], "tensorboard": f"{run_dir}/train/tb",
                   "synthesized_before": f"{run_dir}/synt_before", "synthesized_after": f"{run_dir}/synt_after",
                   "dubbed": f"{run_dir}/dubbed.mp4", "mouth_sync_plot": f"{run_dir}/mouth_sync.png",
-                  "sample_grid": f"{run_dir}/samples.png"},
+                  "sample_grid": f"{run_dir}/samples.png",
+                  **({"observer": f"{run_dir}/observer.pt", "observer_plot": f"{run_dir}/observer_wer.png"}
+                     if observer else {})},
         "metrics": {t: {"psnr": quality[t]["psnr"], "ssim": quality[t]["ssim"], "mouth_sync": sync[t]["r"],
-                        "clips": quality[t]["clips"]} for t in ("before", "after")},
+                        "clips": quality[t]["clips"],
+                        **({"observer_wer": observer[t]["wer"]} if t in observer else {})} for t in tags},
         "dubbed": {"mouth_sync": dub["r"], "frames": dub["frames"], "face_clip": dub_face, "speech_clip": dub_speech},
         "training": {"steps": run["step"], "stage_reached": run["stage"], "stage_name": run["stage_name"],
                      "validations_in_stage_2": sum(h["stage"] == 2 for h in run["history"]),
                      "rollbacks": run["rollbacks"], "gan": gan_health(run.get("train_log", []), run["history"]),
-                     "validation": [{k: h[k] for k in ("step", "stage", "l1", "token_acc") if k in h}
+                     "validation": [{k: h[k] for k in ("step", "stage", "l1", "token_acc", "disc_acc") if k in h}
                                     for h in run["history"]]},
         "expert": {k: expert[k] for k in ("token_acc", "token_acc_blank", "train_token_acc", "train_token_acc_blank",
-                                          "wer") if k in expert},
+                                          "wer", "wer_blank", "test_wer", "test_wer_blank") if k in expert},
         "seconds": seconds,
     }
+    if observer:
+        summary["observer"] = {"wer": {t: v["wer"] for t, v in observer.items()},
+                               "clips": observer["ground_truth"]["clips"] if "ground_truth" in observer else None}
     with atomic_output(f"{run_dir}/summary.json") as tmp, open(tmp, "w") as handle:
         json.dump(summary, handle, indent=1)
     return summary
@@ -177,9 +262,15 @@ def quickstart_summary(run_dir: str, clip: str, seconds: Dict[str, int], dub_fac
 def print_summary(summary: Dict, run_dir: str) -> None:
     m, t, e, g = summary["metrics"], summary["training"], summary["expert"], summary["training"]["gan"]
     print(f"\nquickstart finished in {summary['seconds'].get('total', 0)}s")
-    for tag in ("before", "after"):
-        print(f"  {tag + ' training:':17s}PSNR {m[tag]['psnr']:.2f} dB, SSIM {m[tag]['ssim']:.3f}, "
-              f"mouth sync r {m[tag]['mouth_sync']:.3f} ({m[tag]['clips']} test clips)")
+    for tag in m:
+        label = "ablation (no lip loss):" if tag == "ablation" else tag + " training:"
+        print(f"  {label:17s}PSNR {m[tag]['psnr']:.2f} dB, SSIM {m[tag]['ssim']:.3f}, "
+              f"mouth sync r {m[tag]['mouth_sync']:.3f}"
+              + (f", observer WER {m[tag]['observer_wer']:.3f}" if "observer_wer" in m[tag] else "")
+              + f" ({m[tag]['clips']} test clips)")
+    if "observer" in summary and "ground_truth" in summary["observer"]["wer"]:
+        print(f"  {'ground truth:':17s}observer WER {summary['observer']['wer']['ground_truth']:.3f} "
+              f"(the real test videos)")
     print(f"  {'dubbed clip:':17s}mouth sync r {summary['dubbed']['mouth_sync']:.3f} against its driving speech")
     print(f"  {'training:':17s}stage {t['stage_reached']} ({t['stage_name']}) in {t['steps']} steps, "
           f"{t['validations_in_stage_2']} validations in stage 2, {t['rollbacks']} rollbacks")
@@ -188,7 +279,9 @@ def print_summary(summary: Dict, run_dir: str) -> None:
               f"fake {g['disc_fake_range'][0]:.2f}-{g['disc_fake_range'][1]:.2f}, best accuracy "
               f"{g['disc_acc_max']:.2f}; {'COLLAPSED' if g['collapsed'] else 'no collapse'}")
     if e:
-        print(f"  {'expert:':17s}token accuracy {e['token_acc']:.3f} on held-out clips "
+        held_out = (f"WER {e['test_wer']:.3f} on the test clips ({e['test_wer_blank']:.3f} with the video blanked), "
+                    if "test_wer" in e else "")
+        print(f"  {'expert:':17s}{held_out}token accuracy {e['token_acc']:.3f} on held-out clips "
               f"({e['token_acc_blank']:.3f} with the video blanked), {e['train_token_acc']:.3f} on its training "
               f"clips ({e['train_token_acc_blank']:.3f} blanked)")
     for key, value in summary["paths"].items():

@@ -252,3 +252,27 @@ def test_refused_states_are_moved_aside_and_never_crowd_out_good_ones(tmp_path):
     kept = [step for step, _ in checkpoints.state_files(str(tmp_path))]
     assert kept == [5, 10, 25]                                       # the good ones, none deleted for a refused one
     assert not (tmp_path / "pwned").exists() and not os.path.exists(os.path.join(ROOT, "pwned"))
+
+
+def test_libav_lines_stay_out_of_a_damaged_files_one_line_error(tmp_path):
+    """A file with scrambled bytes mid-stream: decoding it prints nothing of libav's own ('[h264 @ 0x...]
+    Invalid NAL unit size'), only our error. OpenCV left at its defaults (as before) prints them for the
+    same file: the test can tell."""
+    write_clip(tmp_path / "good.mp4", head_frames(75))
+    data = bytearray((tmp_path / "good.mp4").read_bytes())
+    for i in range(len(data) * 2 // 5, len(data) * 4 // 5, 7):
+        data[i] = (data[i] * 31 + 7) % 256
+    (tmp_path / "bad.mp4").write_bytes(bytes(data))
+    code = ("import sys; sys.path.insert(0, {root!r})\n"
+            "from utils.errors import MediaError\nfrom utils.video import VideoReader\n"
+            "try:\n    list(VideoReader({path!r}))\nexcept MediaError as err:\n    print('error:', err, file=sys.stderr)\n")
+    code = code.format(root=ROOT, path=str(tmp_path / "bad.mp4"))
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                           env={k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"})
+    assert quiet.stderr.strip().splitlines() == [line for line in quiet.stderr.strip().splitlines()
+                                                if line.startswith("error:")]
+    assert len(quiet.stderr.strip().splitlines()) == 1 and str(tmp_path / "bad.mp4") in quiet.stderr
+    plain = f"import cv2\ncapture = cv2.VideoCapture({str(tmp_path / 'bad.mp4')!r})\nwhile capture.read()[0]:\n    pass\n"
+    loud = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"})
+    assert "[h264 @" in loud.stderr

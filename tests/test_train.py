@@ -2,6 +2,7 @@
 divergence rollback, the cpu preset through inference. The generator runs at the cpu preset (every
 property here holds at any width; the paper's layout is tested in test_talklip.py)."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -216,6 +217,47 @@ def test_unsafe_or_damaged_states_are_skipped_never_unpickled(corpus, one_shard,
     assert not os.path.exists(os.path.join(ROOT, "pwned")) and not (tmp_path / "pwned").exists()
     assert (tmp_path / "state_step000000009.pt.refused").exists() and (tmp_path / "state_step000000005.pt.refused").exists()
     assert log.count("saved step 2:") == 1                   # the last step, validated and saved, is not saved again
+
+
+RECORD_OPENS = """
+import os, sys
+def _hook(event, args):
+    if (event == "open" and isinstance(args[0], (str, bytes, os.PathLike))
+            and os.path.abspath(os.fsdecode(args[0])).startswith(os.environ["TALKLIP_TEST_WATCH"])
+            and "observer" in os.path.basename(os.fsdecode(args[0]))):
+        with open(os.environ["TALKLIP_TEST_OPENS"], "a") as log:
+            log.write(os.fsdecode(args[0]) + "\\n")
+sys.addaudithook(_hook)
+"""
+
+
+def test_training_never_opens_the_observer(corpus, one_shard, tiny_expert, tmp_path):
+    """The quickstart keeps its observer (observer.pt) beside the expert; train.py, run with every loss on,
+    must never read it: the observer scores the generator, it must not have shaped it."""
+    data, _ = corpus
+    readers = tmp_path / "readers"
+    os.makedirs(readers)
+    shutil.copy(tiny_expert, readers / "expert.pt")
+    shutil.copy(tiny_expert, readers / "observer.pt")
+    hook = tmp_path / "hook"
+    os.makedirs(hook)
+    (hook / "sitecustomize.py").write_text(RECORD_OPENS)
+    opens = tmp_path / "opens.txt"
+    env = dict(os.environ, PYTHONPATH=f"{hook}{os.pathsep}{ROOT}", TALKLIP_TEST_OPENS=str(opens),
+               TALKLIP_TEST_WATCH=str(readers))
+    args = ["--file_dir", data, "--video_root", f"{data}/main", "--audio_root", one_shard / "audio", "--bbx_root",
+            one_shard / "bbx", "--word_root", f"{data}/main", "--avhubert_path", readers / "expert.pt",
+            "--checkpoint_dir", tmp_path / "ck", "--generator_preset", "cpu", "--batch_size", 1, "--windows_per_clip", 1,
+            "--num_worker", 0, "--max_steps", 1, "--valid_clips", 1, "--start_stage", 2, "--device", "cpu",
+            "--no_tensorboard", "--no_progress"]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "lip" in (tmp_path / "ck" / "talklip.log").read_text()          # the expert's loss was on
+    (readers / "probe_observer.txt").write_text("x")                       # the hook does record opens
+    subprocess.run([sys.executable, "-c", f"open({str(readers / 'probe_observer.txt')!r}).read()"], env=env, check=True)
+    recorded = opens.read_text().split()
+    assert recorded == [str(readers / "probe_observer.txt")], recorded
 
 
 def test_cpu_preset_round_trip_through_inference(corpus, one_shard, tiny_expert, tmp_path):
