@@ -178,7 +178,7 @@ out, me, frames, wait_for, touch_mid, touch_end = sys.argv[1:]
 with VideoWriter(out, 25, 64, 48) as writer:
     for k in range(int(frames)):
         writer.write(np.full((48, 64, 3), 40 * int(me == "a"), np.uint8))
-        if k == 1:
+        if k == int(frames) - 10:             # past the encoder's look-ahead: ffmpeg has made its file
             open(touch_mid, "w").close()
             deadline = time.time() + 60
             while wait_for != "-" and not os.path.exists(wait_for) and time.time() < deadline:
@@ -193,20 +193,20 @@ def test_two_runs_writing_one_output_both_finish_and_the_last_wins(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(WRITER.format(root=ROOT))
     out, a_mid, go = tmp_path / "dub.mp4", tmp_path / "a_mid", tmp_path / "go"
-    first = subprocess.Popen([sys.executable, script, out, "a", "10", go, a_mid, tmp_path / "a_done"],
+    first = subprocess.Popen([sys.executable, script, out, "a", "60", go, a_mid, tmp_path / "a_done"],
                              stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not a_mid.exists() and time.time() < deadline:
+    while not (a_mid.exists() and glob.glob(str(tmp_path / ".dub.tmp-*.mp4"))) and time.time() < deadline:
         time.sleep(0.05)
     assert len(glob.glob(str(tmp_path / ".dub.tmp-*.mp4"))) == 1       # a's temporary, in progress
-    second = subprocess.run([sys.executable, script, out, "b", "4", "-", tmp_path / "b_mid", tmp_path / "b_done"],
+    second = subprocess.run([sys.executable, script, out, "b", "12", "-", tmp_path / "b_mid", tmp_path / "b_done"],
                             capture_output=True, text=True, timeout=60)
     assert second.returncode == 0, second.stderr
-    assert sum(1 for _ in VideoReader(str(out))) == 4                # b's, complete
+    assert sum(1 for _ in VideoReader(str(out))) == 12               # b's, complete
     go.touch()
     assert first.wait(timeout=60) == 0, first.stderr.read()
     frames = list(VideoReader(str(out)))
-    assert len(frames) == 10 and frames[0].mean() > 30               # a's, complete: the last to finish
+    assert len(frames) == 60 and frames[0].mean() > 30               # a's, complete: the last to finish
     assert not glob.glob(str(tmp_path / ".dub.tmp-*"))
 
 
