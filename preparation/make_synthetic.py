@@ -139,23 +139,21 @@ def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width
 def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, face: np.ndarray,
               use_espeak: bool, grammar: str = "words") -> None:
     samples_per_frame = AUDIO_RATE_HZ // FPS
-    truth = {}
     if grammar == "grid":             # phonemes rendered one by one: the mouth shows each one's viseme
         wav, segments = speak_phonemes(sentence.split(), rng, LEAD_SILENCE_S)
-        num_frames = int(np.ceil(len(wav) / samples_per_frame))
+    else:
+        lead = np.zeros(int(LEAD_SILENCE_S * AUDIO_RATE_HZ), np.float32)
+        wav = np.concatenate([lead, speak(sentence, rng, use_espeak), lead])
+    num_frames = int(np.ceil(len(wav) / samples_per_frame))
+    wav = np.pad(wav, (0, num_frames * samples_per_frame - len(wav)))
+    truth, shapes = {}, None
+    if grammar == "grid":
         shapes, visemes = mouth_track(segments, num_frames, FPS)
         opening, width = shapes[:, 0], shapes[:, 1]
         truth = {"mouth_roundness": shapes[:, 2], "mouth_shape": shapes, "viseme": visemes,
                  "phonemes": np.array([seg.phone for seg in segments]),
                  "phoneme_times": np.array([(seg.start, seg.end) for seg in segments], np.float32)}
     else:
-        speech = speak(sentence, rng, use_espeak)
-        lead = np.zeros(int(LEAD_SILENCE_S * AUDIO_RATE_HZ), np.float32)
-        wav = np.concatenate([lead, speech, lead])
-        num_frames = int(np.ceil(len(wav) / samples_per_frame))
-        shapes = None
-    wav = np.pad(wav, (0, num_frames * samples_per_frame - len(wav)))
-    if grammar != "grid":
         opening = mouth_opening(wav, num_frames, FPS)
         width = mouth_width(wav, opening, FPS)
     motion = np.array([rng.uniform(2, 5), rng.uniform(1, 3), rng.uniform(0.2, 0.5),
@@ -172,7 +170,8 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
                 writer.write(frame)
                 boxes.append(box)
                 centers.append(center)
-                darkness.append(mouth_darkness(frame, center, box))
+                if shapes is not None:
+                    darkness.append(mouth_darkness(frame, center, box))
     if grammar == "grid":             # the opening as the pixels show it (teeth, tongue, lip roundness)
         opening = np.clip(np.array(darkness) / OPEN_DARKNESS, 0, 1).astype(np.float32)
     with atomic_output(os.path.join(out_dir, "main", f"{name}.txt")) as tmp:

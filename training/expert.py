@@ -180,12 +180,13 @@ def evaluate_expert(model, clips: ClipCache, device, decode: bool = True, blank:
     reading), and (``decode``) the WER of greedy decoding ('wer', and 'wer_blank' with ``blank``)."""
     from evaluation.wer import error_rates
     model.eval()
-    correct = {"token_acc": 0, "token_acc_blank": 0}
+    correct = {"token_acc": 0, **({"token_acc_blank": 0} if blank else {})}
     total = 0
     refs, hyps, hyps_blank = [], [], []
     for i in range(len(clips.items)):
         video, mask, target, prev, _ = (t.to(device) if torch.is_tensor(t) else t for t in clips.batch([i]))
-        for key, shown in (("token_acc", video), ("token_acc_blank", torch.zeros_like(video)))[:2 if blank else 1]:
+        for key in correct:
+            shown = video if key == "token_acc" else torch.zeros_like(video)
             out = lip_reading_loss(model, shown, mask, target, prev)
             correct[key] += int(out["n_correct"])
         total += int(out["total"])
@@ -196,7 +197,7 @@ def evaluate_expert(model, clips: ClipCache, device, decode: bool = True, blank:
                 ids = model.generate(video=torch.zeros_like(video), padding_mask=mask, beam=1)[0]
                 hyps_blank.append(clips.codec.decode(ids))
     model.train()
-    result = {k: v / max(1, total) for k, v in correct.items() if blank or k == "token_acc"}
+    result = {k: v / max(1, total) for k, v in correct.items()}
     if decode:
         result["wer"] = error_rates(refs, hyps)["wer"] if refs else 1.0
         if blank:

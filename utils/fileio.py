@@ -50,15 +50,17 @@ def _host_tag() -> str:
 
 
 def _writer_gone(name: str, prefix: str) -> bool:
-    """Whether the writer named in temporary ``name`` (``<prefix><host>-<pid>-<random><ext>``) has exited."""
+    """Whether the writer named in temporary ``name`` (``<prefix><host>-<pid>-<random><ext>``) has exited.
+    A temporary without a named writer (written before writers were named) counts as stale; another
+    host's is kept, since its process cannot be looked up here."""
     parts = name[len(prefix):].split("-")
-    if len(parts) < 3 or parts[0] != _host_tag() or not parts[1].isdigit():
-        return len(parts) < 3         # an unnamed writer (this module before it named them): stale; another host's: kept
-    pid = int(parts[1])
-    if pid == os.getpid():
+    if len(parts) < 3:
+        return True
+    host, pid = parts[0], parts[1]
+    if host != _host_tag() or not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except PermissionError:           # alive, owned by another user

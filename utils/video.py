@@ -41,22 +41,26 @@ class VideoInfo:
 _DURATION_TAG = re.compile(r"(\d+):(\d+):(\d+(?:\.\d*)?)$")
 
 
+def _declared_duration_s(container) -> Optional[float]:
+    """The first video stream's duration as an open PyAV ``container`` declares it: the stream's own
+    (edit lists applied: mp4/mov), its DURATION tag (mkv/webm), else the container's."""
+    stream = container.streams.video[0]
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = _DURATION_TAG.match(stream.metadata.get("DURATION", "").strip())
+    if tag:
+        hours, minutes, seconds = tag.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return container.duration / 1e6 if container.duration else None
+
+
 def stream_duration_s(path: str) -> Optional[float]:
-    """The video stream's own duration in seconds as the container declares it, edit lists applied
-    (mp4/mov), from its DURATION tag (mkv/webm), else the container's duration; None if unreadable."""
+    """The video stream's own duration in seconds as the container declares it (``_declared_duration_s``);
+    None if the file or its video stream cannot be read."""
     import av
     try:
         with av.open(path) as container:
-            if not container.streams.video:
-                return None
-            stream = container.streams.video[0]
-            if stream.duration and stream.time_base:
-                return float(stream.duration * stream.time_base)
-            tag = _DURATION_TAG.match(stream.metadata.get("DURATION", "").strip())
-            if tag:
-                hours, minutes, seconds = tag.groups()
-                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-            return container.duration / 1e6 if container.duration else None
+            return _declared_duration_s(container) if container.streams.video else None
     except (av.FFmpegError, OSError, ValueError):
         return None
 
@@ -274,14 +278,18 @@ class VideoWriter:
 
 def check_complete(path: str) -> None:
     """Raise MediaError when the video stream's packets (read, not decoded) end more than SLACK_FRAMES
-    frames before its declared duration: a half-copied file. Cheap: no frame is decoded."""
+    frames before its declared duration: a half-copied file. Cheap: no frame is decoded, the file is
+    opened once."""
     import av
-    info = probe_video(path)
-    if info.duration_s is None:
-        return
     try:
         with av.open(path) as container:
+            if not container.streams.video:
+                raise _corrupt(path, "no video stream with frames")
+            duration = _declared_duration_s(container)
+            if duration is None:
+                return
             stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             count, end = 0, start
             for packet in container.demux(stream):
@@ -290,8 +298,8 @@ def check_complete(path: str) -> None:
                     end = max(end, float((packet.pts + (packet.duration or 0)) * stream.time_base))
     except av.FFmpegError as err:
         raise _corrupt(path, str(err)) from None
-    if end - start < info.duration_s - SLACK_FRAMES / info.fps - 1e-3:
-        raise cut_short(path, min(count, int(round((end - start) * info.fps))), end - start, info.duration_s)
+    if end - start < duration - SLACK_FRAMES / fps - 1e-3:
+        raise cut_short(path, min(count, int(round((end - start) * fps))), end - start, duration)
 
 
 def extract_audio(video_path: str, wav_path: str, rate: int = 16000) -> None:
