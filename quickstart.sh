@@ -61,13 +61,17 @@ took[data]=$(( $(stamp) - s ))
 # recipe with another seed, so they share no weights and no data order. There each frame's viseme
 # supervises the visual front end besides the transcript (--viseme_root): they read within 300 steps.
 s=$(stamp)
+# The expert also learns the speech (--audio_visual, AV-HuBERT's modality dropout): the generator's audio
+# encoder starts from its encoder, as TalkLip's starts from an audio-visual AV-HuBERT. The observer reads
+# video only.
 readers=expert; reader_flags=()
 [ "$grammar" = grid ] && readers="expert observer" reader_flags=(--batch_size 8 --lr 2e-3 --viseme_root "$c/gt" --test_filelist "$l/test.txt")
 for reader in $readers; do
-  reader_seed=$seed; [ $reader = observer ] && reader_seed=$(( seed + 1000 ))
+  reader_seed=$seed modality=(); [ $reader = observer ] && reader_seed=$(( seed + 1000 ))
+  [ "$grammar/$reader" = grid/expert ] && modality=(--audio_visual)
   $PYTHON "$root/train_expert.py" --file_dir "$c" --video_root "$c/main" --word_root "$c/main" --out "$out_dir/$reader.pt" \
     --out_json "$out_dir/$reader.json" --steps "$expert_steps" --seed "$reader_seed" --device cpu --no_progress \
-    "${reader_flags[@]+"${reader_flags[@]}"}"
+    "${reader_flags[@]+"${reader_flags[@]}"}" "${modality[@]+"${modality[@]}"}"
 done
 took[readers]=$(( $(stamp) - s ))
 

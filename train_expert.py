@@ -40,6 +40,9 @@ def parse_args(argv=None):
                    help="also report the WER (and the blank-video WER) on these held-out clips")
     p.add_argument("--eval_every", type=non_negative_int, default=0,
                    help="log the validation WER every N steps (0: only at the end)")
+    p.add_argument("--audio_visual", action="store_true",
+                   help="also learn to read each clip's speech (AV-HuBERT's modality dropout: a quarter of the steps "
+                        "audio only, a quarter both): the generator's audio encoder starts from this encoder")
     p.add_argument("--out_json", default=None, help="also write the validation results here")
     add_device_arg(p)
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -52,7 +55,7 @@ def main(args) -> int:
                           vocab_size=args.vocab_size, seed=args.seed, device=resolve_device(args.device),
                           progress=not args.no_progress, viseme_root=args.viseme_root,
                           viseme_weight=args.viseme_weight, eval_every=args.eval_every,
-                          test_filelist=args.test_filelist)
+                          test_filelist=args.test_filelist, audio_visual=args.audio_visual)
     if args.out_json:
         with atomic_output(args.out_json) as tmp, open(tmp, "w") as handle:
             json.dump(result, handle, indent=1)

@@ -19,6 +19,7 @@ from models.avhubert.model import AVHubertModel
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec
 from models.avhubert.training import collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
 from models.presets import decoder_preset, encoder_preset
+from utils.audio import AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.checkpoint import save_atomic
 from utils.errors import CheckpointError
 from utils.fileio import read_filelist
@@ -77,21 +78,36 @@ def save_expert(model: AVHubertSeq2Seq, codec: TextCodec, path: str, extra: Opti
 
 class ClipCache:
     """Mouth crops and targets of a split, read once (the corpora this is for are small); with
-    ``viseme_root`` (a synthetic corpus' gt/ folder) also each frame's viseme id."""
+    ``viseme_root`` (a synthetic corpus' gt/ folder) also each frame's viseme id; with ``audio`` also
+    each clip's speech as TalkLip's audio features (read from the video's own sound track), one row
+    per frame."""
 
-    def __init__(self, names, video_root, word_root, codec, progress: bool = True, viseme_root: Optional[str] = None):
-        self.items, self.codec, self.visemes = [], codec, []
+    def __init__(self, names, video_root, word_root, codec, progress: bool = True, viseme_root: Optional[str] = None,
+                 audio: bool = False):
+        self.items, self.codec, self.visemes, self.audio = [], codec, [], []
         for name in tqdm(names, desc="reading clips", unit="clip", leave=False, disable=not progress):
-            with VideoReader(f"{video_root}/{name}.mp4") as reader:
+            path = f"{video_root}/{name}.mp4"
+            with VideoReader(path) as reader:
                 frames = torch.from_numpy(np.stack(list(reader))).float()
             self.items.append((frames_to_mouth_rois(frames), codec.encode(read_transcript(word_root, name))))
             if viseme_root:
                 self.visemes.append(torch.from_numpy(np.load(f"{viseme_root}/{name}.npz")["viseme"]).long())
+            if audio:
+                feats = talklip_features(load_audio(path), AUDIO_RATE_HZ)
+                self.audio.append(torch.from_numpy(audio_visual_align(feats, len(frames), mode="end")))
 
     def batch(self, idx):
         video, mask = collate_videos([self.items[i][0] for i in idx])
         target, prev, _, ntokens = collate_targets([self.items[i][1] for i in idx])
         return video, mask, target, prev, ntokens
+
+    def audio_batch(self, idx, length: int) -> torch.Tensor:
+        """(B, 104, length) audio features, zeros past each clip's end."""
+        out = torch.zeros(len(idx), self.audio[idx[0]].shape[1], length)
+        for row, i in enumerate(idx):
+            feats = self.audio[i][:length]
+            out[row, :, :len(feats)] = feats.T
+        return out
 
     def viseme_batch(self, idx, length: int) -> torch.Tensor:
         """(B, length) viseme ids, -100 (ignored) past each clip's end."""
@@ -102,17 +118,25 @@ class ClipCache:
         return out
 
 
+# AV-HuBERT's modality dropout as the expert uses it (--audio_visual): the share of steps that show the
+# video alone, the audio alone, or both. Reading lips stays the main task (every evaluation is video only).
+MODALITY_SHARES = {"video": 0.5, "audio": 0.25, "both": 0.25}
+
+
 def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="tiny", steps=300, batch_size=4,
                  lr=1e-3, vocab_size=100, seed=0, device="cpu", progress=True, log=print,
                  viseme_root: Optional[str] = None, viseme_weight: float = 1.0, eval_every: int = 0,
-                 test_filelist: Optional[str] = None) -> Dict:
+                 test_filelist: Optional[str] = None, audio_visual: bool = False) -> Dict:
     """Train and save the expert; return its validation results. With ``viseme_root`` (the synthetic
     corpus' gt/ folder) a linear head on the encoder also learns each frame's viseme (weight
     ``viseme_weight``): frame-level supervision that gets the visual front end reading sooner. The
     head is dropped when the expert is saved; the file is a plain AV-HuBERT seq2seq lip reader.
     ``eval_every`` > 0 logs the validation WER (greedy) and token accuracy every that many steps, kept
     in the result's ``curve``. ``test_filelist`` also reports the held-out WER (and blank-video WER) on
-    those clips as ``test_wer`` / ``test_wer_blank``."""
+    those clips as ``test_wer`` / ``test_wer_blank``. ``audio_visual`` also trains the encoder on each
+    clip's speech (AV-HuBERT's modality dropout, ``MODALITY_SHARES``): the released AV-HuBERT encoders
+    read both, and TalkLip's audio encoder starts from the expert's, so a small expert trained on
+    video alone would hand the generator an audio path that never learnt anything."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train_names = read_filelist(os.path.join(file_dir, "train.txt"))
@@ -126,8 +150,8 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
         vocab = len(codec.dictionary)
         model = from_init(base, vocab) if base is not None else new_model(preset, vocab)
     model = model.to(device).train()
-    train = ClipCache(train_names, video_root, word_root, codec, progress, viseme_root)
-    valid = ClipCache(valid_names, video_root, word_root, codec, progress)
+    train = ClipCache(train_names, video_root, word_root, codec, progress, viseme_root, audio=audio_visual)
+    valid = ClipCache(valid_names, video_root, word_root, codec, progress, audio=audio_visual)
     head = None
     if viseme_root:
         from preparation.visemes import VISEMES
@@ -140,7 +164,14 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
     for step in bar:
         idx = rng.choice(len(train.items), size=min(batch_size, len(train.items)), replace=False)
         video, mask, target, prev, ntokens = (t.to(device) if torch.is_tensor(t) else t for t in train.batch(idx))
-        out = lip_reading_loss(model, video, mask, target, prev)
+        audio = None
+        if audio_visual:
+            shown = rng.choice(list(MODALITY_SHARES), p=list(MODALITY_SHARES.values()))
+            if shown != "video":
+                audio = train.audio_batch(idx, video.shape[2]).to(device)
+            if shown == "audio":
+                video = None
+        out = lip_reading_loss(model, video, mask, target, prev, audio=audio)
         loss = out["loss"] / ntokens
         if head is not None:
             enc = out["encoder_out"]                          # (T, B, C)
@@ -163,7 +194,7 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
               **{f"train_{k}": v for k, v in evaluate_expert(model, train, device, decode=False).items()},
               "curve": curve}
     if test_filelist:
-        test = ClipCache(read_filelist(test_filelist), video_root, word_root, codec, progress)
+        test = ClipCache(read_filelist(test_filelist), video_root, word_root, codec, progress, audio=audio_visual)
         result.update({f"test_{k}": v for k, v in evaluate_expert(model, test, device).items()})
     log(f"expert: validation token accuracy {result['token_acc']:.3f} ({result['token_acc_blank']:.3f} with the "
         f"video blanked, i.e. from the text prior alone), WER {result['wer']:.3f} ({result['wer_blank']:.3f} "
@@ -175,19 +206,25 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
 
 @torch.no_grad()
 def evaluate_expert(model, clips: ClipCache, device, decode: bool = True, blank: bool = True) -> Dict[str, float]:
-    """Teacher-forced token accuracy with the clips' mouths ('token_acc') and (``blank``) with the video
+    """Teacher-forced token accuracy with the clips' mouths ('token_acc'), (``blank``) with the video
     blanked ('token_acc_blank': what the decoder's text prior alone gets, the chance level of lip
-    reading), and (``decode``) the WER of greedy decoding ('wer', and 'wer_blank' with ``blank``)."""
+    reading) and, for clips read with their audio, from the speech alone ('token_acc_audio'); and
+    (``decode``) the WER of greedy decoding ('wer', and 'wer_blank' with ``blank``)."""
     from evaluation.wer import error_rates
     model.eval()
-    correct = {"token_acc": 0, **({"token_acc_blank": 0} if blank else {})}
+    shows = ["token_acc"] + (["token_acc_blank"] if blank else []) + (["token_acc_audio"] if clips.audio else [])
+    correct = dict.fromkeys(shows, 0)
     total = 0
     refs, hyps, hyps_blank = [], [], []
     for i in range(len(clips.items)):
         video, mask, target, prev, _ = (t.to(device) if torch.is_tensor(t) else t for t in clips.batch([i]))
-        for key in correct:
-            shown = video if key == "token_acc" else torch.zeros_like(video)
-            out = lip_reading_loss(model, shown, mask, target, prev)
+        for key in shows:
+            shown, audio = video, None
+            if key == "token_acc_blank":
+                shown = torch.zeros_like(video)
+            elif key == "token_acc_audio":
+                shown, audio = None, clips.audio_batch([i], video.shape[2]).to(device)
+            out = lip_reading_loss(model, shown, mask, target, prev, audio=audio)
             correct[key] += int(out["n_correct"])
         total += int(out["total"])
         if decode:

@@ -1,6 +1,6 @@
 """What training with the lip-reading expert needs: target collation, TalkLip's label-smoothed
 cross-entropy, and the differentiable path from generated faces to the expert's mouth input."""
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +42,12 @@ def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, epsilon:
 
 
 def lip_reading_loss(model, video: torch.Tensor, padding_mask: torch.Tensor, target: torch.Tensor,
-                     prev_output_tokens: torch.Tensor, label_smoothing: float = 0.1) -> dict:
+                     prev_output_tokens: torch.Tensor, label_smoothing: float = 0.1,
+                     audio: Optional[torch.Tensor] = None) -> dict:
     """TalkLip's expert criterion: loss and nll (sums over tokens), n_correct and total for accuracy,
-    and the expert's encoder output (T, B, C) with its padding mask for the contrastive loss."""
-    logits, (enc, enc_mask) = model(video=video, padding_mask=padding_mask,
+    and the expert's encoder output (T, B, C) with its padding mask for the contrastive loss. ``video``
+    or ``audio`` (B, 104, T) may be None: the model reads the other one alone."""
+    logits, (enc, enc_mask) = model(video=video, audio=audio, padding_mask=padding_mask,
                                     prev_output_tokens=prev_output_tokens, return_encoder_out=True)
     lprobs = F.log_softmax(logits.float(), dim=-1).view(-1, logits.size(-1))
     flat_target = target.reshape(-1)
