@@ -112,15 +112,16 @@ class TalkLip(nn.Module):
         out = self.config.output_channels
         self.output_block = nn.Sequential(ConvBlock(up[6], out, 3, 1, 1), nn.Conv2d(out, 3, 1, 1, 0), nn.Sigmoid())
         self.sync_net = AVSync(cfg.encoder_embed_dim)
-        self.ft = False          # fine-tune the audio encoder (training stage 2 on)
 
     @property
     def audio_dim(self) -> int:
         return self.audio_map.in_features
 
-    def encode_audio(self, audio: torch.Tensor, padding_mask: Optional[torch.Tensor] = None):
-        """audio (B, 104, T) -> per-frame features (T, B, C) and padding mask (B, T)."""
-        with torch.no_grad() if not self.ft else contextlib.nullcontext():
+    def encode_audio(self, audio: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                     train_encoder: bool = False):
+        """audio (B, 104, T) -> per-frame features (T, B, C) and padding mask (B, T). Gradients reach
+        the encoder's trainable layers only with ``train_encoder`` (training.trainer.StagePlan)."""
+        with contextlib.nullcontext() if train_encoder else torch.no_grad():
             return self.audio_encoder(audio=audio, padding_mask=padding_mask)
 
     def render(self, faces: torch.Tensor, audio_emb: torch.Tensor) -> torch.Tensor:
@@ -135,9 +136,9 @@ class TalkLip(nn.Module):
         return self.output_block(x)
 
     def forward(self, faces: torch.Tensor, audio: torch.Tensor, padding_mask: Optional[torch.Tensor],
-                audio_index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                audio_index: torch.Tensor, train_encoder: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """-> generated faces (N, 3, 96, 96), audio features (T, B, C)."""
-        audio_emb, _ = self.encode_audio(audio, padding_mask)
+        audio_emb, _ = self.encode_audio(audio, padding_mask, train_encoder)
         flat = audio_emb.transpose(0, 1).reshape(-1, audio_emb.shape[-1])
         return self.render(faces, flat[audio_index]), audio_emb
 

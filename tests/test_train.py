@@ -153,6 +153,32 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(corpus, one_shard, tm
     assert not (tmp_path / "expert.pt").exists()
 
 
+def test_the_command_line_and_the_library_give_one_configuration(tmp_path):
+    """train.py's flags are TrainConfig's fields: the same flags give the same config as the library,
+    every default of the parser is the dataclass's, and an unknown option is an error on both sides."""
+    import dataclasses
+    import train
+    from training.config import config_from_args
+    required = dict(file_dir="d", video_root="d/main", audio_root="d/audio", bbx_root="d/bbx", avhubert_path="e.pt",
+                    checkpoint_dir=str(tmp_path))
+    flags = [a for k, v in required.items() for a in (f"--{k}", v)]
+    assert config_from_args(train.parse_args(flags)) == TrainConfig(**required)
+    chosen = dict(lip_w=0.5, perp_w=0.0, batch_size=3, stage_max_steps=(4, 5, 6), tensorboard=False, no_lip_loss=True,
+                  disc_lr=2e-4, generator_preset="cpu")
+    cfg = config_from_args(train.parse_args(flags + ["--lip_w", "0.5", "--perp_w", "0", "--batch_size", "3",
+                                                     "--stage_max_steps", "4,5,6", "--no_tensorboard", "--no_lip_loss",
+                                                     "--disc_lr", "2e-4", "--generator_preset", "cpu"]))
+    assert cfg == TrainConfig(**required, **chosen)
+    assert cfg.weights.lip_w == 0.0 and cfg.weights.perp_w == 0.0 and cfg.weights.cont_w == 1e-3
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            assert getattr(train.parse_args(flags), f.name) == f.default, f.name
+    with pytest.raises(TalkLipError, match="lip_weight"):
+        TrainConfig.from_dict({**required, "lip_weight": 1.0})
+    with pytest.raises(SystemExit):
+        train.parse_args(flags + ["--lip_weight", "1"])
+
+
 def test_curriculum_plateaus_and_step_bounds():
     c = Curriculum(patience=0, min_steps=(3, 0, 0), max_steps=(0, 2, 0))
     assert not c.validated(1.0, 1)                     # a new best
@@ -332,6 +358,7 @@ def test_without_transcripts_pseudo_labels_are_made_once_and_the_expert_stage_le
     lips = []
     for _ in range(16):
         logs = trainer.train_step(trainer.next_micro_batches())
+        trainer.count_step()
         trainer.after_step(logs)
         assert torch.isfinite(torch.tensor(logs["lip"]))
         lips.append(logs["lip"])

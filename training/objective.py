@@ -1,9 +1,9 @@
 """TalkLip's training losses: the generator's objective and the discriminator's.
 
 Generator: ``(1 - lip_w - perp_w) * L1 + perp_w * perceptual (GAN) + lip_w * expert CE + cont_w *
-contrastive``, the last two from stage 2 on (the original's weights and stage rule).
+contrastive``, the last two when the stage plan says so (``training.curriculum.stage_plan``: stage 2
+on, as the original).
 """
-from dataclasses import dataclass
 from typing import Dict
 
 import torch
@@ -13,16 +13,8 @@ import torch.nn.functional as F
 from models.avhubert.model import AVHubertSeq2Seq
 from models.avhubert.training import images_to_avhubert, lip_reading_loss
 from models.talklip import TalkLip, TalkLipDiscriminator, bce
-
-EXPERT_STAGE = 2          # the lip-reading expert and the contrastive loss join at this stage
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    lip_w: float = 1e-5       # the expert's cross-entropy on the transcript
-    perp_w: float = 0.07      # the perceptual (GAN) loss
-    cont_w: float = 1e-3      # the audio-visual contrastive loss
-
+from training.config import LossWeights
+from training.curriculum import StagePlan
 
 class Objective(nn.Module):
     """The generator's loss for one batch; the only module DDP wraps on the generator side. The
@@ -33,16 +25,17 @@ class Objective(nn.Module):
         self.gen = generator
         self._frozen = (expert, disc)
 
-    def forward(self, batch: Dict, stage: int, w: LossWeights) -> Dict[str, torch.Tensor]:
+    def forward(self, batch: Dict, plan: StagePlan, w: LossWeights) -> Dict[str, torch.Tensor]:
         """-> {'loss', 'l1', 'perc', 'lip', 'cont', 'n_correct', 'total', 'syn' (N, 3, 96, 96)}. In eval
-        mode the expert also runs before stage 2, so validation reports its token accuracy."""
+        mode the expert also runs when the plan leaves its losses out, so validation reports its token
+        accuracy at every stage."""
         expert, disc = self._frozen
         gen = self.gen
-        gen.ft = stage >= 1
-        syn, enc_audio = gen(batch["faces_in"], batch["audio"], batch["padding_mask"], batch["audio_index"])
+        syn, enc_audio = gen(batch["faces_in"], batch["audio"], batch["padding_mask"], batch["audio_index"],
+                             train_encoder=plan.audio_encoder)
         zero = syn.new_zeros(())
         out = {"syn": syn, "lip": zero, "cont": zero, "perc": zero, "n_correct": zero, "total": zero}
-        expert_on = stage >= EXPERT_STAGE
+        expert_on = plan.expert_losses
         if expert_on or not gen.training:
             video, _ = images_to_avhubert([f.to(syn.device) for f in batch["frames"]], batch["boxes"], syn,
                                           batch["picked"], batch["audio"].shape[2])
@@ -54,7 +47,13 @@ class Objective(nn.Module):
                 aud = enc_audio.transpose(0, 1).reshape(-1, enc_audio.shape[-1])[idx]
                 out["cont"] = gen.sync_net(vid.float(), aud.float())
         if w.perp_w > 0:
+            # the perceptual loss trains the generator only: the discriminator's weights stay out of
+            # this graph (it learns from disc_loss, on detached faces)
+            trainable = [p.requires_grad for p in disc.parameters()]
+            disc.requires_grad_(False)
             out["perc"] = disc.perceptual_loss(syn)
+            for p, flag in zip(disc.parameters(), trainable):
+                p.requires_grad_(flag)
         out["l1"] = F.l1_loss(syn, batch["faces_gt"])
         out["loss"] = (w.lip_w * out["lip"] * expert_on + w.perp_w * out["perc"]
                        + (1.0 - w.lip_w - w.perp_w) * out["l1"] + w.cont_w * out["cont"] * expert_on)

@@ -1,11 +1,11 @@
-"""TalkLip training: the three-stage curriculum and the loop.
+"""TalkLip training: the loop.
 
-Read top to bottom: ``TrainConfig`` (the flags), ``build_models`` (generator initialised from the
-expert's encoder, discriminator, frozen expert), ``Curriculum`` (the original ``status_manager``,
-optionally bounded by per-stage step counts), ``Trainer`` (set-up, ``run``: the loop, then its
-helpers: one step, validation, checkpoints, resume, divergence rollback, logging). The losses live
-in ``training.objective``, the checkpoint files in ``training.checkpoints``; ``train.py`` only
-parses flags and calls ``run``.
+Read top to bottom: ``build_models`` (generator initialised from the expert's encoder,
+discriminator, frozen expert), ``Trainer`` (set-up, ``run``: the loop, then its helpers: one step,
+validation, checkpoints, resume, divergence rollback, logging). Elsewhere, one home each: the
+options and their defaults in ``training.config`` (``train.py`` builds its parser from them), the
+stages and what each trains in ``training.curriculum``, the losses in ``training.objective``, the
+checkpoint files in ``training.checkpoints``.
 """
 import contextlib
 import dataclasses
@@ -30,71 +30,15 @@ from models.talklip import TalkLip, TalkLipDiscriminator, to_channels_last
 from training import checkpoints
 from training.data import ResumableBatchSampler, TalkLipDataset, collate
 from training.labels import clip_labels, label_counts
-from training.objective import LossWeights, Objective, disc_loss
+from training.config import TrainConfig
+from training.curriculum import DONE, FINETUNED_LAYERS, STAGES, Curriculum, stage_plan
+from training.objective import Objective, disc_loss
 from utils.checkpoint import load_checkpoint_file, load_strict
 from utils.device import resolve_device
 from utils.errors import CheckpointError, TalkLipError
 from utils.fileio import read_filelist
 
-STAGES = ("frozen audio encoder", "audio encoder fine-tuned", "lip-reading expert on", "done")
-DONE = len(STAGES) - 1
-FINETUNED_LAYERS = 3            # the audio encoder's last three transformer layers (9-11 of BASE)
 WARMDOWN_FLOOR = 0.1            # --lr_warmdown ends at this fraction of the learning rates
-
-
-@dataclass
-class TrainConfig:
-    file_dir: str
-    video_root: str
-    audio_root: str
-    bbx_root: str
-    word_root: Optional[str]              # transcripts; clips without one get pseudo-labels
-    avhubert_path: str
-    checkpoint_dir: str
-    log_name: str = "talklip"
-    cont_w: float = 1e-3
-    lip_w: float = 1e-5
-    perp_w: float = 0.07
-    gen_checkpoint_path: Optional[str] = None
-    disc_checkpoint_path: Optional[str] = None
-    generator_preset: str = "paper"
-    batch_size: int = 8
-    num_worker: int = 6
-    lr: float = 1e-4
-    disc_lr: Optional[float] = None       # None: lr, as the original
-    lr_warmdown: int = 0                  # the last N steps before max_steps decay both lrs linearly to 10%
-    n_epoch: int = 100
-    ckpt_interval: int = 3000
-    log_interval: int = 100
-    patience: int = 5
-    stage_min_steps: Tuple[int, ...] = (0, 0, 0)
-    stage_max_steps: Tuple[int, ...] = (0, 0, 0)
-    accum_steps: int = 1
-    bf16: bool = False
-    seed: int = 0
-    keep_last: int = 3
-    max_steps: Optional[int] = None
-    valid_clips: Optional[int] = None
-    windows_per_clip: Optional[int] = None
-    diverge_threshold: float = 20.0
-    diverge_steps: int = 50
-    max_rollbacks: int = 5
-    max_oom: int = 10
-    device: str = "auto"
-    no_progress: bool = False
-    tensorboard: bool = True
-    start_stage: int = 0
-    resume_anyway: bool = False
-    no_lip_loss: bool = False             # drop the expert's cross-entropy (keep the contrastive loss)
-    pseudo_label_beam: int = 1            # beam of the expert's decoding for clips without a transcript
-
-    @property
-    def weights(self) -> LossWeights:
-        return LossWeights(lip_w=0.0 if self.no_lip_loss else self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w)
-
-    @property
-    def logged_losses(self) -> Tuple[str, ...]:
-        return ("loss", "l1", "perc", "cont") if self.no_lip_loss else ("loss", "l1", "perc", "lip", "cont")
 
 
 # ------------------------------------------------------------------------------------ models
@@ -115,50 +59,6 @@ def build_models(cfg: TrainConfig, device) -> Dict[str, nn.Module]:
     disc = TalkLipDiscriminator(widths).init_for_training()
     return {"gen": to_channels_last(generator.to(device)), "disc": to_channels_last(disc.to(device)),
             "expert": expert.to(device).eval()}
-
-
-class Curriculum:
-    """The original ``status_manager``: after more than ``patience`` validations without a new
-    lowest L1, move to the next stage. Bounded by per-stage step counts (index = stage): a plateau
-    ends stage s only after ``min_steps[s]`` steps in it, and stage s ends after ``max_steps[s]``
-    steps in it whatever the L1 does (0: no bound). Equal bounds give a fixed schedule."""
-
-    def __init__(self, patience: int = 5, stage: int = 0, min_steps=(0, 0, 0), max_steps=(0, 0, 0)):
-        self.best, self.waited, self.stage, self.patience = math.inf, 0, stage, patience
-        self.min_steps, self.max_steps = tuple(min_steps), tuple(max_steps)
-        self.stage_start = 0        # the step at which the current stage began
-
-    def _bound(self, bounds) -> int:
-        return bounds[self.stage] if self.stage < len(bounds) else 0
-
-    def _advance(self, step: int) -> bool:
-        self.stage, self.waited, self.stage_start = self.stage + 1, 0, step
-        return True
-
-    def validated(self, value: float, step: int) -> bool:
-        """A validation L1 after ``step`` steps; True when the stage changed."""
-        if value < self.best:
-            self.best, self.waited = value, 0
-        else:
-            self.waited += 1
-        ran = step - self.stage_start
-        if self.waited > self.patience and ran > 0 and ran >= self._bound(self.min_steps):
-            return self._advance(step)
-        return False
-
-    def stepped(self, step: int) -> bool:
-        """Called after every step; True when the stage reached its maximum length."""
-        limit = self._bound(self.max_steps)
-        if self.stage < DONE and limit and step - self.stage_start >= limit:
-            return self._advance(step)
-        return False
-
-    def state_dict(self):
-        return {"best": self.best, "waited": self.waited, "stage": self.stage, "stage_start": self.stage_start}
-
-    def load_state_dict(self, s):
-        self.best, self.waited, self.stage = s["best"], s["waited"], s["stage"]
-        self.stage_start = s.get("stage_start", 0)
 
 
 # ------------------------------------------------------------------------------------ distributed
@@ -303,6 +203,7 @@ class Trainer:
                    disable=self.cfg.no_progress or not self.dist.main)
         while not self.finished():
             logs = self.train_step_or_skip(self.next_micro_batches())
+            self.count_step()
             if logs is not None and self.diverged(logs):
                 self.rollback(logs)
                 bar.n = self.step
@@ -367,12 +268,15 @@ class Trainer:
         self.ooms = 0
         return logs
 
-    def after_step(self, logs: Optional[Dict[str, float]]):
-        """Count the step, log it; every ``ckpt_interval`` steps validate and save; move the curriculum."""
+    def count_step(self):
+        """The step just taken (or skipped) counts: ``self.step`` is the number of steps taken."""
         self.step += 1
         self.epoch_step += 1
         if self.epoch_step == self.sampler.steps_per_epoch():
             self.epoch, self.epoch_step, self._batches = self.epoch + 1, 0, None
+
+    def after_step(self, logs: Optional[Dict[str, float]]):
+        """Log the step just counted; every ``ckpt_interval`` steps validate and save; move the curriculum."""
         if logs is not None:
             self.log_scalars("train", logs)
             self.recent.append(logs)
@@ -410,7 +314,7 @@ class Trainer:
 
     # ---- one optimisation step (accum_steps micro-batches on this process)
     def train_step(self, micro_batches: List[Dict]) -> Dict[str, float]:
-        w = self.cfg.weights
+        w, plan = self.cfg.weights, stage_plan(self.stage)
         scale = warmdown_scale(self.step, self.cfg.max_steps, self.cfg.lr_warmdown)
         for opt, lr in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.disc_lr or self.cfg.lr)):
             for group in opt.param_groups:
@@ -426,11 +330,9 @@ class Trainer:
             torch.manual_seed(_micro_seed(self.cfg.seed, self.step, a * self.dist.world + self.dist.rank, self.rollbacks))
             last = a == n - 1
             ctx = self.objective_ddp.no_sync() if (self.dist.world > 1 and not last) else contextlib.nullcontext()
-            self.disc.requires_grad_(False)           # the perceptual loss trains the generator only
             with ctx, self.autocast():
-                out = self.objective_ddp(batch, self.stage, w)
+                out = self.objective_ddp(batch, plan, w)
                 (out["loss"] / n).backward()
-            self.disc.requires_grad_(True)
             outs.append(out["syn"].detach())
             for k in self.cfg.logged_losses:
                 logs[k] = logs.get(k, 0.0) + float(out[k].detach()) / n
@@ -461,7 +363,7 @@ class Trainer:
             batch = self.to_device(batch)
             torch.manual_seed(_micro_seed(self.cfg.seed, 10 ** 9, steps))
             with self.autocast():
-                out = self.objective(batch, self.stage, self.cfg.weights)
+                out = self.objective(batch, stage_plan(self.stage), self.cfg.weights)
                 d = disc_loss(self.disc, batch["faces_gt"], out["syn"])
             for k, v in {**out, **d}.items():
                 if k not in ("syn", "n_correct", "total"):
@@ -571,7 +473,7 @@ class Trainer:
 
     def rollback(self, logs: Dict[str, float]):
         """Back to the newest state from before the divergence began, with a new data order."""
-        now = self.step + 1                           # the step just taken, not yet counted
+        now = self.step                               # the step just taken
         began = now - self.high_disc                  # the weights before the first diverging step
         found = checkpoints.newest_state(self.cfg.checkpoint_dir, before=began + 1, warn=self.note)
         if found is None or self.rollbacks >= self.cfg.max_rollbacks:

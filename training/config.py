@@ -1,0 +1,166 @@
+"""TalkLip's training options, declared once.
+
+Each field of ``TrainConfig`` carries its default, its help, its command-line type and its group;
+``build_parser`` turns them into ``train.py``'s argparse parser, so the command line and the library
+cannot disagree. A field without a default is a required flag, a ``bool`` field a switch
+(``flag=`` names a switch that clears it instead, e.g. ``--no_tensorboard``). The loss weights are
+fields here too; ``TrainConfig.weights`` hands the objective its ``LossWeights``.
+"""
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from models.presets import TALKLIP_PRESETS
+from utils.cli import any_int, non_negative_float, non_negative_int, per_stage, positive_float, positive_int
+from utils.device import DEVICE_HELP
+from utils.errors import TalkLipError
+
+GROUPS = ("data", "models", "losses and optimisation", "schedule", "checkpoints and robustness")
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, group: str, type=None, choices=None,
+           metavar: Optional[str] = None, flag: Optional[str] = None):
+    """A ``TrainConfig`` field: its default and everything ``build_parser`` needs for its flag."""
+    assert group in GROUPS, group
+    meta = {"help": help, "group": group, "type": type, "choices": choices, "metavar": metavar, "flag": flag}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The generator's loss weights for one step (``TrainConfig.weights``)."""
+    lip_w: float      # the expert's cross-entropy on the transcript (0 with --no_lip_loss)
+    perp_w: float     # the perceptual (GAN) loss
+    cont_w: float     # the audio-visual contrastive loss
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    # data
+    file_dir: str = option(help="folder of train.txt and valid.txt (one <spk>/<clip> per line)", group="data")
+    video_root: str = option(help="folder of <spk>/<clip>.mp4", group="data")
+    audio_root: str = option(help="folder of <spk>/<clip>.wav (preprocess.sh output)", group="data")
+    bbx_root: str = option(help="folder of <spk>/<clip>.npy face boxes (preprocess.sh output)", group="data")
+    word_root: Optional[str] = option(
+        None, group="data", help="folder of LRS2 <spk>/<clip>.txt transcripts; clips without one (or all, when not "
+                                 "given) get pseudo-labels from the expert, cached as <bbx_root>/<clip>.pseudo.json")
+    num_worker: int = option(6, type=non_negative_int, group="data", help="data-loading processes")
+    valid_clips: Optional[int] = option(None, type=positive_int, group="data",
+                                        help="validate on the first N clips of valid.txt (default: all)")
+    windows_per_clip: Optional[int] = option(
+        None, type=positive_int, group="data",
+        help="5-frame training windows drawn per clip (default: 8%% of its frames, as the original)")
+    # models
+    avhubert_path: str = option(help="the lip-reading expert (AV-HuBERT seq2seq .pt)", group="models")
+    avhubert_root: Optional[str] = option(None, group="models", help="ignored: AV-HuBERT is built in")
+    generator_preset: str = option(
+        "paper", choices=list(TALKLIP_PRESETS), group="models",
+        help="generator/discriminator widths: paper (the released models) or cpu (4x narrower, for CPU training "
+             "on small corpora); stored in the checkpoints")
+    gen_checkpoint_path: Optional[str] = option(None, group="models",
+                                                help="start from this generator (original format)")
+    disc_checkpoint_path: Optional[str] = option(None, group="models",
+                                                 help="start from this discriminator (original format)")
+    # losses and optimisation
+    cont_w: float = option(1e-3, type=non_negative_float, group="losses and optimisation",
+                           help="weight of the contrastive loss (stage 2 on)")
+    lip_w: float = option(1e-5, type=non_negative_float, group="losses and optimisation",
+                          help="weight of the lip-reading expert loss (stage 2 on)")
+    perp_w: float = option(0.07, type=non_negative_float, group="losses and optimisation",
+                           help="weight of the perceptual (GAN) loss")
+    no_lip_loss: bool = option(False, group="losses and optimisation",
+                               help="no lip-reading cross-entropy (needs no text at all); the contrastive loss stays")
+    pseudo_label_beam: int = option(
+        1, type=positive_int, group="losses and optimisation",
+        help="beam of the expert's decoding of real mouths for clips without a transcript (1: greedy)")
+    lr: float = option(1e-4, type=positive_float, group="losses and optimisation",
+                       help="Adam learning rate of the generator")
+    disc_lr: Optional[float] = option(None, type=positive_float, group="losses and optimisation",
+                                      help="Adam learning rate of the discriminator (default: --lr, as the original)")
+    lr_warmdown: int = option(0, type=non_negative_int, group="losses and optimisation",
+                              help="decay both learning rates linearly to a tenth over the last N steps before "
+                                   "--max_steps (0: constant, as the original)")
+    batch_size: int = option(8, type=positive_int, group="losses and optimisation", help="clips per step per process")
+    accum_steps: int = option(1, type=positive_int, group="losses and optimisation",
+                              help="micro-batches per step (batch = batch_size x processes x this)")
+    bf16: bool = option(False, group="losses and optimisation", help="bf16 autocast (GPU)")
+    seed: int = option(0, type=non_negative_int, group="losses and optimisation",
+                       help="seed of the initial weights, data order and dropout")
+    # schedule
+    n_epoch: int = option(100, type=positive_int, group="schedule", help="stop after this many epochs")
+    max_steps: Optional[int] = option(None, type=positive_int, group="schedule", help="stop after this many steps")
+    ckpt_interval: int = option(3000, type=positive_int, group="schedule",
+                                help="steps between validation + checkpoint")
+    log_interval: int = option(100, type=positive_int, group="schedule",
+                               help="steps between lines of mean training losses in the text log")
+    patience: int = option(5, type=non_negative_int, group="schedule",
+                           help="validations without a new best L1 before a stage ends")
+    start_stage: int = option(0, type=any_int, choices=[0, 1, 2], group="schedule", help="begin at this stage")
+    stage_min_steps: Tuple[int, ...] = option(
+        (0, 0, 0), type=per_stage(3), metavar="S0,S1,S2", group="schedule",
+        help="a plateau ends a stage only after this many steps in it (per stage, or one value)")
+    stage_max_steps: Tuple[int, ...] = option(
+        (0, 0, 0), type=per_stage(3), metavar="S0,S1,S2", group="schedule",
+        help="a stage ends after this many steps in it whatever the L1 does (0: no limit)")
+    # checkpoints and robustness
+    checkpoint_dir: str = option(help="where checkpoints, logs and samples go", group="checkpoints and robustness")
+    log_name: str = option("talklip", group="checkpoints and robustness",
+                           help="name of the text log <checkpoint_dir>/<log_name>.log")
+    keep_last: int = option(3, type=positive_int, group="checkpoints and robustness",
+                            help="checkpoints of each kind kept")
+    resume_anyway: bool = option(False, group="checkpoints and robustness",
+                                 help="resume even when the state was written with another batch size, accumulation, "
+                                      "process count, preset or expert")
+    diverge_threshold: float = option(20.0, type=positive_float, group="checkpoints and robustness",
+                                      help="a discriminator loss above this counts as diverging")
+    diverge_steps: int = option(50, type=positive_int, group="checkpoints and robustness",
+                                help="that many diverging steps in a row roll back to the last checkpoint before them")
+    max_rollbacks: int = option(5, type=non_negative_int, group="checkpoints and robustness",
+                                help="rollbacks before giving up")
+    max_oom: int = option(10, type=positive_int, group="checkpoints and robustness",
+                          help="out-of-memory steps in a row (each skipped) before the run stops")
+    gpu: Optional[int] = option(None, type=non_negative_int, group="checkpoints and robustness",
+                                help="accepted for compatibility; use --device or CUDA_VISIBLE_DEVICES")
+    device: str = option("auto", group="checkpoints and robustness", help=f"where models run: {DEVICE_HELP}")
+    tensorboard: bool = option(True, flag="--no_tensorboard", group="checkpoints and robustness",
+                               help="do not write TensorBoard logs")
+    no_progress: bool = option(False, group="checkpoints and robustness", help="hide the progress bar")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+        """A config from named values; a name that is no option is an error (a typo is not ignored)."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TalkLipError(f"unknown training option(s) {', '.join(unknown)}: see train.py --help for the names")
+        return cls(**values)
+
+    @property
+    def weights(self) -> LossWeights:
+        return LossWeights(lip_w=0.0 if self.no_lip_loss else self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w)
+
+    @property
+    def logged_losses(self) -> Tuple[str, ...]:
+        return ("loss", "l1", "perc", "cont") if self.no_lip_loss else ("loss", "l1", "perc", "lip", "cont")
+
+
+def build_parser(description: str = "", config=TrainConfig) -> argparse.ArgumentParser:
+    """``train.py``'s parser: one flag per field of ``config``, in its groups, with its help and type."""
+    parser = argparse.ArgumentParser(description=description)
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for f in dataclasses.fields(config):
+        meta, required = f.metadata, f.default is dataclasses.MISSING
+        kwargs = {"dest": f.name, "help": meta["help"]}
+        if f.type in (bool, "bool"):
+            kwargs.update(action="store_false" if meta["flag"] else "store_true", default=f.default)
+        else:
+            kwargs.update(required=required, default=None if required else f.default)
+            for key in ("type", "choices", "metavar"):
+                if meta[key] is not None:
+                    kwargs[key] = meta[key]
+        groups[meta["group"]].add_argument(meta["flag"] or f"--{f.name}", **kwargs)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig.from_dict(vars(args))
