@@ -26,7 +26,7 @@ import collections
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -144,12 +144,29 @@ class KeyFrameDetector:
 
 
 @dataclass
-class _Seen:
-    box: Optional[Box]
-    track: Optional[int]
-    last_box: Optional[Box]       # the followed face's last box up to this frame (across gaps)
+class Sighting:
+    """What the tracker knows of the followed face at one frame."""
+    box: Optional[Box]            # its box on this frame; None: not seen here
+    track: Optional[int]          # the track (shot) the box belongs to
+    last_box: Optional[Box]       # its last box up to this frame (across gaps)
     last_track: Optional[int]
     last_index: int               # the frame where it was last seen
+
+
+@dataclass
+class TrackedFrame:
+    """One frame on its way through the tracker's stages (observe -> fill gaps -> smooth)."""
+    index: int
+    frame: np.ndarray
+    box: Optional[Box]
+    track: Optional[int]
+
+
+class FaceBox(NamedTuple):
+    """What ``track_faces`` yields per frame."""
+    index: int
+    frame: np.ndarray
+    box: Optional[Box]
 
 
 class _Follower:
@@ -164,187 +181,224 @@ class _Follower:
         self.follow, self.patience = follow, patience
         self.tracks = 0
 
-    def choose(self, index: int, faces: np.ndarray, before: Optional[_Seen]) -> _Seen:
+    def choose(self, index: int, faces: np.ndarray, before: Optional[Sighting]) -> Sighting:
         if before is not None and before.last_box is not None:
             if len(faces):
                 overlaps = [iou(face, before.last_box) for face in faces]
                 best = int(np.argmax(overlaps))
                 if overlaps[best] >= MATCH_IOU:
-                    return _Seen(faces[best], before.last_track, faces[best], before.last_track, index)
+                    return Sighting(faces[best], before.last_track, faces[best], before.last_track, index)
             if index - before.last_index <= self.patience or not len(faces):
-                return _Seen(None, None, before.last_box, before.last_track, before.last_index)
+                return Sighting(None, None, before.last_box, before.last_track, before.last_index)
         if not len(faces):
-            return _Seen(None, None, None, None, index)
+            return Sighting(None, None, None, None, index)
         if self.follow is None:
             pick = int(np.argmax((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])))
         else:
             centres = (faces[:, :2] + faces[:, 2:]) / 2.0
             pick = int(np.argmin(np.hypot(centres[:, 0] - self.follow[0], centres[:, 1] - self.follow[1])))
         self.tracks += 1
-        return _Seen(faces[pick], self.tracks, faces[pick], self.tracks, index)
+        return Sighting(faces[pick], self.tracks, faces[pick], self.tracks, index)
 
 
-def _agree(a: _Seen, b: _Seen) -> bool:
+def _agree(a: Sighting, b: Sighting) -> bool:
     if a.box is None and b.box is None:
         return True
     return a.box is not None and b.box is not None and a.track == b.track and iou(a.box, b.box) >= AGREE_IOU
 
 
-def _observe(frames: Iterable[np.ndarray], detect: KeyFrameDetector, opts: TrackingOptions, patience: int
-             ) -> Iterator[Tuple[int, np.ndarray, Optional[Box], Optional[int]]]:
-    """(index, frame, box or None, track) per frame, before gap filling and smoothing."""
-    follower = _Follower(opts.follow, patience)
-    step = opts.detect_every
-    anchor = None          # (index, frame, _Seen) of the last resolved key frame, already yielded
-    held: List[np.ndarray] = []   # frames after the anchor
+@dataclass
+class _Anchor:
+    """The last resolved key frame: already handed on, and the left end of the next window."""
+    index: int
+    frame: np.ndarray
+    seen: Sighting
 
-    def resolve(first: int, frames_: List[np.ndarray], keys: List[int], faces: Dict[int, np.ndarray]):
-        """Resolve frames_[1:] (absolute indices first+1...), frames_[0] being the anchor, key frames
-        ``keys`` (positions in frames_) already detected into ``faces``."""
-        seen: Dict[int, _Seen] = {0: anchor[2]}
 
-        # segments to resolve, in frame order (a stack, not recursion: a recursive closure would be
-        # a reference cycle that keeps every window's frames alive until the garbage collector runs)
+class KeyFrameTracker:
+    """The followed face's box (or None) on every frame, from detections on key frames only.
+
+    Frames are held until ``detect_every * KEY_BATCH`` have arrived after the anchor; then the key
+    frames among them are detected in one batch and ``_resolve`` fills the frames between. State:
+    the anchor and the frames held after it, nothing else."""
+
+    def __init__(self, detect: KeyFrameDetector, opts: TrackingOptions, patience: int):
+        self.detect, self.step = detect, opts.detect_every
+        self.follower = _Follower(opts.follow, patience)
+        self.anchor: Optional[_Anchor] = None
+        self.held: List[np.ndarray] = []
+
+    def push(self, frame: np.ndarray) -> List[TrackedFrame]:
+        """The frames resolved by this one (often none: it is held)."""
+        if self.anchor is None:
+            seen = self.follower.choose(0, self.detect([frame])[0], None)
+            self.anchor = _Anchor(0, frame, seen)
+            return [TrackedFrame(0, frame, seen.box, seen.track)]
+        self.held.append(frame)
+        return self._flush(final=False) if len(self.held) >= self.step * KEY_BATCH else []
+
+    def finish(self) -> List[TrackedFrame]:
+        """The frames still held, the last one detected as a key frame."""
+        return self._flush(final=True)
+
+    def _flush(self, final: bool) -> List[TrackedFrame]:
+        count = len(self.held) if final else (len(self.held) // self.step) * self.step
+        if count == 0:
+            return []
+        window = [self.anchor.frame] + self.held[:count]            # position 0: the anchor
+        keys = list(range(self.step, count, self.step)) + [count]
+        faces = dict(zip(keys, self.detect([window[k] for k in keys])))
+        seen = self._resolve(window, keys, faces)
+        first = self.anchor.index
+        self.anchor = _Anchor(first + count, window[-1], seen[count])
+        self.held = self.held[count:]
+        return [TrackedFrame(first + k, window[k], seen[k].box, seen[k].track) for k in range(1, count + 1)]
+
+    def _resolve(self, window: List[np.ndarray], keys: List[int], faces: Dict[int, np.ndarray]) -> Dict[int, Sighting]:
+        """A sighting for every position of ``window`` (absolute index: anchor's + position), given the
+        key frames' detections ``faces``. Between two positions whose sightings agree, boxes are
+        interpolated; where they disagree the middle is detected too and both halves resolved the
+        same way, in frame order (an explicit stack of segments)."""
+        first = self.anchor.index
+        seen: Dict[int, Sighting] = {0: self.anchor.seen}
         todo = [(a, b) for a, b in zip([0] + keys[:-1], keys)][::-1]
         while todo:
             a, b = todo.pop()
             if b not in faces:
-                faces[b] = detect([frames_[b]])[0]
-            seen[b] = follower.choose(first + b, faces[b], seen[a])
+                faces[b] = self.detect([window[b]])[0]
+            seen[b] = self.follower.choose(first + b, faces[b], seen[a])
             if b - a > 1 and not _agree(seen[a], seen[b]):
                 middle = (a + b) // 2
                 todo += [(middle, b), (a, middle)]
                 continue
             for k in range(a + 1, b):
                 if seen[a].box is None:
-                    seen[k] = _Seen(None, None, seen[a].last_box, seen[a].last_track, seen[a].last_index)
+                    seen[k] = Sighting(None, None, seen[a].last_box, seen[a].last_track, seen[a].last_index)
                 else:
                     w = (k - a) / (b - a)
                     box = np.round((1 - w) * seen[a].box + w * seen[b].box).astype(np.int64)
-                    seen[k] = _Seen(box, seen[a].track, box, seen[a].track, first + k)
-        return [(first + k, frames_[k], seen[k].box, seen[k].track) for k in range(1, len(frames_))], seen[len(frames_) - 1]
+                    seen[k] = Sighting(box, seen[a].track, box, seen[a].track, first + k)
+        return seen
 
-    def flush(final: bool):
-        nonlocal anchor, held
-        if not held:
+
+class _GapFiller:
+    """Gives short gaps boxes: interpolated inside a track, the nearest box at the clip's ends; a gap
+    longer than ``max_gap`` frames (None: no limit), or one between two tracks, keeps None."""
+
+    def __init__(self, max_gap: Optional[int]):
+        self.max_gap = max_gap
+        self.run: List[TrackedFrame] = []          # frames without a box since the last boxed frame
+        self.last: Optional[TrackedFrame] = None   # the last boxed frame
+        self.overflow = False                      # the current run outgrew max_gap: it passes through
+
+    def push(self, item: TrackedFrame) -> List[TrackedFrame]:
+        if item.box is None:
+            if self.overflow:
+                return [item]
+            self.run.append(item)
+            if self.max_gap is not None and len(self.run) > self.max_gap:
+                out, self.run, self.overflow = self.run, [], True
+                return out
             return []
-        # the key frames in ``held`` (relative to the anchor) get detected in one batch
-        count = len(held) if final else (len(held) // step) * step
-        if count == 0:
-            return []
-        window = [anchor[1]] + held[:count]
-        keys = list(range(step, count, step)) + [count]
-        faces = dict(zip(keys, detect([window[k] for k in keys])))
-        out, last = resolve(anchor[0], window, keys, faces)
-        anchor = (anchor[0] + count, window[-1], last)
-        held = held[count:]
+        out = self._close_run(item) + [item]
+        self.overflow, self.last = False, item
         return out
 
-    for index, frame in enumerate(frames):
-        if anchor is None:
-            seen = follower.choose(0, detect([frame])[0], None)
-            anchor = (0, frame, seen)
-            yield 0, frame, seen.box, seen.track
-            continue
-        held.append(frame)
-        if len(held) >= step * KEY_BATCH:
-            yield from flush(final=False)
-    yield from flush(final=True)
+    def finish(self) -> List[TrackedFrame]:
+        last = self.last
+        out = [dataclasses.replace(gap, box=last.box if last else None, track=last.track if last else None)
+               for gap in self.run]
+        self.run = []
+        return out
+
+    def _close_run(self, item: TrackedFrame) -> List[TrackedFrame]:
+        """The held gap, filled now that ``item`` ends it."""
+        run, last, self.run = self.run, self.last, []
+        if not run:
+            return []
+        if last is None:
+            fill = [item.box] * len(run)
+        elif last.track == item.track or self.max_gap is None:
+            fill = [np.round(last.box + (item.box - last.box) * (k + 1) / (len(run) + 1)).astype(np.int64)
+                    for k in range(len(run))]
+        else:
+            fill = [None] * len(run)
+        return [dataclasses.replace(gap, box=box, track=item.track if box is not None else None)
+                for gap, box in zip(run, fill)]
 
 
-def _fill_gaps(items, max_gap: Optional[int]):
-    """Give short gaps boxes (interpolated inside a track, the nearest box at the clip's ends)."""
-    run = []                 # frames without a box since the last boxed frame
-    last = None              # (box, track) of the last boxed frame
-    overflow = False         # the current run is already longer than max_gap: pass through
+class _BoxSmoother:
+    """Centred moving average of boxes over ``window`` frames within one run of a track (edges
+    repeated), streaming: a frame leaves once the ``window // 2`` boxes after it are known."""
 
-    def fits(length):
-        return max_gap is None or length <= max_gap
+    def __init__(self, window: int):
+        self.before = window // 2
+        self.after = window - 1 - self.before
+        self.history: Deque[Box] = collections.deque(maxlen=window)   # the run's last boxes, oldest first
+        self.pending: Deque[TrackedFrame] = collections.deque()        # the run's frames not yet handed on
+        self.emitted = 0          # the run's frames handed on so far
+        self.run_len = 0          # the run's frames seen so far
+        self.run_track: Optional[int] = None
 
-    for item in items:
-        index, frame, box, track = item
-        if box is None:
-            if overflow:
-                yield item
-                continue
-            run.append(item)
-            if not fits(len(run)):
-                yield from run
-                run, overflow = [], True
-            continue
-        if run:
-            if last is None:
-                fill = [box] * len(run)
-            elif last[1] == track or max_gap is None:
-                fill = [np.round(last[0] + (box - last[0]) * (k + 1) / (len(run) + 1)).astype(np.int64)
-                        for k in range(len(run))]
-            else:
-                fill = [None] * len(run)
-            for (i, f, _, _), b in zip(run, fill):
-                yield i, f, b, (track if b is not None else None)
-            run = []
-        overflow = False
-        last = (box, track)
-        yield item
-    if run:
-        for i, f, _, _ in run:
-            yield i, f, (last[0] if last is not None else None), (last[1] if last is not None else None)
+    def push(self, item: TrackedFrame) -> List[TrackedFrame]:
+        out: List[TrackedFrame] = []
+        if item.box is None or item.track != self.run_track:
+            out += self._drain(ended=True)
+            self.history.clear()
+            self.emitted, self.run_len, self.run_track = 0, 0, item.track if item.box is not None else None
+            if item.box is None:
+                return out + [item]
+        self.history.append(item.box)
+        self.run_len += 1
+        self.pending.append(item)
+        return out + self._drain(ended=False)
 
+    def finish(self) -> List[TrackedFrame]:
+        return self._drain(ended=True)
 
-def _smooth(items, window: int):
-    """Centred moving average of boxes over ``window`` frames within each track (edges repeated)."""
-    if window <= 1:
-        yield from items
-        return
-    before = window // 2
-    after = window - 1 - before
-    history = collections.deque(maxlen=window)   # boxes of the current run, oldest first
-    pending = collections.deque()                # items of the current run not yet yielded
-    emitted = 0                                  # items of the current run yielded so far
-    run_len = 0
-    run_track = None
-
-    def value(j, boxes, first, n):
-        """Smoothed box of run position j given run boxes[first...] (n known so far, run ended)."""
-        picks = [boxes[min(max(j + t, 0), n - 1) - first] for t in range(-before, after + 1)]
-        return np.round(np.mean(picks, axis=0)).astype(np.int64)
-
-    def drain(ended: bool):
-        nonlocal emitted
-        boxes = list(history)
-        first = run_len - len(boxes)
-        while pending and (ended or emitted + after < run_len):
-            i, f, _, t = pending.popleft()
-            yield i, f, value(emitted, boxes, first, run_len), t
-            emitted += 1
-
-    for item in items:
-        index, frame, box, track = item
-        if box is None or track != run_track:
-            yield from drain(ended=True)
-            history.clear()
-            emitted, run_len, run_track = 0, 0, None
-            if box is None:
-                yield item
-                continue
-            run_track = track
-        history.append(box)
-        run_len += 1
-        pending.append(item)
-        yield from drain(ended=False)
-    yield from drain(ended=True)
+    def _drain(self, ended: bool) -> List[TrackedFrame]:
+        out = []
+        boxes, first = list(self.history), self.run_len - len(self.history)   # boxes[0] is run position first
+        while self.pending and (ended or self.emitted + self.after < self.run_len):
+            j = self.emitted
+            picks = [boxes[min(max(j + t, 0), self.run_len - 1) - first] for t in range(-self.before, self.after + 1)]
+            out.append(dataclasses.replace(self.pending.popleft(), box=np.round(np.mean(picks, axis=0)).astype(np.int64)))
+            self.emitted += 1
+        return out
 
 
-def track_faces(frames: Iterable[np.ndarray], detector, opts: TrackingOptions, fps: float
-                ) -> Iterator[Tuple[int, np.ndarray, Optional[Box]]]:
-    """(index, frame, box or None) for each frame of ``frames``, in order, streaming. ``detector``:
-    a face detector (``detect_faces``) or a :class:`KeyFrameDetector` wrapping one."""
-    detect = detector if isinstance(detector, KeyFrameDetector) else KeyFrameDetector(detector, opts.detect_max_side)
-    max_gap = None if opts.max_gap_s is None else int(round(opts.max_gap_s * fps))
-    patience = int(round((DEFAULT_MAX_GAP_S if opts.max_gap_s is None else opts.max_gap_s) * fps))
-    observed = _observe(frames, detect, opts, patience)
-    for index, frame, box, _ in _smooth(_fill_gaps(observed, max_gap), opts.smooth_window):
-        yield index, frame, box
+class FaceTracker:
+    """Push frames in order, get ``FaceBox``es back in order (a few frames later): key-frame
+    detection and bisection (``KeyFrameTracker``), then gap filling, then smoothing. ``detector``: a
+    face detector (``detect_faces``) or a :class:`KeyFrameDetector` wrapping one."""
+
+    def __init__(self, detector, opts: TrackingOptions, fps: float):
+        detect = detector if isinstance(detector, KeyFrameDetector) else KeyFrameDetector(detector, opts.detect_max_side)
+        max_gap = None if opts.max_gap_s is None else int(round(opts.max_gap_s * fps))
+        patience = int(round((DEFAULT_MAX_GAP_S if opts.max_gap_s is None else opts.max_gap_s) * fps))
+        self.stages = [KeyFrameTracker(detect, opts, patience), _GapFiller(max_gap)]
+        if opts.smooth_window > 1:
+            self.stages.append(_BoxSmoother(opts.smooth_window))
+
+    def push(self, frame: np.ndarray) -> List[FaceBox]:
+        items = self.stages[0].push(frame)
+        for stage in self.stages[1:]:
+            items = [out for item in items for out in stage.push(item)]
+        return [FaceBox(item.index, item.frame, item.box) for item in items]
+
+    def finish(self) -> List[FaceBox]:
+        items: List[TrackedFrame] = []
+        for stage in self.stages:          # what a stage still holds goes through the stages after it
+            items = [out for item in items for out in stage.push(item)] + stage.finish()
+        return [FaceBox(item.index, item.frame, item.box) for item in items]
+
+
+def track_faces(frames: Iterable[np.ndarray], detector, opts: TrackingOptions, fps: float) -> Iterator[FaceBox]:
+    """(index, frame, box or None) for each frame of ``frames``, in order, streaming."""
+    tracker = FaceTracker(detector, opts, fps)
+    for frame in frames:
+        yield from tracker.push(frame)
+    yield from tracker.finish()
 
 
 def boxes_for_video(video_path: str, detector, opts: TrackingOptions, progress: bool = False) -> np.ndarray:
