@@ -16,6 +16,7 @@ from models.talklip import load_talklip, prepare_for_inference
 from utils.cli import int_at_least, non_negative_int, positive_int
 from utils.device import add_device_arg, autocast_dtype, resolve_device
 from utils.errors import TalkLipError, run_cli
+from utils.pipeline import map_large_buffers
 
 
 def parse_args(argv=None):
@@ -57,6 +58,10 @@ def output_path(save_path: str, video_path: str, inputs) -> str:
 
 
 def main(args) -> int:
+    # This process dubs one clip of any length: large buffers get their own mappings from the C
+    # allocator, so the RSS stays flat through the clip (utils.pipeline.map_large_buffers). A setting
+    # for the whole process, so it is made here, by the entry point, not inside the library's dub().
+    map_large_buffers()
     if args.avhubert_root:
         print("note: --avhubert_root is ignored; AV-HuBERT is built into talklip", file=sys.stderr)
     device = resolve_device(args.device)
@@ -69,13 +74,13 @@ def main(args) -> int:
                             dtype=autocast_dtype(args.dtype, device))
     started = time.time()
     info = dub(generator, args.video_path, args.wav_path, out_path, detector, opts, tracking, strict=args.strict)
-    if info["damaged"]:
-        print(f"warning: {args.video_path}'s frames stop after {info['decoded_frames']} "
-              f"of its {info['declared_s']:.2f} s video stream (a damaged file?); the dub uses those "
+    if info.damaged:
+        print(f"warning: {args.video_path}'s frames stop after {info.decoded_frames} "
+              f"of its {info.declared_s:.2f} s video stream (a damaged file?); the dub uses those "
               f"(--strict makes this an error)", file=sys.stderr)
-    untouched = info["frames"] - info["frames_with_face"]
-    print(f"wrote {out_path}: {info['frames']} frames at {info['fps']:g} fps ({info['duration_s']:.2f} s) "
-          f"in {time.time() - started:.1f}s; face detected on {info['detected_frames']} frames"
+    untouched = info.frames - info.frames_with_face
+    print(f"wrote {out_path}: {info.frames} frames at {info.fps:g} fps ({info.duration_s:.2f} s) "
+          f"in {time.time() - started:.1f}s; face detected on {info.detected_frames} frames"
           + (f"; {untouched} frames without the face passed through untouched" if untouched else ""),
           file=sys.stderr)
     return 0

@@ -107,6 +107,8 @@ def worker(video: str, wav: str, ckpt: str, detect_every: int, max_side: int, un
     from face_detection.tracking import TrackingOptions
     from models.synthesis import SynthesisOptions, dub
     from models.talklip import load_talklip, prepare_for_inference
+    from utils.pipeline import map_large_buffers
+    map_large_buffers()                  # as inf_demo.py does: this process dubs one clip
     generator = load_talklip(ckpt)
     if not unfolded:
         prepare_for_inference(generator)
@@ -117,9 +119,9 @@ def worker(video: str, wav: str, ckpt: str, detect_every: int, max_side: int, un
     with RssSampler() as rss:
         info = dub(generator, video, wav, out, detector, SynthesisOptions(progress=False), tracking)
     elapsed = time.perf_counter() - started
-    return {"frames": info["frames"], "seconds": round(elapsed, 1), "frames_per_s": round(info["frames"] / elapsed, 3),
-            "detected_frames": info["detected_frames"], "frames_with_face": info["frames_with_face"],
-            "stage_seconds": info["seconds"],
+    return {"frames": info.frames, "seconds": round(elapsed, 1), "frames_per_s": round(info.frames / elapsed, 3),
+            "detected_frames": info.detected_frames, "frames_with_face": info.frames_with_face,
+            "stage_seconds": info.seconds,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "rss_mb_peak_by_quarter": rss.quarter_peaks()}
 

@@ -8,7 +8,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -16,12 +16,12 @@ import torch
 from tqdm import tqdm
 
 from face_detection.boxes import crop_face
-from face_detection.tracking import KeyFrameDetector, TrackingOptions, no_face, track_faces
+from face_detection.tracking import FaceTracker, KeyFrameDetector, TrackingOptions, no_face
 from models.talklip import FACE_SIZE, TalkLip
 from utils.audio import FEATURE_RATE_HZ, AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.errors import MediaError
-from utils.pipeline import BackgroundWriter, StageClock, in_background, map_large_buffers, release_free_memory
-from utils.video import VideoReader, VideoWriter
+from utils.pipeline import BackgroundWriter, StageClock, in_background, release_free_memory
+from utils.video import FrameSeeker, SourceFrame, VideoReader, VideoWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 STILL_IMAGE_FPS = 25.0
@@ -89,45 +89,6 @@ def ping_pong(num_out: int, num_in: int) -> np.ndarray:
     return np.where(phase < num_in, phase, period - phase)
 
 
-class FrameFetcher:
-    """Frames of a video by index, for the backward and forward replays when the speech outlasts
-    the video: sequential reads, a seek only when going back; holds at most one chunk."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.reader = VideoReader(path)
-        self.cap = self.reader._cap
-        self.next_index = 0
-
-    def get(self, indices: np.ndarray) -> np.ndarray:
-        """(n, H, W, 3) uint8 BGR frames at ``indices`` (a contiguous run, any order)."""
-        lo, hi = int(indices.min()), int(indices.max())
-        if lo != self.next_index:
-            self.cap.set(cv2.CAP_PROP_POS_FRAMES, lo)
-        block = None
-        for offset in range(hi - lo + 1):
-            ok, frame = self.cap.read()
-            if not ok:
-                raise MediaError(f"cannot decode frame {lo + offset} of {self.path}: the video is damaged; "
-                                 f"re-encode it")
-            if block is None:
-                block = np.empty((hi - lo + 1,) + frame.shape, np.uint8)
-            block[offset] = frame
-        self.next_index = hi + 1
-        if np.array_equal(indices, np.arange(lo, hi + 1)):
-            return block
-        return block[indices - lo]
-
-    def close(self):
-        self.cap.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
 def face_inputs(target_crops: np.ndarray, reference_crops: np.ndarray) -> torch.Tensor:
     """(N, 96, 96, 3) uint8 target and reference crops -> (N, 6, 96, 96) float in [0, 1] with the
     lower half of the target zeroed, as the generator expects."""
@@ -193,129 +154,222 @@ class SynthesisOptions:
     read_ahead: int = 8           # decoded frames waiting for the model
 
 
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of ``size`` consecutive items (the last one shorter)."""
+    iterator = iter(items)
+    while True:
+        chunk = list(itertools.islice(iterator, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def render_chunk(generator: TalkLip, chunk: List[Tuple[np.ndarray, Optional[np.ndarray], int]],
+                 audio_emb: torch.Tensor, opts: SynthesisOptions, clock: StageClock,
+                 reference: Optional[np.ndarray] = None) -> int:
+    """Paste a generated face into each frame of ``chunk`` (frame, box or None, audio row) that has a
+    box, in place; returns how many. The reference face is the frame's own crop, or ``reference``."""
+    with_face = [(frame, box, row) for frame, box, row in chunk if box is not None]
+    if not with_face:
+        return 0
+    started = time.perf_counter()
+    boxes = np.stack([box for _, box, _ in with_face])
+    crops = np.stack([crop_face(frame, box, FACE_SIZE) for frame, box, _ in with_face])
+    refs = crops if reference is None else np.repeat(reference[None], len(crops), axis=0)
+    emb = audio_emb[torch.from_numpy(np.array([row for _, _, row in with_face]))]
+    inputs = face_inputs(crops, refs)
+    clock.add("crop", time.perf_counter() - started)
+    started = time.perf_counter()
+    faces = render_faces(generator, inputs, emb, opts.device, opts.batch_size, opts.dtype)
+    clock.add("generate", time.perf_counter() - started)
+    started = time.perf_counter()
+    for (frame, _, _), box, face in zip(with_face, boxes, faces):
+        paste_faces(frame[None], box[None], face[None], opts.feather, in_place=True)
+    clock.add("paste", time.perf_counter() - started)
+    return len(with_face)
+
+
 def render_into(out, generator: TalkLip, items: Iterable[Tuple[np.ndarray, Optional[np.ndarray], int]],
                 audio_emb: torch.Tensor, opts: SynthesisOptions, clock: StageClock,
                 reference: Optional[np.ndarray] = None, bar=None) -> int:
     """Write ``items`` (frame, face box or None, audio-encoder row), in output order, to ``out``
-    (``write_batch``): a frame with a box gets the generated face pasted in; a frame without one
-    passes through untouched. The reference face is the frame's own crop (as the original demo) or
-    ``reference`` (96x96) for every frame. Returns the number of frames that got a face."""
+    (``write_batch``), ``opts.chunk_frames`` at a time: a frame with a box gets the generated face
+    pasted in (``render_chunk``); a frame without one passes through untouched. Returns the number of
+    frames that got a face."""
     faced = 0
-    chunk = []
-
-    def flush():
-        nonlocal faced
-        started = time.perf_counter()
-        frames = [frame for frame, _, _ in chunk]
-        with_face = [k for k, (_, box, _) in enumerate(chunk) if box is not None]
-        if with_face:
-            boxes = np.stack([chunk[k][1] for k in with_face])
-            crops = np.stack([crop_face(frames[k], box, FACE_SIZE) for k, box in zip(with_face, boxes)])
-            refs = crops if reference is None else np.repeat(reference[None], len(crops), axis=0)
-            emb = audio_emb[torch.from_numpy(np.array([chunk[k][2] for k in with_face]))]
-            inputs = face_inputs(crops, refs)
-            clock.add("crop", time.perf_counter() - started)
-            started = time.perf_counter()
-            faces = render_faces(generator, inputs, emb, opts.device, opts.batch_size, opts.dtype)
-            clock.add("generate", time.perf_counter() - started)
-            started = time.perf_counter()
-            for k, box, face in zip(with_face, boxes, faces):
-                paste_faces(frames[k][None], box[None], face[None], opts.feather, in_place=True)
-            clock.add("paste", time.perf_counter() - started)
-            faced += len(with_face)
-        out.write_batch(frames)
+    for chunk in chunked(items, opts.chunk_frames):
+        faced += render_chunk(generator, chunk, audio_emb, opts, clock, reference)
+        out.write_batch([frame for frame, _, _ in chunk])
         if bar is not None:
-            bar.update(len(frames))
-        chunk.clear()
+            bar.update(len(chunk))
+        del chunk
         release_free_memory()
-
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == opts.chunk_frames:
-            flush()
-    if chunk:
-        flush()
     return faced
 
 
-def _source(video_path: str):
-    """(reader or None, frames for one forward pass, fps, width, height). A video's frames come at its
-    average frame rate, placed by their timestamps (VideoReader.resampled)."""
-    if is_image(video_path):
-        image = read_image(video_path)
-        return None, iter([image.copy()]), STILL_IMAGE_FPS, image.shape[1], image.shape[0]
-    reader = VideoReader(video_path, allow_truncated=True)
-    return reader, reader.resampled(), reader.fps, reader.width, reader.height
+# ---------------------------------------------------------------------------------- dubbing
+# dub() = encode_speech -> open_face_source -> track_face -> render_dub. Each step hands the next a
+# dataclass; nothing is shared on the side.
+
+@dataclass
+class Speech:
+    """The new speech: its length and the audio encoder's features, one row per 25 Hz audio frame."""
+    duration_s: float
+    audio_emb: torch.Tensor           # (T, C)
 
 
-def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, detector,
-        opts: SynthesisOptions, tracking: Optional[TrackingOptions] = None, strict: bool = False) -> dict:
-    """Dub ``video_path`` (or a still image) with the speech in ``audio_path`` into ``out_path``.
+@dataclass
+class FaceSource:
+    """The video (or still image) whose face is dubbed."""
+    path: str
+    fps: float
+    width: int
+    height: int
+    declared_s: Optional[float] = None    # the video stream's declared duration
+    image: Optional[np.ndarray] = None    # the picture, for a still
 
-    One pass: frames are decoded (in a thread), their faces found on key frames and followed
-    (``tracking``), generated and pasted in chunks, and encoded (in a thread) as they come. The output
-    has the input's frame rate and size and lasts as long as the audio: when the audio is longer the
-    video plays forward and backward (those frames are decoded again; their boxes are kept). Frames
-    where the face is missing for longer than ``tracking.max_gap_s`` pass through untouched. The
-    decoded frames are the video (``source_frames`` in the result); ``damaged`` says they stopped before
-    the video stream's declared end (``VideoReader.truncated``), and with ``strict`` that is an error and
-    nothing is written. Memory stays flat in the clip's length (``map_large_buffers``)."""
-    tracking = tracking or TrackingOptions()
-    map_large_buffers()
-    clock = StageClock()
+    def forward(self, count: int) -> Tuple[Optional[VideoReader], Iterator[SourceFrame]]:
+        """One pass over its first ``count`` frames at the constant rate ``fps`` (a still: once)."""
+        if self.image is not None:
+            return None, iter([SourceFrame(0, self.image)])
+        reader = VideoReader(self.path, allow_truncated=True)
+        return reader, itertools.islice(reader.resampled(), count)
+
+
+@dataclass
+class FaceTrack:
+    """The followed face on each frame of one forward pass over the source, as ``track_face`` found it."""
+    boxes: List[Optional[np.ndarray]]  # per frame: (4,) int64 x1 y1 x2 y2, or None (the frame passes through)
+    source_index: np.ndarray           # per frame: its decoded index in the file (resampling repeats or drops)
+    decoded_frames: int                # frames decoded from the file
+    damaged: bool                      # decoding stopped before the video stream's declared end
+    detected_frames: int               # frames the detector ran on
+
+    @property
+    def frames(self) -> int:
+        return len(self.boxes)
+
+    def passthrough_spans(self) -> List[Tuple[int, int]]:
+        """[start, end) runs of frames without the face."""
+        spans, start = [], None
+        for k, box in enumerate(self.boxes + [np.zeros(4)]):
+            if box is None and start is None:
+                start = k
+            elif box is not None and start is not None:
+                spans.append((start, k))
+                start = None
+        return spans
+
+
+@dataclass
+class DubResult:
+    frames: int                        # frames written (the speech's length at the source's rate)
+    fps: float
+    duration_s: float                  # the speech's length
+    source_frames: int                 # frames of one forward pass over the source
+    declared_s: Optional[float]        # the video stream's declared duration (None for a still)
+    decoded_frames: int
+    damaged: bool
+    frames_with_face: int              # frames that got a generated face
+    detected_frames: int
+    seconds: Dict[str, float]          # per stage (StageClock)
+
+
+def encode_speech(generator: TalkLip, audio_path: str, opts: SynthesisOptions, clock: StageClock) -> Speech:
     wav = load_audio(audio_path)
     started = time.perf_counter()
     audio_emb = encode_audio(generator, talklip_features(wav, AUDIO_RATE_HZ), opts.device, max_frames=opts.audio_window)
     clock.add("audio", time.perf_counter() - started)
-    duration = len(wav) / AUDIO_RATE_HZ
-    reader, frames, fps, width, height = _source(video_path)
-    num_out = max(1, int(round(duration * fps)))
-    rows = frame_feature_rows(num_out, fps, len(audio_emb))
+    return Speech(len(wav) / AUDIO_RATE_HZ, audio_emb)
+
+
+def open_face_source(path: str) -> FaceSource:
+    if is_image(path):
+        image = read_image(path)
+        return FaceSource(path, STILL_IMAGE_FPS, image.shape[1], image.shape[0], image=image)
+    with VideoReader(path, allow_truncated=True) as reader:
+        return FaceSource(path, reader.fps, reader.width, reader.height, reader.info.duration_s)
+
+
+def track_face(source: FaceSource, count: int, detector, tracking: TrackingOptions, clock: StageClock,
+               read_ahead: int = 8, strict: bool = False) -> FaceTrack:
+    """Decode (in a thread) the source's first ``count`` frames and follow its face through them.
+    Raises, before anything is generated, when no frame shows the face, or (``strict``) when the
+    file's frames stop before its declared end."""
+    reader, frames = source.forward(count)
+    detect = KeyFrameDetector(detector, tracking.detect_max_side, clock)
+    tracker = FaceTracker(detect, tracking, source.fps)
     boxes: List[Optional[np.ndarray]] = []
+    source_index: List[int] = []
+    for frame in in_background(clock.timed("decode", frames), read_ahead, name="decoder"):
+        source_index.append(frame.index)
+        boxes += [found.box for found in tracker.push(frame.image)]
+    boxes += [found.box for found in tracker.finish()]
+    if reader is not None:
+        reader.close()
+    damaged = reader is not None and reader.truncated
+    if strict and damaged:
+        raise reader.truncation_error()
+    if all(box is None for box in boxes):
+        raise no_face(source.path)
+    return FaceTrack(boxes, np.asarray(source_index, np.int64), reader.decoded if reader is not None else 1,
+                     damaged, detect.calls)
+
+
+def dub_frames(source: FaceSource, track: FaceTrack, rows: np.ndarray, chunk_frames: int
+               ) -> Iterator[Tuple[np.ndarray, Optional[np.ndarray], int]]:
+    """(frame, box or None, audio row) per output frame: the source forward, then (when the speech
+    outlasts it) backward and forward again, re-decoded by index (``FrameSeeker``)."""
+    order = ping_pong(len(rows), track.frames)
+    if source.image is not None:
+        for k in range(len(rows)):
+            yield source.image.copy(), track.boxes[0], rows[k]
+        return
+    with FrameSeeker(source.path) as seeker:
+        for start in range(0, len(rows), chunk_frames):
+            positions = order[start:start + chunk_frames]
+            for k, (position, frame) in enumerate(zip(positions, seeker.get(track.source_index[positions]))):
+                yield frame, track.boxes[position], rows[start + k]
+
+
+def render_dub(generator: TalkLip, source: FaceSource, track: FaceTrack, speech: Speech, audio_path: str,
+               out_path: str, opts: SynthesisOptions, clock: StageClock) -> int:
+    """Write the dub: ``speech``'s length at the source's frame rate, every frame with the face given a
+    generated one; frames decoded in a thread, encoded in another. Returns the frames that got a face."""
+    num_out = max(1, int(round(speech.duration_s * source.fps)))
+    rows = frame_feature_rows(num_out, source.fps, len(speech.audio_emb))
     bar = tqdm(total=num_out, desc="dub", unit="frame", disable=not opts.progress)
-    with VideoWriter(out_path, fps, width, height, audio_path=audio_path) as writer, \
+    with VideoWriter(out_path, source.fps, source.width, source.height, audio_path=audio_path) as writer, \
             BackgroundWriter(writer, maxsize=1, clock=clock) as out:
-        stream = in_background(clock.timed("decode", itertools.islice(frames, num_out)), opts.read_ahead,
-                               name="decoder")
-        detect = KeyFrameDetector(detector, tracking.detect_max_side, clock)
-
-        first = []                        # frame 0, kept for a one-frame source (a still, a 1-frame video)
-
-        def forward():
-            for index, frame, box in track_faces(stream, detect, tracking, fps):
-                if index == 0:
-                    first.append(frame.copy())
-                boxes.append(box)
-                yield frame, box, rows[index]
-
-        faced = render_into(out, generator, forward(), audio_emb, opts, clock, bar=bar)
-        source_frames = len(boxes)
-        if source_frames < num_out:
-            order = ping_pong(num_out, source_frames)
-
-            def replay():
-                if source_frames == 1:
-                    for k in range(1, num_out):
-                        yield first[0].copy(), boxes[0], rows[k]
-                    return
-                decoded_index = np.asarray(reader.source_index)
-                with FrameFetcher(video_path) as fetch:
-                    for start in range(source_frames, num_out, opts.chunk_frames):
-                        index = order[start:start + opts.chunk_frames]
-                        for k, (i, frame) in enumerate(zip(index, fetch.get(decoded_index[index]))):
-                            yield frame, boxes[i], rows[start + k]
-
-            faced += render_into(out, generator, replay(), audio_emb, opts, clock, bar=bar)
-        decoded = reader.decoded if reader is not None else source_frames
-        damaged = reader is not None and reader.truncated      # it ran out before the speech did
-        if strict and damaged:
-            raise reader.truncation_error()
-        if not any(box is not None for box in boxes):
-            raise no_face(video_path)
+        items = in_background(clock.timed("decode", dub_frames(source, track, rows, opts.chunk_frames)),
+                              opts.read_ahead, name="decoder")
+        faced = render_into(out, generator, items, speech.audio_emb, opts, clock, bar=bar)
     bar.close()
-    return {"frames": num_out, "fps": fps, "duration_s": duration, "source_frames": source_frames,
-            "declared_s": reader.info.duration_s if reader is not None else None, "decoded_frames": decoded, "damaged": damaged, "frames_with_face": faced, "detected_frames": detect.calls,
-            "seconds": clock.report()}
+    return faced
+
+
+def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, detector,
+        opts: SynthesisOptions, tracking: Optional[TrackingOptions] = None, strict: bool = False) -> DubResult:
+    """Dub ``video_path`` (or a still image) with the speech in ``audio_path`` into ``out_path``.
+
+    The speech is encoded; the face is found on key frames and followed through the frames the dub
+    needs (``track_face``: a video without the face, or with ``strict`` a damaged one, is refused here,
+    before anything is generated or written); then the frames are decoded again, generated and pasted
+    in chunks, and encoded as they come (``render_dub``). The output has the input's frame rate and
+    size and lasts as long as the audio: when the audio is longer the video plays forward and backward.
+    Frames where the face is missing for longer than ``tracking.max_gap_s`` pass through untouched.
+    ``damaged`` says the frames stopped before the video stream's declared end (``VideoReader``)."""
+    tracking = tracking or TrackingOptions()
+    clock = StageClock()
+    speech = encode_speech(generator, audio_path, opts, clock)
+    source = open_face_source(video_path)
+    num_out = max(1, int(round(speech.duration_s * source.fps)))
+    track = track_face(source, num_out, detector, tracking, clock, opts.read_ahead, strict)
+    faced = render_dub(generator, source, track, speech, audio_path, out_path, opts, clock)
+    return DubResult(frames=num_out, fps=source.fps, duration_s=speech.duration_s, source_frames=track.frames,
+                     declared_s=source.declared_s,
+                     decoded_frames=track.decoded_frames, damaged=track.damaged, frames_with_face=faced,
+                     detected_frames=track.detected_frames, seconds=clock.report())
 
 
 def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, boxes: np.ndarray,

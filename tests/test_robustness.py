@@ -85,7 +85,7 @@ def test_trims_and_remuxes_preprocess_and_dub_without_a_warning(remuxes, tmp_pat
     for kind, path in remuxes.items():
         info = dub(model, str(path), str(tmp_path / "new.wav"), str(tmp_path / f"dub_{kind}.mp4"), CascadeDetector(),
                    SynthesisOptions(progress=False), TrackingOptions(), strict=True)
-        assert not info["damaged"] and info["frames"] == 100
+        assert not info.damaged and info.frames == 100
     demo = run_module("inf_demo", "--video_path", remuxes["trim"], "--wav_path", tmp_path / "new.wav", "--ckpt_path",
                       ckpt, "--device", "cpu", "--no_progress", "--save_path", tmp_path / "demo")
     assert demo.returncode == 0 and "warning" not in demo.stderr, demo.stderr

@@ -185,7 +185,7 @@ def test_dub_follows_the_audio_in_any_format(tmp_path, talklip_checkpoint, clip,
     video = probe_video(out)
     source = probe_video(clip)
     assert video.fps == pytest.approx(source.fps) and (video.width, video.height) == (source.width, source.height)
-    assert video.num_frames == info["frames"] == round(duration * source.fps)
+    assert video.num_frames == info.frames == round(duration * source.fps)
     assert abs(len(load_audio(out)) / AUDIO_RATE_HZ - duration) <= 1 / source.fps + 0.03
     if video.num_frames > source.num_frames:             # longer audio: the video plays back again
         frames, src = frames_of(out), frames_of(clip)

@@ -15,7 +15,7 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")     # AV_LOG_QUIET; read when OpenCV first opens a file
 import cv2  # noqa: E402
@@ -76,7 +76,27 @@ def cut_short(path: str, decoded: int, decoded_s: float, duration_s: float) -> M
                       f"video stream (damaged or cut short): re-encode or re-download it")
 
 
-class VideoReader:
+class SourceFrame(NamedTuple):
+    """A frame and its index among the decoded frames of its file."""
+    index: int
+    image: np.ndarray
+
+
+class _Capture:
+    """An open OpenCV capture (``self._cap``), closed by ``close`` or on leaving a ``with`` block."""
+    _cap: cv2.VideoCapture
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VideoReader(_Capture):
     """Streaming frame reader: ``for frame in VideoReader(path)`` yields (H, W, 3) uint8 BGR.
 
     ``fps``, ``num_frames`` (expected), ``width`` and ``height`` are known as soon as it is opened.
@@ -151,26 +171,23 @@ class VideoReader:
     def truncation_error(self) -> MediaError:
         return cut_short(self.path, self.decoded, self.decoded_s, self.info.duration_s)
 
-    def resampled(self, rate: Optional[float] = None) -> Iterator[np.ndarray]:
+    def resampled(self, rate: Optional[float] = None) -> Iterator["SourceFrame"]:
         """Frames at a constant ``rate`` (default: the container's average frame rate), placed by
         their timestamps: where a variable-frame-rate input holds a frame longer it is repeated
         (as a copy), where it packs frames closer one is dropped, so a frame shown at 1.00 s in the
-        input is at 1.00 s in the output. A constant-rate input yields every frame once.
-        ``self.source_index`` lists the decoded index of each frame yielded."""
+        input is at 1.00 s in the output. A constant-rate input yields every frame once. Each comes
+        with its decoded index (``SourceFrame``)."""
         rate = rate or self.fps
-        self.source_index = []
         slot, previous, previous_index, shown, start = 0, None, -1, False, None
         for index, frame in enumerate(self):
             start = self.last_time_s if start is None else start
             time_s = self.last_time_s - start
             while previous is not None and slot / rate < time_s - 0.5 / rate:
-                yield previous.copy() if shown else previous
-                self.source_index.append(previous_index)
+                yield SourceFrame(previous_index, previous.copy() if shown else previous)
                 shown, slot = True, slot + 1
             previous, previous_index, shown = frame, index, False
         if previous is not None:
-            yield previous.copy() if shown else previous
-            self.source_index.append(previous_index)
+            yield SourceFrame(previous_index, previous.copy() if shown else previous)
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """Yield (B, H, W, 3) uint8 arrays of up to ``batch_size`` consecutive frames."""
@@ -183,14 +200,51 @@ class VideoReader:
         if batch:
             yield np.stack(batch)
 
-    def close(self) -> None:
-        self._cap.release()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
+class FrameSeeker(_Capture):
+    """Decoded frames of a video by index, for passes that go back (a dub replaying the video
+    backward and forward): reads sequentially, seeks only when asked for an earlier frame, and holds
+    the run of frames of the last call (served again without decoding)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._cap = cv2.VideoCapture(path)
+        if not self._cap.isOpened():
+            raise _corrupt(path, "not a readable video container")
+        self.next_index = 0
+        self._last = None             # (lo, hi, frames) of the last run read: asked again, it is not re-read
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        """(n, H, W, 3) uint8 BGR frames at decoded ``indices`` (any order and repeats; read as the run
+        from their smallest to their largest)."""
+        lo, hi = int(indices.min()), int(indices.max())
+        if self._last is not None and self._last[0] <= lo and hi <= self._last[1]:    # the run read last time
+            return self._last[2][indices - self._last[0]]
+        if lo < self.next_index:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, lo)
+            self.next_index = lo
+        while self.next_index < lo:                  # skip forward by decoding: exact where a seek may not be
+            self._read()
+        block = None
+        for offset in range(hi - lo + 1):
+            frame = self._read()
+            if block is None:
+                block = np.empty((hi - lo + 1,) + frame.shape, np.uint8)
+            block[offset] = frame
+        if np.array_equal(indices, np.arange(lo, hi + 1)):
+            self._last = None                       # handed out as is: the caller may write into it
+            return block
+        self._last = (lo, hi, block)                # only copies leave (indexing), so it stays as decoded
+        return block[indices - lo]
+
+    def _read(self) -> np.ndarray:
+        ok, frame = self._cap.read()
+        if not ok:
+            raise MediaError(f"cannot decode frame {self.next_index} of {self.path}: the video is damaged; "
+                             f"re-encode it")
+        self.next_index += 1
+        return frame
 
 
 def probe_video(path: str) -> VideoInfo:
