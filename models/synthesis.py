@@ -8,7 +8,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -150,8 +150,27 @@ class SynthesisOptions:
     audio_window: int = 1500      # audio frames (25 Hz) the transformer sees at once
     device: str = "cpu"
     dtype: Optional[torch.dtype] = None   # e.g. torch.bfloat16 on GPU
-    progress: bool = True
+    progress: bool = True         # tqdm bars on stderr
     read_ahead: int = 8           # decoded frames waiting for the model
+    on_progress: Optional[Callable[[str, int, int], None]] = None   # (stage, frames done, frames in all)
+
+
+class StageProgress:
+    """One stage's progress: a tqdm bar (``show``) and ``on_progress(stage, done, total)``, advanced together."""
+
+    def __init__(self, stage: str, total: int, show: bool, on_progress=None):
+        self.stage, self.total, self.done, self.on_progress = stage, total, 0, on_progress
+        self.bar = tqdm(total=total, desc=stage, unit="frame", disable=not show)
+        self.update(0)
+
+    def update(self, frames: int) -> None:
+        self.done += frames
+        self.bar.update(frames)
+        if self.on_progress is not None:
+            self.on_progress(self.stage, self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
@@ -228,6 +247,12 @@ class FaceSource:
     declared_s: Optional[float] = None    # the video stream's declared duration
     image: Optional[np.ndarray] = None    # the picture, for a still
 
+    def frames_hint(self, count: int) -> int:
+        """About how many frames one forward pass over ``count`` frames will see (for progress)."""
+        if self.image is not None:
+            return 1
+        return count if self.declared_s is None else max(1, min(count, int(round(self.declared_s * self.fps))))
+
     def forward(self, count: int) -> Tuple[Optional[VideoReader], Iterator[SourceFrame]]:
         """One pass over its first ``count`` frames at the constant rate ``fps`` (a still: once)."""
         if self.image is not None:
@@ -273,6 +298,7 @@ class DubResult:
     frames_with_face: int              # frames that got a generated face
     detected_frames: int
     seconds: Dict[str, float]          # per stage (StageClock)
+    with_face: np.ndarray              # (frames,) bool: which output frames got a generated face
 
 
 def encode_speech(generator: TalkLip, audio_path: str, opts: SynthesisOptions, clock: StageClock) -> Speech:
@@ -292,7 +318,7 @@ def open_face_source(path: str) -> FaceSource:
 
 
 def track_face(source: FaceSource, count: int, detector, tracking: TrackingOptions, clock: StageClock,
-               read_ahead: int = 8, strict: bool = False) -> FaceTrack:
+               read_ahead: int = 8, strict: bool = False, progress: Optional[StageProgress] = None) -> FaceTrack:
     """Decode (in a thread) the source's first ``count`` frames and follow its face through them.
     Raises, before anything is generated, when no frame shows the face, or (``strict``) when the
     file's frames stop before its declared end."""
@@ -303,8 +329,14 @@ def track_face(source: FaceSource, count: int, detector, tracking: TrackingOptio
     source_index: List[int] = []
     for frame in in_background(clock.timed("decode", frames), read_ahead, name="decoder"):
         source_index.append(frame.index)
-        boxes += [found.box for found in tracker.push(frame.image)]
+        found = tracker.push(frame.image)
+        boxes += [face.box for face in found]
+        if progress is not None and found:
+            progress.update(len(found))
     boxes += [found.box for found in tracker.finish()]
+    if progress is not None:
+        progress.update(len(boxes) - progress.done)
+        progress.close()
     if reader is not None:
         reader.close()
     damaged = reader is not None and reader.truncated
@@ -338,13 +370,15 @@ def render_dub(generator: TalkLip, source: FaceSource, track: FaceTrack, speech:
     generated one; frames decoded in a thread, encoded in another. Returns the frames that got a face."""
     num_out = max(1, int(round(speech.duration_s * source.fps)))
     rows = frame_feature_rows(num_out, source.fps, len(speech.audio_emb))
-    bar = tqdm(total=num_out, desc="dub", unit="frame", disable=not opts.progress)
+    bar = StageProgress("generating", num_out, opts.progress, opts.on_progress)
     with VideoWriter(out_path, source.fps, source.width, source.height, audio_path=audio_path) as writer, \
             BackgroundWriter(writer, maxsize=1, clock=clock) as out:
         items = in_background(clock.timed("decode", dub_frames(source, track, rows, opts.chunk_frames)),
                               opts.read_ahead, name="decoder")
         faced = render_into(out, generator, items, speech.audio_emb, opts, clock, bar=bar)
-    bar.close()
+        bar.close()
+        if opts.on_progress is not None:
+            opts.on_progress("encoding", num_out, num_out)      # the last frames and the sound go in
     return faced
 
 
@@ -364,12 +398,15 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     speech = encode_speech(generator, audio_path, opts, clock)
     source = open_face_source(video_path)
     num_out = max(1, int(round(speech.duration_s * source.fps)))
-    track = track_face(source, num_out, detector, tracking, clock, opts.read_ahead, strict)
+    detecting = StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)), opts.progress,
+                              opts.on_progress)
+    track = track_face(source, num_out, detector, tracking, clock, opts.read_ahead, strict, detecting)
     faced = render_dub(generator, source, track, speech, audio_path, out_path, opts, clock)
     return DubResult(frames=num_out, fps=source.fps, duration_s=speech.duration_s, source_frames=track.frames,
                      declared_s=source.declared_s,
                      decoded_frames=track.decoded_frames, damaged=track.damaged, frames_with_face=faced,
-                     detected_frames=track.detected_frames, seconds=clock.report())
+                     detected_frames=track.detected_frames, seconds=clock.report(),
+                     with_face=np.array([track.boxes[i] is not None for i in ping_pong(num_out, track.frames)]))
 
 
 def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, boxes: np.ndarray,

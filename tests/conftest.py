@@ -95,3 +95,12 @@ def synthesized_test(corpus, one_shard, talklip_checkpoint, tmp_path_factory):
                       "--ckpt_path", talklip_checkpoint[0], "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     return out / "synt"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.rep_call``...), for fixtures that act on failure
+    (the browser cases save a screenshot)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

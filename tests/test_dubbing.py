@@ -200,8 +200,27 @@ def test_the_streaming_dub_equals_a_plain_frame_by_frame_dub(tmp_path, cpu_gener
     plain = np.stack(list(VideoReader(str(tmp_path / "plain.mp4"))))
     dubbed = np.stack(list(VideoReader(str(tmp_path / "dub.mp4"))))
     assert info.frames == count == len(dubbed) and info.frames_with_face == sum(boxes[i] is not None for i in order)
-    assert 0 < info.frames_with_face < count
+    assert 0 < info.frames_with_face < count and info.with_face.sum() == info.frames_with_face
     assert np.array_equal(dubbed, plain)
+
+
+def test_dub_reports_its_progress_stage_by_stage(tmp_path, cpu_generator):
+    """SynthesisOptions.on_progress hears (stage, frames done, frames in all) from the pipeline itself:
+    detecting faces over the source's frames, then generating over the output's, then encoding."""
+    video, audio = str(tmp_path / "in.mp4"), str(tmp_path / "a.wav")
+    face = np.full((240, 320, 3), 90, np.uint8)
+    face[10:230, 60:250] = astronaut_head(190, 220)
+    write_clip(video, [face] * 20)
+    tone(audio, 2.0)                                           # 50 output frames from 20 source frames
+    heard = []
+    opts = SynthesisOptions(progress=False, chunk_frames=8, on_progress=lambda *event: heard.append(event))
+    dub(cpu_generator, video, audio, str(tmp_path / "out.mp4"), CascadeDetector(), opts)
+    stages = [stage for stage, _, _ in heard]
+    assert stages == sorted(stages, key=["detecting faces", "generating", "encoding"].index)
+    for stage, total in (("detecting faces", 20), ("generating", 50)):
+        done = [d for s, d, t in heard if s == stage and t == total]
+        assert done == sorted(done) and done[0] == 0 and done[-1] == total and len(done) > 2, (stage, done)
+    assert heard[-1] == ("encoding", 50, 50)
 
 
 def test_inf_demo_refuses_half_precision_without_a_gpu(tmp_path, talklip_checkpoint):

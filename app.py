@@ -1,0 +1,288 @@
+"""A web page for dubbing: upload a face video (or a picture) and speech, pick the face, get the video.
+
+    python app.py --ckpt_path talklip.pth [--host 127.0.0.1] [--port 7860] [--device cpu]
+
+Without --ckpt_path the quickstart's last checkpoint is used when runs/quickstart exists. The page
+calls the same dubbing function as inf_demo.py (models.synthesis.dub). It listens on 127.0.0.1
+unless --host says otherwise, refuses uploads past --max_upload_mb and speech or video past
+--max_seconds, runs one dub at a time (others wait in a queue that shows their place), and keeps
+each job's files in its own folder under one temporary folder, removed after --keep_minutes and when
+the page stops.
+"""
+import argparse
+import glob
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from face_detection import DEFAULT_S3FD_PATH, build_detector
+from face_detection.tracking import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_MAX_SIDE, DEFAULT_MAX_GAP_S, TrackingOptions
+from face_detection.tracking import KeyFrameDetector
+from models.synthesis import SynthesisOptions, dub, is_image, read_image
+from models.talklip import load_talklip, prepare_for_inference
+from utils.audio import AUDIO_RATE_HZ, load_audio
+from utils.cli import positive_float, positive_int
+from utils.device import add_device_arg, resolve_device
+from utils.errors import TalkLipError, one_line, run_cli
+from utils.ffmpeg import run_ffmpeg
+from utils.pipeline import map_large_buffers
+from utils.video import VideoReader, probe_video
+
+QUICKSTART_CHECKPOINTS = "runs/quickstart/train/checkpoint_step*.pth"
+DEFAULT_MAX_UPLOAD_MB = 200
+DEFAULT_MAX_SECONDS = 300.0
+DEFAULT_KEEP_MINUTES = 60.0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt_path", default=None,
+                   help="TalkLip generator checkpoint (.pth); default: the quickstart's last one")
+    p.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
+    add_device_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port to listen on")
+    p.add_argument("--max_upload_mb", type=positive_float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help="largest file a visitor may upload, in MB")
+    p.add_argument("--max_seconds", type=positive_float, default=DEFAULT_MAX_SECONDS,
+                   help="longest speech (and video) accepted, in seconds")
+    p.add_argument("--keep_minutes", type=positive_float, default=DEFAULT_KEEP_MINUTES,
+                   help="a job's files are removed this long after it ran")
+    p.add_argument("--workdir", default=None, help="where jobs' files go (default: a new temporary folder)")
+    return p.parse_args(argv)
+
+
+def default_checkpoint(root: str = ".") -> str:
+    found = sorted(glob.glob(os.path.join(root, QUICKSTART_CHECKPOINTS)))
+    if not found:
+        raise TalkLipError("no --ckpt_path given and no quickstart checkpoint in runs/quickstart/train: pass "
+                           "--ckpt_path talklip.pth (a released TalkLip generator or one train.py wrote)")
+    return found[-1]
+
+
+# ------------------------------------------------------------------------------- what the page does
+@dataclass
+class Faces:
+    """The faces found on the preview frame, as (n, 4) int64 x1 y1 x2 y2 boxes."""
+    boxes: np.ndarray
+
+    def centre(self, number: int) -> Tuple[float, float]:
+        x1, y1, x2, y2 = self.boxes[number - 1]
+        return (x1 + x2) / 2.0, (y1 + y2) / 2.0
+
+    def at(self, x: float, y: float) -> int:
+        """The number (1-based) of the face under (x, y), or of the one whose centre is nearest."""
+        inside = [k for k, (x1, y1, x2, y2) in enumerate(self.boxes) if x1 <= x <= x2 and y1 <= y <= y2]
+        if inside:
+            return inside[0] + 1
+        centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2.0
+        return int(np.argmin(np.hypot(centres[:, 0] - x, centres[:, 1] - y))) + 1
+
+
+def first_frame(path: str) -> np.ndarray:
+    if is_image(path):
+        return read_image(path)
+    with VideoReader(path, allow_truncated=True) as reader:
+        for frame in reader:
+            return frame
+    raise TalkLipError(f"{path} has no frame: give a video with a picture")
+
+
+def find_faces(frame: np.ndarray, detector) -> Faces:
+    boxes = KeyFrameDetector(detector, DEFAULT_DETECT_MAX_SIDE)([frame])[0]
+    order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable") if len(boxes) else []
+    return Faces(np.asarray(boxes, np.int64).reshape(-1, 4)[order])          # 1 = the largest
+
+
+def draw_faces(frame: np.ndarray, faces: Faces, chosen: Optional[int]) -> np.ndarray:
+    """An RGB copy of a BGR frame with every face boxed and numbered; the chosen one in green."""
+    out = frame.copy()
+    thick = max(2, round(max(frame.shape[:2]) / 300))
+    for number, (x1, y1, x2, y2) in enumerate(faces.boxes, start=1):
+        colour = (0, 200, 0) if number == (chosen or 1) else (0, 160, 255)
+        cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), colour, thick)
+        cv2.putText(out, str(number), (int(x1) + thick, int(y1) + 12 * thick), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thick, colour, thick)
+    return out[..., ::-1].copy()
+
+
+def check_limits(video: str, speech: str, max_upload_mb: float, max_seconds: float) -> None:
+    """One-line refusals for inputs past the page's limits (bad files are refused by dub itself)."""
+    for path, what in ((video, "face video"), (speech, "speech")):
+        size_mb = os.path.getsize(path) / 2 ** 20
+        if size_mb > max_upload_mb:
+            raise TalkLipError(f"the {what} {os.path.basename(path)} is {size_mb:.0f} MB, over this page's "
+                               f"{max_upload_mb:g} MB limit: upload a shorter or smaller file")
+    seconds = len(load_audio(speech)) / AUDIO_RATE_HZ
+    if seconds > max_seconds:
+        raise TalkLipError(f"the speech lasts {seconds:.1f} s, over this page's {max_seconds:g} s limit: "
+                           f"upload a shorter clip (or start the page with a larger --max_seconds)")
+    if not is_image(video):
+        info = probe_video(video)
+        if info.num_frames / info.fps > max_seconds:
+            raise TalkLipError(f"the face video lasts {info.num_frames / info.fps:.1f} s, over this page's "
+                               f"{max_seconds:g} s limit: upload a shorter clip")
+
+
+def browser_playable(path: str, out_dir: str) -> Tuple[str, Optional[str]]:
+    """The dub as browsers play it (H.264 4:2:0 needs even sizes): the file itself, or a copy with an
+    odd width or height cropped by one pixel, and a note saying so."""
+    info = probe_video(path)
+    if info.width % 2 == 0 and info.height % 2 == 0:
+        return path, None
+    even = os.path.join(out_dir, "dubbed_even.mp4")
+    run_ffmpeg(["-i", path, "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                "-crf", "18", "-c:a", "copy", "-movflags", "+faststart", even], source=path)
+    return even, (f"the video is {info.width}x{info.height}; browsers play only even sizes, so the page shows "
+                  f"and gives it cropped to {info.width // 2 * 2}x{info.height // 2 * 2}")
+
+
+def timeline_strip(with_face: List[bool], width: int = 600, height: int = 24) -> np.ndarray:
+    """An RGB strip, left to right through the dub: green where a face was generated, grey where the
+    frame passed through untouched."""
+    flags = np.asarray(with_face, bool)
+    columns = flags[np.minimum((np.arange(width) * len(flags)) // width, len(flags) - 1)]
+    strip = np.where(columns[None, :, None], np.array([60, 170, 60], np.uint8), np.array([150, 150, 150], np.uint8))
+    return np.ascontiguousarray(np.broadcast_to(strip, (height, width, 3)))
+
+
+def clean_old_jobs(workdir: str, keep_s: float) -> None:
+    now = time.time()
+    for job in glob.glob(os.path.join(workdir, "job-*")):
+        if now - os.path.getmtime(job) > keep_s:
+            shutil.rmtree(job, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- the page
+def build_page(generator, detector, device, workdir: str, max_upload_mb: float, max_seconds: float,
+               keep_minutes: float):
+    import gradio as gr
+
+    def preview(video_file):
+        if not video_file:
+            return None, None, gr.update(choices=["largest"], value="largest"), ""
+        try:
+            frame = first_frame(video_file)
+            faces = find_faces(frame, detector)
+        except TalkLipError as exc:
+            return None, None, gr.update(choices=["largest"], value="largest"), f"error: {one_line(exc)}"
+        choices = ["largest"] + [str(k) for k in range(1, len(faces.boxes) + 1)]
+        note = (f"{len(faces.boxes)} face(s) found on the first frame; click one to dub it"
+                if len(faces.boxes) else "no face found on the first frame")
+        return draw_faces(frame, faces, None), faces.boxes.tolist(), gr.update(choices=choices, value="largest"), note
+
+    def clicked(video_file, boxes, evt: gr.SelectData):
+        if not video_file or not boxes:
+            return gr.update(), gr.update()
+        faces = Faces(np.asarray(boxes, np.int64).reshape(-1, 4))
+        number = faces.at(*evt.index[:2])
+        return draw_faces(first_frame(video_file), faces, number), str(number)
+
+    def picked(video_file, boxes, choice):
+        if not video_file or not boxes or choice == "largest":
+            return gr.update()
+        faces = Faces(np.asarray(boxes, np.int64).reshape(-1, 4))
+        return draw_faces(first_frame(video_file), faces, int(choice))
+
+    def run(video_file, speech_file, boxes, choice, detect_every, detect_max_side, smooth_window, max_gap, blend,
+            progress=gr.Progress()):
+        clean_old_jobs(workdir, keep_minutes * 60)
+        if not video_file or not speech_file:
+            return None, None, None, "error: give a face video (or picture) and speech first"
+        job = tempfile.mkdtemp(prefix="job-", dir=workdir)
+        started = time.time()
+        try:
+            check_limits(video_file, speech_file, max_upload_mb, max_seconds)
+            follow = None
+            if choice != "largest" and boxes:
+                follow = Faces(np.asarray(boxes, np.int64).reshape(-1, 4)).centre(int(choice))
+            tracking = TrackingOptions(detect_every=int(detect_every), detect_max_side=int(detect_max_side),
+                                       max_gap_s=float(max_gap), smooth_window=int(smooth_window), follow=follow)
+            opts = SynthesisOptions(feather=int(blend), device=str(device), progress=False,
+                                    on_progress=lambda stage, done, total: progress((done, total), desc=stage,
+                                                                                     unit="frames"))
+            out = os.path.join(job, "dubbed.mp4")
+            result = dub(generator, video_file, speech_file, out, detector, opts, tracking)
+            shown, note = browser_playable(out, job)
+        except TalkLipError as exc:
+            return None, None, None, f"error: {one_line(exc)}"
+        untouched = result.frames - result.frames_with_face
+        lines = [f"**{result.frames} frames** at {result.fps:g} fps ({result.duration_s:.2f} s) in "
+                 f"{time.time() - started:.1f} s",
+                 f"- dubbed: {result.frames_with_face} frames; passed through untouched (no face): {untouched}",
+                 f"- face detector run on {result.detected_frames} of {result.source_frames} source frames"]
+        if result.damaged:
+            lines.append(f"- warning: the video's frames stop after {result.decoded_frames} (a damaged file?)")
+        if note:
+            lines.append(f"- {note}")
+        return shown, shown, timeline_strip(result.with_face), "\n".join(lines)
+
+    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])   # no web fonts to fetch
+    with gr.Blocks(title="talklip: dub a face", theme=theme, delete_cache=(600, int(keep_minutes * 60))) as page:
+        gr.Markdown("## talklip: dub a face with new speech\nUpload a face video (or a picture) and speech; "
+                    "click the face to dub when there are several; press **Dub**.")
+        boxes = gr.State(None)
+        with gr.Row():
+            with gr.Column():
+                video_in = gr.File(label="face video or picture", file_types=["video", "image"], elem_id="face_input")
+                speech_in = gr.Audio(label="speech (file or microphone)", sources=["upload", "microphone"],
+                                     type="filepath", elem_id="speech_input")
+                face_pick = gr.Dropdown(["largest"], value="largest", label="face to dub", elem_id="face_pick")
+                with gr.Accordion("detection and blending", open=False):
+                    detect_every = gr.Slider(1, 32, value=DEFAULT_DETECT_EVERY, step=1,
+                                             label="detect every K-th frame (1: every frame, as the original)")
+                    detect_max_side = gr.Slider(0, 1920, value=DEFAULT_DETECT_MAX_SIDE, step=32,
+                                                label="detect on a copy this many pixels long (0: full size)")
+                    smooth_window = gr.Slider(1, 15, value=5, step=1, label="smooth face boxes over N frames")
+                    max_gap = gr.Slider(0, 2, value=DEFAULT_MAX_GAP_S, step=0.05,
+                                        label="seconds without the face that are bridged (longer: untouched)")
+                    blend = gr.Slider(0, 16, value=0, step=1, label="feather the pasted face over N pixels")
+                run_button = gr.Button("Dub", variant="primary", elem_id="run")
+            with gr.Column():
+                face_view = gr.Image(label="faces on the first frame (click one)", interactive=False,
+                                     elem_id="preview")
+                face_note = gr.Markdown(elem_id="face_note")
+                video_out = gr.Video(label="dubbed video", elem_id="dubbed", interactive=False)
+                file_out = gr.File(label="download", elem_id="download")
+                timeline = gr.Image(label="timeline: green dubbed, grey untouched", interactive=False,
+                                    elem_id="timeline", height=60)
+                report = gr.Markdown(elem_id="report")
+        video_in.change(preview, [video_in], [face_view, boxes, face_pick, face_note])
+        face_view.select(clicked, [video_in, boxes], [face_view, face_pick])
+        face_pick.input(picked, [video_in, boxes, face_pick], [face_view])
+        run_button.click(run, [video_in, speech_in, boxes, face_pick, detect_every, detect_max_side, smooth_window,
+                               max_gap, blend], [video_out, file_out, timeline, report])
+    return page
+
+
+def main(args) -> int:
+    map_large_buffers()          # this process dubs clips of any length: keep its memory flat (inf_demo.py too)
+    ckpt = args.ckpt_path or default_checkpoint()
+    device = resolve_device(args.device)
+    generator = prepare_for_inference(load_talklip(ckpt, device))
+    detector = build_detector(args.s3fd_path, device)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="talklip-app-")
+    os.makedirs(workdir, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = os.path.join(workdir, "uploads")     # uploads and results: inside workdir
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")          # the page phones nowhere
+    page = build_page(generator, detector, device, workdir, args.max_upload_mb, args.max_seconds, args.keep_minutes)
+    page.queue(default_concurrency_limit=1, max_size=32)
+    print(f"talklip page on http://{args.host}:{args.port} (generator {ckpt}); files in {workdir}", file=sys.stderr)
+    try:
+        page.launch(server_name=args.host, server_port=args.port, max_file_size=f"{args.max_upload_mb}mb",
+                    share=False, inbrowser=False)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())
