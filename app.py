@@ -217,7 +217,8 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
         lines = [f"**{result.frames} frames** at {result.fps:g} fps ({result.duration_s:.2f} s) in "
                  f"{time.time() - started:.1f} s",
                  f"- dubbed: {result.frames_with_face} frames; passed through untouched (no face): {untouched}",
-                 f"- face detector run on {result.detected_frames} of {result.source_frames} source frames"]
+                 f"- face detector run on {result.detected_frames} of {result.source_frames} source frames; "
+                 f"no face found on {result.detection_misses} of them"]
         if result.damaged:
             lines.append(f"- warning: the video's frames stop after {result.decoded_frames} (a damaged file?)")
         if note:

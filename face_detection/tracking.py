@@ -120,7 +120,8 @@ class KeyFrameDetector:
 
     def __init__(self, detector, max_side: int, clock=None):
         self.detector, self.max_side, self.clock = detector, max_side, clock
-        self.calls = 0
+        self.calls = 0          # frames detected on
+        self.misses = 0         # of those, frames on which no face was found
 
     def __call__(self, frames: List[np.ndarray]) -> List[np.ndarray]:
         started = time.perf_counter()
@@ -138,6 +139,7 @@ class KeyFrameDetector:
             boxes = np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back
             found.append(np.clip(boxes, 0, None).astype(np.int64))   # the original: clip at 0, truncate
         self.calls += len(frames)
+        self.misses += sum(len(boxes) == 0 for boxes in found)
         if self.clock is not None:
             self.clock.add("detect", time.perf_counter() - started)
         return found

@@ -269,6 +269,7 @@ class FaceTrack:
     decoded_frames: int                # frames decoded from the file
     damaged: bool                      # decoding stopped before the video stream's declared end
     detected_frames: int               # frames the detector ran on
+    detection_misses: int              # of those, frames on which it found no face
 
     @property
     def frames(self) -> int:
@@ -296,7 +297,8 @@ class DubResult:
     decoded_frames: int
     damaged: bool
     frames_with_face: int              # frames that got a generated face
-    detected_frames: int
+    detected_frames: int               # frames the detector ran on
+    detection_misses: int              # of those, frames on which it found no face
     seconds: Dict[str, float]          # per stage (StageClock)
     with_face: np.ndarray              # (frames,) bool: which output frames got a generated face
 
@@ -345,7 +347,7 @@ def track_face(source: FaceSource, count: int, detector, tracking: TrackingOptio
     if all(box is None for box in boxes):
         raise no_face(source.path)
     return FaceTrack(boxes, np.asarray(source_index, np.int64), reader.decoded if reader is not None else 1,
-                     damaged, detect.calls)
+                     damaged, detect.calls, detect.misses)
 
 
 def dub_frames(source: FaceSource, track: FaceTrack, rows: np.ndarray, chunk_frames: int
@@ -405,7 +407,8 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     return DubResult(frames=num_out, fps=source.fps, duration_s=speech.duration_s, source_frames=track.frames,
                      declared_s=source.declared_s,
                      decoded_frames=track.decoded_frames, damaged=track.damaged, frames_with_face=faced,
-                     detected_frames=track.detected_frames, seconds=clock.report(),
+                     detected_frames=track.detected_frames, detection_misses=track.detection_misses,
+                     seconds=clock.report(),
                      with_face=np.array([track.boxes[i] is not None for i in ping_pong(num_out, track.frames)]))
 
 

@@ -72,6 +72,17 @@ def test_without_a_checkpoint_the_quickstart_s_last_one_is_used_or_one_line_says
     assert default_checkpoint(str(tmp_path)) == str(folder / "checkpoint_step000000300.pth")
 
 
+def test_an_odd_sized_dub_is_cropped_by_a_pixel_for_browsers_and_says_so(tmp_path):
+    from app import browser_playable
+    from utils.video import probe_video
+    write_clip(str(tmp_path / "odd.mp4"), [np.full((97, 161, 3), 100, np.uint8)] * 5)
+    shown, note = browser_playable(str(tmp_path / "odd.mp4"), str(tmp_path))
+    info = probe_video(shown)
+    assert (info.width, info.height, info.num_frames) == (160, 96, 5) and "161x97" in note and "160x96" in note
+    write_clip(str(tmp_path / "even.mp4"), [np.full((96, 160, 3), 100, np.uint8)] * 5)
+    assert browser_playable(str(tmp_path / "even.mp4"), str(tmp_path)) == (str(tmp_path / "even.mp4"), None)
+
+
 # ------------------------------------------------------------------------------- in a browser
 def chromium_path():
     for path in ("/usr/lib/chromium/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
@@ -174,7 +185,7 @@ def test_the_page_dubs_the_clicked_face(page, page_url, talklip_checkpoint, tmp_
     if os.environ.get("TALKLIP_SCREENSHOT"):                       # the README's picture (docs/app.png)
         page.screenshot(path=os.environ["TALKLIP_SCREENSHOT"], full_page=True)
     report = page.locator("#report").inner_text()
-    assert "50 frames" in report and "dubbed: 50 frames" in report, report
+    assert "50 frames" in report and "dubbed: 50 frames" in report and "no face found on 0 of them" in report, report
     with page.expect_download() as download:
         page.locator("#download a").first.click()
     out = str(tmp_path / "downloaded.mp4")

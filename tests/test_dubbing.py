@@ -201,6 +201,7 @@ def test_the_streaming_dub_equals_a_plain_frame_by_frame_dub(tmp_path, cpu_gener
     dubbed = np.stack(list(VideoReader(str(tmp_path / "dub.mp4"))))
     assert info.frames == count == len(dubbed) and info.frames_with_face == sum(boxes[i] is not None for i in order)
     assert 0 < info.frames_with_face < count and info.with_face.sum() == info.frames_with_face
+    assert 0 < info.detection_misses < info.detected_frames       # key frames inside the faceless shot
     assert np.array_equal(dubbed, plain)
 
 
