@@ -158,7 +158,7 @@ def test_the_command_line_and_the_library_give_one_configuration(tmp_path):
     every default of the parser is the dataclass's, and an unknown option is an error on both sides."""
     import dataclasses
     import train
-    from training.config import config_from_args
+    from training.config import LossWeights, config_from_args
     required = dict(file_dir="d", video_root="d/main", audio_root="d/audio", bbx_root="d/bbx", avhubert_path="e.pt",
                     checkpoint_dir=str(tmp_path))
     flags = [a for k, v in required.items() for a in (f"--{k}", v)]
@@ -169,7 +169,7 @@ def test_the_command_line_and_the_library_give_one_configuration(tmp_path):
                                                      "--stage_max_steps", "4,5,6", "--no_tensorboard", "--no_lip_loss",
                                                      "--disc_lr", "2e-4", "--generator_preset", "cpu"]))
     assert cfg == TrainConfig(**required, **chosen)
-    assert cfg.weights.lip_w == 0.0 and cfg.weights.perp_w == 0.0 and cfg.weights.cont_w == 1e-3
+    assert cfg.weights == LossWeights(lip_w=0.5, perp_w=0.0, cont_w=1e-3, lip_loss=False)
     for f in dataclasses.fields(TrainConfig):
         if f.default is not dataclasses.MISSING:
             assert getattr(train.parse_args(flags), f.name) == f.default, f.name
@@ -379,6 +379,23 @@ def test_no_lip_loss_needs_no_text_and_keeps_the_contrastive_loss(corpus, one_sh
     valid = trainer.validate()
     assert "lip" not in valid and "token_acc" not in valid and valid["cont"] > 0
     assert not [f for _, _, fs in os.walk(bbx) for f in fs if f.endswith(".pseudo.json")]
+
+
+def test_the_ablation_removes_the_lip_term_and_nothing_else(corpus, one_shard, tiny_expert, tmp_path):
+    """--no_lip_loss keeps every other weight (L1's 1 - lip_w - perp_w too): a step before stage 2 is the
+    same with and without it, bit for bit; in stage 2 the lip term, and only it, makes them differ."""
+    def one_step(stage, ablation):
+        trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / f"ck{stage}{ablation}", start_stage=stage,
+                                 lip_w=0.5, no_lip_loss=ablation, seed=3))
+        logs = trainer.train_step(trainer.next_micro_batches())
+        return snapshot(trainer.gen), logs
+    for stage in (0, 1):
+        (full, _), (ablated, _) = one_step(stage, False), one_step(stage, True)
+        assert all(torch.equal(full[k], ablated[k]) for k in full), stage
+    (full, logs), (ablated, ablated_logs) = one_step(2, False), one_step(2, True)
+    assert not all(torch.equal(full[k], ablated[k]) for k in full)
+    assert logs["lip"] > 0 and "lip" not in ablated_logs
+    assert logs["loss"] - ablated_logs["loss"] == pytest.approx(0.5 * logs["lip"], rel=1e-4)
 
 
 def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny_expert, tmp_path):

@@ -30,9 +30,10 @@ def option(default: Any = dataclasses.MISSING, *, help: str, group: str, type=No
 @dataclass(frozen=True)
 class LossWeights:
     """The generator's loss weights for one step (``TrainConfig.weights``)."""
-    lip_w: float      # the expert's cross-entropy on the transcript (0 with --no_lip_loss)
+    lip_w: float      # the expert's cross-entropy on the transcript
     perp_w: float     # the perceptual (GAN) loss
     cont_w: float     # the audio-visual contrastive loss
+    lip_loss: bool = True   # False (--no_lip_loss): the lip term is dropped, every other weight unchanged
 
 
 @dataclass(kw_only=True)
@@ -70,7 +71,9 @@ class TrainConfig:
     perp_w: float = option(0.07, type=non_negative_float, group="losses and optimisation",
                            help="weight of the perceptual (GAN) loss")
     no_lip_loss: bool = option(False, group="losses and optimisation",
-                               help="no lip-reading cross-entropy (needs no text at all); the contrastive loss stays")
+                               help="no lip-reading cross-entropy (needs no text at all); the contrastive loss stays, and "
+                                    "so do the other terms' weights (L1 keeps 1 - lip_w - perp_w): an ablation of the "
+                                    "lip term alone, identical to the full run until stage 2")
     pseudo_label_beam: int = option(
         1, type=positive_int, group="losses and optimisation",
         help="beam of the expert's decoding of real mouths for clips without a transcript (1: greedy)")
@@ -137,7 +140,7 @@ class TrainConfig:
 
     @property
     def weights(self) -> LossWeights:
-        return LossWeights(lip_w=0.0 if self.no_lip_loss else self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w)
+        return LossWeights(lip_w=self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w, lip_loss=not self.no_lip_loss)
 
     @property
     def logged_losses(self) -> Tuple[str, ...]:

@@ -55,7 +55,8 @@ class Objective(nn.Module):
             for p, flag in zip(disc.parameters(), trainable):
                 p.requires_grad_(flag)
         out["l1"] = F.l1_loss(syn, batch["faces_gt"])
-        out["loss"] = (w.lip_w * out["lip"] * expert_on + w.perp_w * out["perc"]
+        lip_term = w.lip_w * out["lip"] * expert_on if w.lip_loss else zero
+        out["loss"] = (lip_term + w.perp_w * out["perc"]
                        + (1.0 - w.lip_w - w.perp_w) * out["l1"] + w.cont_w * out["cont"] * expert_on)
         return out
 
