@@ -166,30 +166,31 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
     import gradio as gr
 
     def preview(video_file):
+        """The first frame with its faces drawn; the frame and boxes are kept for clicks and the dub."""
+        nothing = (None, None, None, gr.update(choices=["largest"], value="largest"))
         if not video_file:
-            return None, None, gr.update(choices=["largest"], value="largest"), ""
+            return *nothing, ""
         try:
             frame = first_frame(video_file)
             faces = find_faces(frame, detector)
         except TalkLipError as exc:
-            return None, None, gr.update(choices=["largest"], value="largest"), f"error: {one_line(exc)}"
+            return *nothing, f"error: {one_line(exc)}"
         choices = ["largest"] + [str(k) for k in range(1, len(faces.boxes) + 1)]
         note = (f"{len(faces.boxes)} face(s) found on the first frame; click one to dub it"
                 if len(faces.boxes) else "no face found on the first frame")
-        return draw_faces(frame, faces, None), faces.boxes.tolist(), gr.update(choices=choices, value="largest"), note
+        return draw_faces(frame, faces, None), frame, faces.boxes.tolist(), gr.update(choices=choices, value="largest"), note
 
-    def clicked(video_file, boxes, evt: gr.SelectData):
-        if not video_file or not boxes:
+    def clicked(frame, boxes, evt: gr.SelectData):
+        if frame is None or not boxes:
             return gr.update(), gr.update()
         faces = Faces(np.asarray(boxes, np.int64).reshape(-1, 4))
         number = faces.at(*evt.index[:2])
-        return draw_faces(first_frame(video_file), faces, number), str(number)
+        return draw_faces(frame, faces, number), str(number)
 
-    def picked(video_file, boxes, choice):
-        if not video_file or not boxes or choice == "largest":
+    def picked(frame, boxes, choice):
+        if frame is None or not boxes or choice == "largest":
             return gr.update()
-        faces = Faces(np.asarray(boxes, np.int64).reshape(-1, 4))
-        return draw_faces(first_frame(video_file), faces, int(choice))
+        return draw_faces(frame, Faces(np.asarray(boxes, np.int64).reshape(-1, 4)), int(choice))
 
     def run(video_file, speech_file, boxes, choice, detect_every, detect_max_side, smooth_window, max_gap, blend,
             progress=gr.Progress()):
@@ -229,7 +230,8 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
     with gr.Blocks(title="talklip: dub a face", theme=theme, delete_cache=(600, int(keep_minutes * 60))) as page:
         gr.Markdown("## talklip: dub a face with new speech\nUpload a face video (or a picture) and speech; "
                     "click the face to dub when there are several; press **Dub**.")
-        boxes = gr.State(None)
+        boxes = gr.State(None)             # the first frame's faces, (n, 4) as lists
+        first = gr.State(None)             # the first frame itself (BGR), drawn again on a click
         with gr.Row():
             with gr.Column():
                 video_in = gr.File(label="face video or picture", file_types=["video", "image"], elem_id="face_input")
@@ -255,9 +257,9 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
                 timeline = gr.Image(label="timeline: green dubbed, grey untouched", interactive=False,
                                     elem_id="timeline", height=60)
                 report = gr.Markdown(elem_id="report")
-        video_in.change(preview, [video_in], [face_view, boxes, face_pick, face_note])
-        face_view.select(clicked, [video_in, boxes], [face_view, face_pick])
-        face_pick.input(picked, [video_in, boxes, face_pick], [face_view])
+        video_in.change(preview, [video_in], [face_view, first, boxes, face_pick, face_note])
+        face_view.select(clicked, [first, boxes], [face_view, face_pick])
+        face_pick.input(picked, [first, boxes, face_pick], [face_view])
         run_button.click(run, [video_in, speech_in, boxes, face_pick, detect_every, detect_max_side, smooth_window,
                                max_gap, blend], [video_out, file_out, timeline, report])
     return page

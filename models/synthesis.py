@@ -236,6 +236,10 @@ class Speech:
     duration_s: float
     audio_emb: torch.Tensor           # (T, C)
 
+    def frames_at(self, fps: float) -> int:
+        """How many video frames at ``fps`` it lasts (at least one): the dub's length."""
+        return max(1, int(round(self.duration_s * fps)))
+
 
 @dataclass
 class FaceSource:
@@ -370,7 +374,7 @@ def render_dub(generator: TalkLip, source: FaceSource, track: FaceTrack, speech:
                out_path: str, opts: SynthesisOptions, clock: StageClock) -> int:
     """Write the dub: ``speech``'s length at the source's frame rate, every frame with the face given a
     generated one; frames decoded in a thread, encoded in another. Returns the frames that got a face."""
-    num_out = max(1, int(round(speech.duration_s * source.fps)))
+    num_out = speech.frames_at(source.fps)
     rows = frame_feature_rows(num_out, source.fps, len(speech.audio_emb))
     bar = StageProgress("generating", num_out, opts.progress, opts.on_progress)
     with VideoWriter(out_path, source.fps, source.width, source.height, audio_path=audio_path) as writer, \
@@ -399,7 +403,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     clock = StageClock()
     speech = encode_speech(generator, audio_path, opts, clock)
     source = open_face_source(video_path)
-    num_out = max(1, int(round(speech.duration_s * source.fps)))
+    num_out = speech.frames_at(source.fps)
     detecting = StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)), opts.progress,
                               opts.on_progress)
     track = track_face(source, num_out, detector, tracking, clock, opts.read_ahead, strict, detecting)

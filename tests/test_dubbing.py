@@ -311,3 +311,11 @@ def test_dub_leaves_the_process_allocator_as_it_found_it(tmp_path):
         pytest.skip("the C allocator is not glibc")
     total, kept_hole = heap_hole("after_dub", 180_000, str(tmp_path))
     assert kept_hole < 0.1 * total, kept_hole
+
+
+def test_a_face_track_lists_the_frames_that_pass_through():
+    from models.synthesis import FaceTrack
+    box = np.array([0, 0, 10, 10])
+    track = FaceTrack([None, box, None, None, box, None], np.arange(6), 6, False, 2, 0)
+    assert track.frames == 6 and track.passthrough_spans() == [(0, 1), (2, 4), (5, 6)]
+    assert FaceTrack([box] * 3, np.arange(3), 3, False, 1, 0).passthrough_spans() == []
