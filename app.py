@@ -24,7 +24,7 @@ import numpy as np
 
 from face_detection import DEFAULT_S3FD_PATH, build_detector
 from face_detection.tracking import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_MAX_SIDE, DEFAULT_MAX_GAP_S, TrackingOptions
-from face_detection.tracking import KeyFrameDetector
+from face_detection.tracking import KeyFrameDetector, nearest_face
 from models.synthesis import SynthesisOptions, dub, is_image, read_image
 from models.talklip import load_talklip, prepare_for_inference
 from utils.audio import AUDIO_RATE_HZ, load_audio
@@ -82,8 +82,7 @@ class Faces:
         inside = [k for k, (x1, y1, x2, y2) in enumerate(self.boxes) if x1 <= x <= x2 and y1 <= y <= y2]
         if inside:
             return inside[0] + 1
-        centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2.0
-        return int(np.argmin(np.hypot(centres[:, 0] - x, centres[:, 1] - y))) + 1
+        return nearest_face(self.boxes, (x, y)) + 1
 
 
 def first_frame(path: str) -> np.ndarray:

@@ -197,10 +197,15 @@ class _Follower:
         if self.follow is None:
             pick = int(np.argmax((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])))
         else:
-            centres = (faces[:, :2] + faces[:, 2:]) / 2.0
-            pick = int(np.argmin(np.hypot(centres[:, 0] - self.follow[0], centres[:, 1] - self.follow[1])))
+            pick = nearest_face(faces, self.follow)
         self.tracks += 1
         return Sighting(faces[pick], self.tracks, faces[pick], self.tracks, index)
+
+
+def nearest_face(faces: np.ndarray, point: Tuple[float, float]) -> int:
+    """Index of the face (row of (n, 4) x1 y1 x2 y2 boxes) whose centre is nearest ``point``."""
+    centres = (faces[:, :2] + faces[:, 2:]) / 2.0
+    return int(np.argmin(np.hypot(centres[:, 0] - point[0], centres[:, 1] - point[1])))
 
 
 def _agree(a: Sighting, b: Sighting) -> bool:
