@@ -2,7 +2,13 @@
 
 - Detection runs on every ``detect_every``-th frame (and the last one), on a copy whose longest
   side is at most ``detect_max_side`` pixels (INTER_AREA; 0 keeps full resolution); boxes are mapped
-  back to full resolution.
+  back to full resolution. While a face is followed, the copy is scaled down further so that the
+  face's shorter side is about ``face_px`` pixels (a 250-px face needs no 640-px frame); a key frame
+  on which that finds no continuation of the face is detected again at ``detect_max_side``.
+- While the face moves smoothly the key frames spread out, up to ``detect_every * KEY_STRETCH``
+  frames apart: each longer segment is checked cheaply (phase correlation of the face region between
+  its first and middle frame, on the small copies) against the interpolated motion; a segment that
+  fails is bisected like a disagreement, and the spacing falls back to ``detect_every``.
 - Between two key frames whose boxes agree (the same face on both, IoU >= AGREE_IOU) boxes are
   interpolated linearly. Where they disagree (a cut, a face on one side only, fast motion) the
   middle frame is detected and both halves are resolved the same way (bisection), so a cut costs
@@ -19,8 +25,8 @@
 - Boxes are smoothed by a centred moving average over ``smooth_window`` frames within a track,
   never across a gap or a cut.
 
-Everything streams: at most ``detect_every * KEY_BATCH`` frames, plus the gap and smoothing
-windows, are held.
+Everything streams: at most ``detect_every * KEY_STRETCH * KEY_BATCH`` frames (the small copies,
+not the frames), plus the gap and smoothing windows, are held.
 """
 import collections
 import dataclasses
@@ -38,7 +44,12 @@ DEFAULT_DETECT_MAX_SIDE = 640
 AGREE_IOU = 0.5      # two key frames this similar are interpolated without detecting between them
 MATCH_IOU = 0.3      # a detection overlapping the followed face this much continues its track
 KEY_BATCH = 2        # key frames detected in one call
+KEY_STRETCH = 4      # while the motion is smooth, key frames are up to this many times detect_every apart
 DEFAULT_MAX_GAP_S = 0.2
+DEFAULT_FACE_PX = 64     # a followed face is detected at the scale where its shorter side is this long
+MOTION_TOL = 0.02        # a stretched segment's middle may be off its interpolated place by this x face side
+MOTION_TOL_MIN_PX = 2.0  # ... or this many pixels, whichever is more
+MOTION_PATCH = 64        # side of the grey face patch the motion check correlates
 
 Box = np.ndarray     # (4,) int64 x1 y1 x2 y2
 
@@ -50,12 +61,21 @@ class TrackingOptions:
     max_gap_s: Optional[float] = DEFAULT_MAX_GAP_S    # longest no-face gap filled; None: fill every gap
     smooth_window: int = 1
     follow: Optional[Tuple[float, float]] = None      # None: the largest face; (x, y): nearest this point
+    face_px: int = DEFAULT_FACE_PX                    # 0: always detect at detect_max_side
+    stretch: bool = True                              # spread key frames while the motion is smooth
 
     def __post_init__(self):
         if self.detect_every < 1:
             raise TalkLipError(f"--detect_every must be at least 1, got {self.detect_every}")
         if self.detect_max_side < 0:
             raise TalkLipError(f"--detect_max_side must be 0 (full resolution) or positive, got {self.detect_max_side}")
+        if self.face_px < 0:
+            raise TalkLipError(f"--detect_face_px must be 0 (off) or positive, got {self.face_px}")
+
+    @property
+    def adaptive(self) -> bool:
+        """Scale and spacing follow the face; off in the original's mode (every frame, full resolution)."""
+        return self.detect_every > 1 or self.detect_max_side > 0
 
 
 def no_face(source: str) -> NoFaceError:
@@ -84,6 +104,12 @@ def add_tracking_args(parser, smooth_window: int, dubbing: bool) -> None:
     parser.add_argument("--detect_max_side", type=non_negative_int, default=DEFAULT_DETECT_MAX_SIDE,
                         help="detect on a copy scaled down to this longest side in pixels, boxes mapped back "
                              "(0: full resolution, as the original)")
+    parser.add_argument("--detect_face_px", type=non_negative_int, default=DEFAULT_FACE_PX,
+                        help="while a face is followed, detect on a copy where its shorter side is about this "
+                             "many pixels (0: always at --detect_max_side)")
+    parser.add_argument("--no_detect_stretch", dest="detect_stretch", action="store_false",
+                        help=f"keep key frames --detect_every apart (default: up to {KEY_STRETCH}x that while "
+                             f"the face moves smoothly)")
     parser.add_argument("--smooth_window", type=positive_int, default=smooth_window,
                         help="average face boxes over N frames within a shot (1: off)")
     if dubbing:
@@ -101,7 +127,8 @@ def tracking_options(args) -> TrackingOptions:
     if max_gap is not None and max_gap < 0:
         raise TalkLipError(f"--max_gap must be 0 or more seconds, got {max_gap}")
     return TrackingOptions(detect_every=args.detect_every, detect_max_side=args.detect_max_side,
-                           max_gap_s=max_gap, smooth_window=args.smooth_window,
+                           max_gap_s=max_gap, smooth_window=args.smooth_window, face_px=args.detect_face_px,
+                           stretch=args.detect_stretch,
                            follow=parse_follow(getattr(args, "follow", "largest")))
 
 
@@ -115,30 +142,54 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _shrink(images: List[np.ndarray], factor: float) -> Tuple[np.ndarray, np.ndarray]:
+    """``images`` scaled by ``factor`` (INTER_AREA) when that makes them smaller, stacked, and the
+    (x, y, x, y) factors that map their pixels back."""
+    height, width = images[0].shape[:2]
+    if factor >= 1.0:
+        return np.stack(images), np.ones(4)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = np.stack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images])
+    return small, np.array([width / size[0], height / size[1]] * 2)
+
+
 class KeyFrameDetector:
-    """All faces of a frame as (n, 4) int64 boxes at full resolution, from a scaled-down copy."""
+    """All faces of a frame as (n, 4) int64 boxes at full resolution, from a scaled-down copy.
+
+    ``view(frame)`` is the copy the tracker keeps (longest side ``max_side``; the frame itself when
+    ``max_side`` is 0 or the frame is smaller); ``detect_views(views, face_side, face_px)`` finds
+    faces on views, scaled down further so that a face of shorter side ``face_side`` (full-resolution
+    pixels) is about ``face_px`` pixels. Calling the detector on full frames does the first."""
 
     def __init__(self, detector, max_side: int, clock=None):
         self.detector, self.max_side, self.clock = detector, max_side, clock
         self.calls = 0          # frames detected on
         self.misses = 0         # of those, frames on which no face was found
+        self.pixels = 0         # pixels the detector was given, in all
+        self.back = np.ones(4)  # (x, y, x, y) from view pixels to frame pixels
+
+    def view(self, frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        factor = self.max_side / max(height, width) if self.max_side else 1.0
+        small, self.back = _shrink([frame], factor)
+        return small[0]
 
     def __call__(self, frames: List[np.ndarray]) -> List[np.ndarray]:
+        return self.detect_views([self.view(frame) for frame in frames])
+
+    def detect_views(self, views: List[np.ndarray], face_side: Optional[float] = None,
+                     face_px: int = 0) -> List[np.ndarray]:
         started = time.perf_counter()
-        height, width = frames[0].shape[:2]
-        scale = 1.0
-        if self.max_side and max(height, width) > self.max_side:
-            scale = self.max_side / max(height, width)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-            back = np.array([width / size[0], height / size[1]] * 2)
-        else:
-            small, back = np.stack(frames), np.ones(4)
+        factor = 1.0
+        if face_side and face_px:
+            factor = face_px / (face_side / self.back[0])
+        small, back = _shrink(views, factor if factor < 0.9 else 1.0)
         found = []
         for dets in self.detector.detect_faces(small):
-            boxes = np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back
+            boxes = np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back * self.back
             found.append(np.clip(boxes, 0, None).astype(np.int64))   # the original: clip at 0, truncate
-        self.calls += len(frames)
+        self.calls += len(views)
+        self.pixels += small.shape[0] * small.shape[1] * small.shape[2]
         self.misses += sum(len(boxes) == 0 for boxes in found)
         if self.clock is not None:
             self.clock.add("detect", time.perf_counter() - started)
@@ -159,15 +210,13 @@ class Sighting:
 class TrackedFrame:
     """One frame on its way through the tracker's stages (observe -> fill gaps -> smooth)."""
     index: int
-    frame: np.ndarray
     box: Optional[Box]
     track: Optional[int]
 
 
 class FaceBox(NamedTuple):
-    """What ``track_faces`` yields per frame."""
+    """What ``track_faces`` yields per frame: its index and the followed face's box (or None)."""
     index: int
-    frame: np.ndarray
     box: Optional[Box]
 
 
@@ -218,63 +267,97 @@ def _agree(a: Sighting, b: Sighting) -> bool:
 class _Anchor:
     """The last resolved key frame: already handed on, and the left end of the next window."""
     index: int
-    frame: np.ndarray
+    view: np.ndarray
     seen: Sighting
+
+
+def _continues(faces: np.ndarray, before: Sighting) -> bool:
+    """Some face in ``faces`` continues the one last seen in ``before``."""
+    return before.last_box is not None and any(iou(face, before.last_box) >= MATCH_IOU for face in faces)
+
+
+def _grey_patch(view: np.ndarray, region: Tuple[int, int, int, int]) -> np.ndarray:
+    x1, y1, x2, y2 = region
+    patch = cv2.cvtColor(view[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+    return cv2.resize(patch, (MOTION_PATCH, MOTION_PATCH), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 class KeyFrameTracker:
     """The followed face's box (or None) on every frame, from detections on key frames only.
 
-    Frames are held until ``detect_every * KEY_BATCH`` have arrived after the anchor; then the key
-    frames among them are detected in one batch and ``_resolve`` fills the frames between. State:
-    the anchor and the frames held after it, nothing else."""
+    Frames are pushed; their small copies (``KeyFrameDetector.view``) are held until ``step *
+    KEY_BATCH`` have arrived after the anchor; then the key frames among them are detected in one
+    batch and ``_resolve`` fills the frames between. ``step`` is ``detect_every``, doubled after each
+    window resolved without a disagreement (up to ``KEY_STRETCH`` times), reset by one. State: the
+    anchor, the views held after it, and the step."""
 
     def __init__(self, detect: KeyFrameDetector, opts: TrackingOptions, patience: int):
-        self.detect, self.step = detect, opts.detect_every
+        self.detect, self.base = detect, opts.detect_every
+        self.step = self.base
+        self.max_step = self.base * KEY_STRETCH if opts.adaptive and opts.stretch else self.base
+        self.face_px = opts.face_px if opts.adaptive else 0
         self.follower = _Follower(opts.follow, patience)
         self.anchor: Optional[_Anchor] = None
         self.held: List[np.ndarray] = []
+        self.rough = False          # the current window needed a bisection
 
     def push(self, frame: np.ndarray) -> List[TrackedFrame]:
         """The frames resolved by this one (often none: it is held)."""
+        view = self.detect.view(frame)
         if self.anchor is None:
-            seen = self.follower.choose(0, self.detect([frame])[0], None)
-            self.anchor = _Anchor(0, frame, seen)
-            return [TrackedFrame(0, frame, seen.box, seen.track)]
-        self.held.append(frame)
+            seen = self.follower.choose(0, self.detect.detect_views([view])[0], None)
+            self.anchor = _Anchor(0, view, seen)
+            return [TrackedFrame(0, seen.box, seen.track)]
+        self.held.append(view)
         return self._flush(final=False) if len(self.held) >= self.step * KEY_BATCH else []
 
     def finish(self) -> List[TrackedFrame]:
         """The frames still held, the last one detected as a key frame."""
         return self._flush(final=True)
 
+    def _face_side(self, seen: Sighting) -> Optional[float]:
+        box = seen.last_box
+        return float(min(box[2] - box[0], box[3] - box[1])) if self.face_px and box is not None else None
+
     def _flush(self, final: bool) -> List[TrackedFrame]:
         count = len(self.held) if final else (len(self.held) // self.step) * self.step
         if count == 0:
             return []
-        window = [self.anchor.frame] + self.held[:count]            # position 0: the anchor
+        window = [self.anchor.view] + self.held[:count]             # position 0: the anchor
         keys = list(range(self.step, count, self.step)) + [count]
-        faces = dict(zip(keys, self.detect([window[k] for k in keys])))
-        seen = self._resolve(window, keys, faces)
+        hint = self._face_side(self.anchor.seen)
+        faces = dict(zip(keys, self.detect.detect_views([window[k] for k in keys], hint, self.face_px)))
+        self.rough = False
+        seen = self._resolve(window, keys, faces, scaled=set(keys) if hint else set())
         first = self.anchor.index
         self.anchor = _Anchor(first + count, window[-1], seen[count])
         self.held = self.held[count:]
-        return [TrackedFrame(first + k, window[k], seen[k].box, seen[k].track) for k in range(1, count + 1)]
+        self.step = self.base if self.rough else min(self.step * 2, self.max_step)
+        return [TrackedFrame(first + k, seen[k].box, seen[k].track) for k in range(1, count + 1)]
 
-    def _resolve(self, window: List[np.ndarray], keys: List[int], faces: Dict[int, np.ndarray]) -> Dict[int, Sighting]:
+    def _resolve(self, window: List[np.ndarray], keys: List[int], faces: Dict[int, np.ndarray],
+                 scaled: set) -> Dict[int, Sighting]:
         """A sighting for every position of ``window`` (absolute index: anchor's + position), given the
-        key frames' detections ``faces``. Between two positions whose sightings agree, boxes are
-        interpolated; where they disagree the middle is detected too and both halves resolved the
-        same way, in frame order (an explicit stack of segments)."""
+        key frames' detections ``faces`` (those at positions ``scaled`` made at the face's scale).
+        Between two positions whose sightings agree (and, for a segment longer than detect_every,
+        whose middle frame moved as interpolated), boxes are interpolated; otherwise the middle is
+        detected too and both halves resolved the same way, in frame order (an explicit stack)."""
         first = self.anchor.index
         seen: Dict[int, Sighting] = {0: self.anchor.seen}
         todo = [(a, b) for a, b in zip([0] + keys[:-1], keys)][::-1]
         while todo:
             a, b = todo.pop()
             if b not in faces:
-                faces[b] = self.detect([window[b]])[0]
+                hint = self._face_side(seen[a])
+                faces[b] = self.detect.detect_views([window[b]], hint, self.face_px)[0]
+                if hint:
+                    scaled.add(b)
+            if b in scaled and not _continues(faces[b], seen[a]):   # lost at the small scale: look properly
+                faces[b] = self.detect.detect_views([window[b]])[0]
+                scaled.discard(b)
             seen[b] = self.follower.choose(first + b, faces[b], seen[a])
-            if b - a > 1 and not _agree(seen[a], seen[b]):
+            if b - a > 1 and not (_agree(seen[a], seen[b]) and self._smooth(window, a, b, seen)):
+                self.rough = True
                 middle = (a + b) // 2
                 todo += [(middle, b), (a, middle)]
                 continue
@@ -286,6 +369,27 @@ class KeyFrameTracker:
                     box = np.round((1 - w) * seen[a].box + w * seen[b].box).astype(np.int64)
                     seen[k] = Sighting(box, seen[a].track, box, seen[a].track, first + k)
         return seen
+
+    def _smooth(self, window: List[np.ndarray], a: int, b: int, seen: Dict[int, Sighting]) -> bool:
+        """For a segment longer than ``detect_every`` with the face on both ends: the face region's
+        content moved from ``a`` to the middle frame as the interpolation says (phase correlation of
+        grey patches on the views), within MOTION_TOL of the face's side."""
+        if b - a <= self.base or seen[a].box is None:
+            return True
+        box_a, box_b, middle = seen[a].box, seen[b].box, (a + b) // 2
+        expected = ((middle - a) / (b - a)) * ((box_b[:2] + box_b[2:]) - (box_a[:2] + box_a[2:])) / 2.0
+        back = self.detect.back[:2]
+        height, width = window[a].shape[:2]
+        grow = (box_a[2:] - box_a[:2]) * 0.1
+        x1, y1 = np.maximum(0, np.floor((box_a[:2] - grow) / back)).astype(int)
+        x2, y2 = np.minimum([width, height], np.ceil((box_a[2:] + grow) / back)).astype(int)
+        if x2 - x1 < 8 or y2 - y1 < 8:
+            return True
+        (dx, dy), response = cv2.phaseCorrelate(_grey_patch(window[a], (x1, y1, x2, y2)),
+                                                _grey_patch(window[middle], (x1, y1, x2, y2)))
+        measured = np.array([dx * (x2 - x1), dy * (y2 - y1)]) / MOTION_PATCH * back
+        side = float(min(box_a[2] - box_a[0], box_a[3] - box_a[1]))
+        return response > 0.1 and bool(np.all(np.abs(measured - expected) <= max(MOTION_TOL_MIN_PX, MOTION_TOL * side)))
 
 
 class _GapFiller:
@@ -391,17 +495,17 @@ class FaceTracker:
         items = self.stages[0].push(frame)
         for stage in self.stages[1:]:
             items = [out for item in items for out in stage.push(item)]
-        return [FaceBox(item.index, item.frame, item.box) for item in items]
+        return [FaceBox(item.index, item.box) for item in items]
 
     def finish(self) -> List[FaceBox]:
         items: List[TrackedFrame] = []
         for stage in self.stages:          # what a stage still holds goes through the stages after it
             items = [out for item in items for out in stage.push(item)] + stage.finish()
-        return [FaceBox(item.index, item.frame, item.box) for item in items]
+        return [FaceBox(item.index, item.box) for item in items]
 
 
 def track_faces(frames: Iterable[np.ndarray], detector, opts: TrackingOptions, fps: float) -> Iterator[FaceBox]:
-    """(index, frame, box or None) for each frame of ``frames``, in order, streaming."""
+    """(index, box or None) for each frame of ``frames``, in order, streaming."""
     tracker = FaceTracker(detector, opts, fps)
     for frame in frames:
         yield from tracker.push(frame)
@@ -416,7 +520,7 @@ def boxes_for_video(video_path: str, detector, opts: TrackingOptions, progress: 
     boxes = []
     with VideoReader(video_path) as reader:
         bar = tqdm(total=reader.num_frames, desc="detect faces", unit="frame", disable=not progress)
-        for _, _, box in track_faces(reader, detector, fill_all, reader.fps):
+        for _, box in track_faces(reader, detector, fill_all, reader.fps):
             if box is None:
                 raise no_face(video_path)
             boxes.append(box)

@@ -40,7 +40,7 @@ def moving_face_720p(count: int):
 
 def boxes_of(frames, opts, detector=None):
     detect = KeyFrameDetector(detector or CascadeDetector(), opts.detect_max_side)
-    boxes = [box for _, _, box in track_faces(iter(frames), detect, opts, fps=25)]
+    boxes = [box for _, box in track_faces(iter(frames), detect, opts, fps=25)]
     assert all(box is not None for box in boxes)
     return np.stack(boxes), detect.calls
 
@@ -59,6 +59,38 @@ def test_default_detection_matches_every_frame_full_resolution_detection():
         relative = boxes - offsets
         return np.abs(relative - relative.mean(axis=0)).mean()
     assert error(ours) < error(reference) + 1.0
+
+
+def test_key_frames_spread_while_the_face_moves_smoothly_and_not_when_it_turns_back():
+    """Smooth drift: key frames stretch to 4x detect_every apart. A head that swings out and back
+    between two key frames (both ends agree) fails the motion check, is bisected, and its boxes
+    follow the swing; a cut from a large face to a small one (too small at the large face's detection
+    scale) is detected again at the search scale and lands on the exact frame."""
+    head, small = astronaut_head(520, 600), astronaut_head(400, 460)
+    def clip(xs, small_from=None):
+        frames = []
+        for k, x in enumerate(xs):
+            canvas = np.full((720, 1280, 3), 90, np.uint8)
+            if small_from is not None and k >= small_from:
+                canvas[100:560, 760:1160] = small
+            else:
+                canvas[60:660, x:x + 520] = head
+            frames.append(canvas)
+        return frames
+    drift = [100 + k for k in range(128)]
+    swing = [100 + int(round(120 * np.sin(np.pi * k / 64))) if 16 <= k <= 80 else 100 for k in range(128)]
+    for xs in (drift, swing):
+        ours, calls = boxes_of(clip(xs), TrackingOptions(smooth_window=1))
+        fixed, fixed_calls = boxes_of(clip(xs), TrackingOptions(smooth_window=1, stretch=False))
+        truth = np.array(xs)
+        err = np.abs((ours[:, 0] - truth) - np.median(ours[:, 0] - truth))
+        if xs is drift:
+            assert calls < 0.6 * fixed_calls, (calls, fixed_calls)
+        assert err.max() <= 6, (err.max(), int(err.argmax()))
+    frames = clip(drift[:72], small_from=41)
+    boxes, _ = boxes_of(frames, TrackingOptions(smooth_window=1, max_gap_s=0))
+    assert boxes[40][0] < 700 and boxes[41][0] >= 800, (boxes[40], boxes[41])
+    assert all(b[0] >= 800 for b in boxes[41:])
 
 
 def write_clip(path, frames, fps=25):
@@ -114,14 +146,14 @@ def test_with_two_faces_the_followed_one_never_switches(tmp_path, cpu_generator)
         frames.append(canvas)
     opts = TrackingOptions(detect_every=8, smooth_window=5, follow=(580, 175))
     detect = KeyFrameDetector(CascadeDetector(), opts.detect_max_side)
-    boxes = [box for _, _, box in track_faces(iter(frames), detect, opts, fps=25)]
+    boxes = [box for _, box in track_faces(iter(frames), detect, opts, fps=25)]
     assert all(box is not None for box in boxes)
     def inside(box, x1, x2):
         return x1 < (box[0] + box[2]) / 2 < x2
 
     assert all(inside(box, 480 - k, 680 - k) for k, box in enumerate(boxes))
     # the default follows the largest face, through the whole clip
-    boxes = [box for _, _, box in track_faces(iter(frames), CascadeDetector(), TrackingOptions(), fps=25)]
+    boxes = [box for _, box in track_faces(iter(frames), CascadeDetector(), TrackingOptions(), fps=25)]
     assert all(box is not None and inside(box, 40 + k, 300 + k) for k, box in enumerate(boxes))
 
 
@@ -185,7 +217,7 @@ def test_the_streaming_dub_equals_a_plain_frame_by_frame_dub(tmp_path, cpu_gener
 
     source = list(VideoReader(video))
     tracking = TrackingOptions()
-    boxes = [box for _, _, box in track_faces(iter(source), CascadeDetector(), tracking, fps=25)]
+    boxes = [box for _, box in track_faces(iter(source), CascadeDetector(), tracking, fps=25)]
     emb = encode_audio(cpu_generator, talklip_features(load_audio(audio), AUDIO_RATE_HZ), "cpu")
     count = round(2.3 * 25)
     rows, order = frame_feature_rows(count, 25, len(emb)), ping_pong(count, len(source))

@@ -181,8 +181,8 @@ def indexed_frames(count):
 
 def tracked(table, **options):
     detector = ScriptedDetector(table)
-    opts = TrackingOptions(**{"detect_max_side": 0, "smooth_window": 1, **options})
-    boxes = [box for _, _, box in track_faces(iter(indexed_frames(len(table))), detector, opts, fps=25)]
+    opts = TrackingOptions(**{"detect_max_side": 0, "smooth_window": 1, "face_px": 0, **options})   # scripted: scale-blind
+    boxes = [box for _, box in track_faces(iter(indexed_frames(len(table))), detector, opts, fps=25)]
     return boxes, sorted(set(detector.asked))
 
 
