@@ -32,7 +32,6 @@ from utils.cli import positive_float, positive_int
 from utils.device import add_device_arg, resolve_device
 from utils.errors import TalkLipError, one_line, run_cli
 from utils.ffmpeg import run_ffmpeg
-from utils.pipeline import map_large_buffers
 from utils.video import VideoReader, probe_video
 
 QUICKSTART_CHECKPOINTS = "runs/quickstart/train/checkpoint_step*.pth"
@@ -265,7 +264,6 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
 
 
 def main(args) -> int:
-    map_large_buffers()          # this process dubs clips of any length: keep its memory flat (inf_demo.py too)
     ckpt = args.ckpt_path or default_checkpoint()
     device = resolve_device(args.device)
     generator = prepare_for_inference(load_talklip(ckpt, device))

@@ -16,7 +16,6 @@ from models.talklip import load_talklip, prepare_for_inference
 from utils.cli import int_at_least, non_negative_int, positive_int
 from utils.device import add_device_arg, autocast_dtype, resolve_device
 from utils.errors import TalkLipError, run_cli
-from utils.pipeline import map_large_buffers
 
 
 def parse_args(argv=None):
@@ -28,9 +27,10 @@ def parse_args(argv=None):
     add_device_arg(parser)
     parser.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
     parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
-    parser.add_argument("--batch_size", type=positive_int, default=32, help="faces per generator batch")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help="faces per generator batch")
     parser.add_argument("--chunk_frames", type=positive_int, default=32,
-                        help="frames cropped, generated and pasted at a time (memory grows with it)")
+                        help="frames cropped, generated and pasted at a time, fewer for large frames "
+                             "(at most 96 MB of frames; memory grows with it)")
     add_tracking_args(parser, smooth_window=5, dubbing=True)
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="generator precision; bf16/fp16 need a GPU (--device cuda)")
@@ -58,10 +58,6 @@ def output_path(save_path: str, video_path: str, inputs) -> str:
 
 
 def main(args) -> int:
-    # This process dubs one clip of any length: large buffers get their own mappings from the C
-    # allocator, so the RSS stays flat through the clip (utils.pipeline.map_large_buffers). A setting
-    # for the whole process, so it is made here, by the entry point, not inside the library's dub().
-    map_large_buffers()
     if args.avhubert_root:
         print("note: --avhubert_root is ignored; AV-HuBERT is built into talklip", file=sys.stderr)
     device = resolve_device(args.device)

@@ -1,26 +1,31 @@
-"""Benchmark dubbing at 720p: end-to-end speed in the default and the original detection mode,
-seconds per stage, peak memory against clip length, and generator speed folded vs unfolded.
+"""Benchmark dubbing: end-to-end speed in the default and the original detection mode against the
+generator's own speed, seconds per stage, time to the first frame, and peak memory against clip
+length, speech length and frame size.
 
-    python bench/dub.py [--lengths 10 60 300] [--original_seconds 1] [--workdir /tmp/talklip_bench]
+    python bench/dub.py [--lengths 10 60 300] [--speech_seconds 3600] [--uhd_seconds 5]
+                        [--original_seconds 1] [--workdir /tmp/talklip_bench]
 
-Prints one JSON line. Clips are 1280x720, 25 fps: a photographed head (skimage's astronaut)
-drifting and bobbing, with speech-like audio. The generator is the paper's TalkLip with random
-weights. Detection cost is S3FD's, with random weights in the original key layout: its forward pass
-and post-processing run on exactly the frames (and resolution) the pipeline asks for, while the
-boxes come from OpenCV's cascade on the same frames (random S3FD weights find no real face, and the
-key-frame logic needs real boxes to behave as it would). Each clip runs in a fresh process, so its
-peak RSS is its own.
-- speed: the default mode (--detect_every 8 --detect_max_side 640) on the first length, and the
-  original's mode (--detect_every 1 --detect_max_side 0) on ``--original_seconds``; frames/s of both
-  and the ratio;
-- memory: peak RSS of the default mode for every length (it should stay flat), and within each run
-  the RSS sampled every half second, as the peak of each quarter of the run (no climb within a run);
-- generator frames/s at batch 32, unfolded vs folded + channels-last, on CPU (and bf16 on CUDA).
+Prints one JSON line. Clips are 25 fps: a photographed head (skimage's astronaut) drifting and
+bobbing, with speech-like audio (16 kHz WAV). The generator is the paper's TalkLip with random
+weights, loaded from a checkpoint file as inf_demo.py loads one. Detection cost is S3FD's, with
+random weights loaded from a file in the original key layout: its forward pass and post-processing
+run on exactly the frames (and scale) the pipeline asks for, while the boxes come from OpenCV's
+cascade on the same frames (random S3FD weights find no real face, and the key-frame logic needs real
+boxes to behave as it would). Each dub runs in a fresh process, so its peak RSS is its own.
+- speed: the default mode (the CLI's tracking defaults) on the first length (720p), against the
+  generator's own folded frames/s measured in the same run (``end_to_end_vs_generator``), and the
+  original's mode (every frame, full resolution) on ``--original_seconds`` (``speedup_default_vs_original``);
+- time to first frame: model and detector load, plus the dub's start to its first frame written;
+- memory: peak RSS of the default mode for every 720p length, for ``--speech_seconds`` of speech over
+  the first clip (played back and forth), and for a 3840x2160 clip; within each run the RSS sampled
+  every half second, as the peak of each quarter of the run (no climb within a run);
+- ``memory_release_ab``: the first length again with SynthesisOptions.release_memory off (no heap
+  trimming, the audio encoder's pages kept): the time the memory behaviour costs;
+- on CUDA: the generator's bf16 frames/s.
 """
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -35,37 +40,45 @@ from utils.cli import positive_float  # noqa: E402
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 
 
-def make_clip(path: str, wav_path: str, seconds: float) -> None:
-    """A 720p clip of a real head moving like a talking head, and matching speech-like audio."""
+def make_speech(path: str, seconds: float) -> None:
+    """Speech-like audio (a voiced buzz under a syllable-rate envelope), 16 kHz, written in blocks."""
+    import soundfile
+    from utils.audio import AUDIO_RATE_HZ
+    rng = np.random.default_rng(0)
+    total = int(seconds * AUDIO_RATE_HZ)
+    with soundfile.SoundFile(path, "w", AUDIO_RATE_HZ, 1, "PCM_16") as out:
+        for start in range(0, total, 60 * AUDIO_RATE_HZ):
+            t = np.arange(start, min(total, start + 60 * AUDIO_RATE_HZ)) / AUDIO_RATE_HZ
+            envelope = np.clip(np.sin(2 * np.pi * 1.7 * t), 0, None)
+            out.write(0.3 * envelope * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(len(t)))
+
+
+def make_clip(path: str, wav_path: str, seconds: float, width: int = WIDTH, height: int = HEIGHT) -> None:
+    """A clip of a real head moving like a talking head (its size and motion scale with the frame:
+    at 720p a 520x600 head), and matching speech-like audio."""
     import cv2
     import skimage.data
-    from utils.audio import AUDIO_RATE_HZ, save_wav
     from utils.video import VideoWriter
-    rng = np.random.default_rng(0)
-    samples = int(seconds * AUDIO_RATE_HZ)
-    t = np.arange(samples) / AUDIO_RATE_HZ
-    envelope = np.clip(np.sin(2 * np.pi * 1.7 * t), 0, None)
-    wav = (0.3 * envelope * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(samples)).astype(np.float32)
-    save_wav(wav_path, wav)
+    make_speech(wav_path, seconds)
+    scale = height / HEIGHT
     photo = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
-    head = cv2.resize(photo[0:300, 100:360], (520, 600))
-    with VideoWriter(path, FPS, WIDTH, HEIGHT) as writer:
+    head = cv2.resize(photo[0:300, 100:360], (round(520 * scale), round(600 * scale)))
+    with VideoWriter(path, FPS, width, height) as writer:
         for k in range(int(seconds * FPS)):
-            canvas = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
-            x = 380 + int(round(120 * np.sin(k / 90)))
-            y = 60 + int(round(10 * np.sin(k / 20)))
-            canvas[y:y + 600, x:x + 520] = head
+            canvas = np.full((height, width, 3), 90, np.uint8)
+            x = round((380 + 120 * np.sin(k / 90)) * scale)
+            y = round((60 + 10 * np.sin(k / 20)) * scale)
+            canvas[y:y + head.shape[0], x:x + head.shape[1]] = head
             writer.write(canvas)
 
 
 class S3FDCostCascadeBoxes:
-    """S3FD's full cost on the frames asked about (random weights), the cascade's boxes."""
+    """S3FD's full cost on the frames asked about (random weights, loaded from a file as s3fd.pth is),
+    the cascade's boxes."""
 
-    def __init__(self):
-        import torch
-        from face_detection import CascadeDetector, S3FD, S3FDDetector
-        torch.manual_seed(0)
-        self.s3fd = S3FDDetector(S3FD().state_dict())
+    def __init__(self, s3fd_path: str):
+        from face_detection import CascadeDetector, S3FDDetector
+        self.s3fd = S3FDDetector(s3fd_path)
         self.cascade = CascadeDetector()
 
     def detect_faces(self, frames):
@@ -80,6 +93,13 @@ class RssSampler:
         self.period, self.samples = period, []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def peak_mb() -> float:
+        """This process' peak RSS since it started (VmHWM; ru_maxrss would also count the parent's
+        peak before exec)."""
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024
 
     @staticmethod
     def rss_mb() -> float:
@@ -103,26 +123,29 @@ class RssSampler:
         return [round(max(self.samples[k * n // 4:(k + 1) * n // 4] or [0.0]), 1) for k in range(4)]
 
 
-def worker(video: str, wav: str, ckpt: str, detect_every: int, max_side: int, unfolded: bool) -> dict:
+def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool) -> dict:
+    """One dub in this process: ``mode`` 'default' (the CLI's tracking defaults) or 'original' (every
+    frame, full resolution); ``release``: SynthesisOptions.release_memory."""
+    started = time.perf_counter()
     from face_detection.tracking import TrackingOptions
     from models.synthesis import SynthesisOptions, dub
     from models.talklip import load_talklip, prepare_for_inference
-    from utils.pipeline import map_large_buffers
-    map_large_buffers()                  # as inf_demo.py does: this process dubs one clip
-    generator = load_talklip(ckpt)
-    if not unfolded:
-        prepare_for_inference(generator)
-    tracking = TrackingOptions(detect_every=detect_every, detect_max_side=max_side, smooth_window=5)
-    out = os.path.join(os.path.dirname(video), f"out_{detect_every}_{max_side}.mp4")
-    detector = S3FDCostCascadeBoxes()
+    generator = prepare_for_inference(load_talklip(ckpt))
+    detector = S3FDCostCascadeBoxes(s3fd)
+    tracking = (TrackingOptions(smooth_window=5) if mode == "default"
+                else TrackingOptions(detect_every=1, detect_max_side=0, smooth_window=5))
+    load_s = time.perf_counter() - started
+    out = os.path.join(os.path.dirname(wav), f"out_{mode}_{os.path.basename(video)}")
     started = time.perf_counter()
     with RssSampler() as rss:
-        info = dub(generator, video, wav, out, detector, SynthesisOptions(progress=False), tracking)
+        info = dub(generator, video, wav, out, detector, SynthesisOptions(progress=False, release_memory=release),
+                   tracking)
     elapsed = time.perf_counter() - started
     return {"frames": info.frames, "seconds": round(elapsed, 1), "frames_per_s": round(info.frames / elapsed, 3),
-            "detected_frames": info.detected_frames, "frames_with_face": info.frames_with_face,
-            "stage_seconds": info.seconds,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "load_s": round(load_s, 2), "time_to_first_frame_s": round(load_s + info.first_frame_s, 2),
+            "detected_frames": info.detected_frames, "detected_megapixels": round(info.detected_pixels / 3e6, 1),
+            "frames_with_face": info.frames_with_face, "stage_seconds": info.seconds,
+            "peak_rss_mb": round(RssSampler.peak_mb(), 1),
             "rss_mb_peak_by_quarter": rss.quarter_peaks()}
 
 
@@ -153,8 +176,9 @@ def generator_speed(device, batches=(1, 32, 128), dtype=None) -> dict:
     return result
 
 
-def generator_speed_folded(batch: int = 32, repeat: int = 3) -> dict:
-    """CPU frames/s of the paper's generator as loaded, and folded + channels-last (same weights)."""
+def generator_speed_folded(batches=(8, 32), repeat: int = 4) -> dict:
+    """CPU frames/s of the paper's generator as loaded, and folded + channels-last (same weights), at
+    the dub's batch (8) and at 32; ``best`` is the folded model's best."""
     import copy
     import torch
     from models.synthesis import render_faces
@@ -162,69 +186,99 @@ def generator_speed_folded(batch: int = 32, repeat: int = 3) -> dict:
     torch.manual_seed(0)
     model = TalkLip().eval()
     folded = prepare_for_inference(copy.deepcopy(model))
-    faces, emb = torch.rand(batch, 6, 96, 96), torch.randn(batch, 768)
     result = {}
-    for name, net in (("unfolded", model), ("folded", folded)):
-        render_faces(net, faces, emb, "cpu", batch)
-        started = time.perf_counter()
-        for _ in range(repeat):
+    for batch in batches:
+        faces, emb = torch.rand(batch, 6, 96, 96), torch.randn(batch, 768)
+        for name, net in (("unfolded", model), ("folded", folded)):
             render_faces(net, faces, emb, "cpu", batch)
-        result[name] = round(batch * repeat / (time.perf_counter() - started), 2)
-    result["ratio"] = round(result["folded"] / result["unfolded"], 3)
+            count = max(1, 64 // batch) * repeat
+            started = time.perf_counter()
+            for _ in range(count):
+                render_faces(net, faces, emb, "cpu", batch)
+            result[f"{name}_batch_{batch}"] = round(batch * count / (time.perf_counter() - started), 2)
+    result["best"] = max(v for k, v in result.items() if k.startswith("folded"))
     return result
 
 
-def run_worker(video, wav, ckpt, detect_every, max_side, unfolded=False) -> dict:
-    cmd = [sys.executable, __file__, "--worker", video, wav, ckpt, str(detect_every), str(max_side)]
-    proc = subprocess.run(cmd + (["--unfolded"] if unfolded else []), capture_output=True, text=True, cwd=ROOT)
+def run_worker(video, wav, ckpt, s3fd, mode="default", release=True) -> dict:
+    cmd = [sys.executable, __file__, "--worker", video, wav, ckpt, s3fd, mode, "1" if release else "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def clip_in(workdir: str, seconds: float):
-    folder = os.path.join(workdir, f"clip_{seconds:g}s")
+def clip_in(workdir: str, seconds: float, width: int = WIDTH, height: int = HEIGHT, speech_s: float = None):
+    """(video, speech) in ``workdir``: a clip of ``seconds`` at width x height, speech of ``speech_s``
+    (default: as long as the clip)."""
+    folder = os.path.join(workdir, f"clip_{seconds:g}s_{width}x{height}")
     os.makedirs(folder, exist_ok=True)
-    video, wav = os.path.join(folder, "in.mp4"), os.path.join(folder, "in.wav")
+    video, wav = os.path.join(folder, "in.mp4"), os.path.join(folder, f"speech_{speech_s or seconds:g}s.wav")
     if not os.path.exists(video):
-        make_clip(video, wav, seconds)
+        make_clip(video, os.path.join(folder, "unused.wav"), seconds, width, height)
+    if not os.path.exists(wav):
+        make_speech(wav, speech_s or seconds)
     return video, wav
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=positive_float, nargs="+", default=[10, 60, 300],
-                        help="clip lengths in seconds for the default mode (speed on the first, memory on all)")
+                        help="720p clip lengths in seconds for the default mode (speed on the first, memory on all)")
     parser.add_argument("--original_seconds", type=positive_float, default=1.0,
-                        help="clip length for the original's every-frame full-resolution mode (slow: ~10 s/frame)")
+                        help="clip length for the original's every-frame full-resolution mode (slow: ~5 s/frame)")
+    parser.add_argument("--speech_seconds", type=float, default=3600,
+                        help="speech length dubbed over the first clip, played back and forth (0: skip)")
+    parser.add_argument("--uhd_seconds", type=float, default=5, help="length of the 3840x2160 clip (0: skip)")
     parser.add_argument("--workdir", default="/tmp/talklip_bench", help="where clips and outputs go")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
-    parser.add_argument("--unfolded", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        video, wav, ckpt, every, side = args.worker
-        print(json.dumps(worker(video, wav, ckpt, int(every), int(side), args.unfolded)))
+        video, wav, ckpt, s3fd, mode, release = args.worker
+        print(json.dumps(worker(video, wav, ckpt, s3fd, mode, release == "1")))
         return
     import torch
+    from face_detection import S3FD
     from models.talklip import TalkLip
     os.makedirs(args.workdir, exist_ok=True)
-    ckpt = os.path.join(args.workdir, "random_talklip.pth")
+    ckpt, s3fd = os.path.join(args.workdir, "random_talklip.pth"), os.path.join(args.workdir, "random_s3fd.pth")
     if not os.path.exists(ckpt):
         torch.manual_seed(0)
         torch.save({"state_dict": TalkLip().state_dict()}, ckpt)
+    if not os.path.exists(s3fd):
+        torch.manual_seed(0)
+        torch.save(S3FD().state_dict(), s3fd)
     result = {"bench": "dub", "resolution": f"{WIDTH}x{HEIGHT}", "torch": torch.__version__,
               "cpu_threads": torch.get_num_threads(), "default_mode": {}}
+    generator = generator_speed_folded()
+    result["cpu_generator_frames_per_s"] = generator
     for seconds in args.lengths:
         video, wav = clip_in(args.workdir, seconds)
-        result["default_mode"][f"{seconds:g}s"] = run_worker(video, wav, ckpt, 8, 640)
+        result["default_mode"][f"{seconds:g}s"] = run_worker(video, wav, ckpt, s3fd)
+    first_key = f"{args.lengths[0]:g}s"
+    first = result["default_mode"][first_key]
+    video, wav = clip_in(args.workdir, args.lengths[0])
+    unreleased = run_worker(video, wav, ckpt, s3fd, release=False)
+    result["memory_release_ab"] = {
+        "with": {"frames_per_s": first["frames_per_s"], "peak_rss_mb": first["peak_rss_mb"]},
+        "without": {"frames_per_s": unreleased["frames_per_s"], "peak_rss_mb": unreleased["peak_rss_mb"]},
+        "time_cost": round(unreleased["frames_per_s"] / first["frames_per_s"] - 1, 3)}
     video, wav = clip_in(args.workdir, args.original_seconds)
-    result["original_mode"] = run_worker(video, wav, ckpt, 1, 0)
-    first = result["default_mode"][f"{args.lengths[0]:g}s"]
+    result["original_mode"] = run_worker(video, wav, ckpt, s3fd, mode="original")
     result["speedup_default_vs_original"] = round(first["frames_per_s"] / result["original_mode"]["frames_per_s"], 2)
-    result["peak_rss_mb_by_length"] = {k: v["peak_rss_mb"] for k, v in result["default_mode"].items()}
-    peaks = list(result["peak_rss_mb_by_length"].values())
-    result["peak_rss_spread_mb"] = round(max(peaks) - min(peaks), 1)
-    result["cpu_generator_frames_per_s"] = generator_speed_folded()
+    result["end_to_end_vs_generator"] = round(first["frames_per_s"] / generator["best"], 3)
+    if args.speech_seconds:
+        video, wav = clip_in(args.workdir, args.lengths[0], speech_s=args.speech_seconds)
+        result["long_speech"] = dict(run_worker(video, wav, ckpt, s3fd), speech_s=args.speech_seconds,
+                                     video_s=args.lengths[0])
+    if args.uhd_seconds:
+        video, wav = clip_in(args.workdir, args.uhd_seconds, 3840, 2160)
+        result["uhd_3840x2160"] = run_worker(video, wav, ckpt, s3fd)
+    result["peak_rss_mb"] = {**{f"720p_{k}": v["peak_rss_mb"] for k, v in result["default_mode"].items()},
+                             **({"speech_%gs" % args.speech_seconds: result["long_speech"]["peak_rss_mb"]}
+                                if args.speech_seconds else {}),
+                             **({"uhd": result["uhd_3840x2160"]["peak_rss_mb"]} if args.uhd_seconds else {})}
+    result["time_to_first_frame_s"] = {k: v["time_to_first_frame_s"] for k, v in result["default_mode"].items()}
     if torch.cuda.is_available():
         result["gpu_name"] = torch.cuda.get_device_name(0)
         result["gpu_generator_frames_per_s_bf16"] = generator_speed(torch.device("cuda"), dtype=torch.bfloat16)

@@ -158,9 +158,13 @@ class S3FDDetector:
     name = "s3fd"
 
     def __init__(self, weights: Union[str, dict], device: Union[str, torch.device] = "cpu"):
-        state = load_state_dict_file(weights, what="S3FD weights") if isinstance(weights, str) else weights
-        self.net = S3FD()
-        load_strict(self.net, state, source=weights if isinstance(weights, str) else "S3FD state dict")
+        # a file is mapped, not read (its pages come in as the network first runs), and the network is
+        # built without initial weights of its own: the file's tensors are taken over
+        state = load_state_dict_file(weights, what="S3FD weights", mmap=True) if isinstance(weights, str) else weights
+        with torch.device("meta"):
+            self.net = S3FD()
+        load_strict(self.net, {k: v.float() for k, v in state.items()},
+                    source=weights if isinstance(weights, str) else "S3FD state dict", assign=True)
         self.device = torch.device(device)
         self.net.to(self.device).eval()
 

@@ -6,6 +6,7 @@ clip. Audio features (25 Hz) are mapped to video frames by time, so any frame ra
 """
 import itertools
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -18,8 +19,10 @@ from tqdm import tqdm
 from face_detection.boxes import crop_face
 from face_detection.tracking import FaceTracker, KeyFrameDetector, TrackingOptions, no_face
 from models.talklip import FACE_SIZE, TalkLip
-from utils.audio import FEATURE_RATE_HZ, AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
+from utils.audio import (FEATURE_RATE_HZ, AUDIO_RATE_HZ, SpeechSamples, audio_visual_align, feature_count,
+                         load_audio, talklip_feature_rows, talklip_features)
 from utils.errors import MediaError
+from utils.memory import released_after_use
 from utils.pipeline import BackgroundWriter, StageClock, in_background, release_free_memory
 from utils.video import FrameSeeker, SourceFrame, VideoReader, VideoWriter
 
@@ -41,6 +44,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 AUDIO_WINDOW_OVERLAP = 150     # audio frames each side of a window that are run but not kept (6 s)
+CHUNK_BYTES = 24 << 20         # frames in one chunk at most (8 at 720p, 1 at 4K); up to ~4 chunks are in flight
 
 
 @torch.no_grad()
@@ -144,7 +148,7 @@ def render_faces(generator: TalkLip, inputs: torch.Tensor, audio_emb: torch.Tens
 
 @dataclass
 class SynthesisOptions:
-    batch_size: int = 32          # faces per generator batch
+    batch_size: int = 8           # faces per generator batch (on 2 CPU cores 8 ran faster than 32: 23 vs 20 faces/s)
     chunk_frames: int = 32        # frames cropped / generated / pasted / handed to the encoder at a time
     feather: int = 0              # blend width in pixels (0: paste the face box as the original)
     audio_window: int = 1500      # audio frames (25 Hz) the transformer sees at once
@@ -153,6 +157,7 @@ class SynthesisOptions:
     progress: bool = True         # tqdm bars on stderr
     read_ahead: int = 8           # decoded frames waiting for the model
     on_progress: Optional[Callable[[str, int, int], None]] = None   # (stage, frames done, frames in all)
+    release_memory: bool = True   # hand freed heap pages and the audio encoder's mapped pages back as it goes
 
 
 class StageProgress:
@@ -184,10 +189,11 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 
 
 def render_chunk(generator: TalkLip, chunk: List[Tuple[np.ndarray, Optional[np.ndarray], int]],
-                 audio_emb: torch.Tensor, opts: SynthesisOptions, clock: StageClock,
+                 embed: Callable[[np.ndarray], torch.Tensor], opts: SynthesisOptions, clock: StageClock,
                  reference: Optional[np.ndarray] = None) -> int:
     """Paste a generated face into each frame of ``chunk`` (frame, box or None, audio row) that has a
-    box, in place; returns how many. The reference face is the frame's own crop, or ``reference``."""
+    box, in place; returns how many. ``embed(rows)``: the audio-encoder features of those rows. The
+    reference face is the frame's own crop, or ``reference``."""
     with_face = [(frame, box, row) for frame, box, row in chunk if box is not None]
     if not with_face:
         return 0
@@ -195,9 +201,9 @@ def render_chunk(generator: TalkLip, chunk: List[Tuple[np.ndarray, Optional[np.n
     boxes = np.stack([box for _, box, _ in with_face])
     crops = np.stack([crop_face(frame, box, FACE_SIZE) for frame, box, _ in with_face])
     refs = crops if reference is None else np.repeat(reference[None], len(crops), axis=0)
-    emb = audio_emb[torch.from_numpy(np.array([row for _, _, row in with_face]))]
     inputs = face_inputs(crops, refs)
     clock.add("crop", time.perf_counter() - started)
+    emb = embed(np.array([row for _, _, row in with_face], np.int64))
     started = time.perf_counter()
     faces = render_faces(generator, inputs, emb, opts.device, opts.batch_size, opts.dtype)
     clock.add("generate", time.perf_counter() - started)
@@ -209,36 +215,76 @@ def render_chunk(generator: TalkLip, chunk: List[Tuple[np.ndarray, Optional[np.n
 
 
 def render_into(out, generator: TalkLip, items: Iterable[Tuple[np.ndarray, Optional[np.ndarray], int]],
-                audio_emb: torch.Tensor, opts: SynthesisOptions, clock: StageClock,
-                reference: Optional[np.ndarray] = None, bar=None) -> int:
+                embed: Callable[[np.ndarray], torch.Tensor], opts: SynthesisOptions, clock: StageClock,
+                reference: Optional[np.ndarray] = None, bar: Optional[Callable[[int], None]] = None,
+                chunk_frames: Optional[int] = None) -> int:
     """Write ``items`` (frame, face box or None, audio-encoder row), in output order, to ``out``
-    (``write_batch``), ``opts.chunk_frames`` at a time: a frame with a box gets the generated face
-    pasted in (``render_chunk``); a frame without one passes through untouched. Returns the number of
-    frames that got a face."""
+    (``write_batch``), ``chunk_frames`` (default ``opts.chunk_frames``) at a time: a frame with a box
+    gets the generated face pasted in (``render_chunk``); a frame without one passes through untouched.
+    ``bar(frames)`` hears each chunk written. Returns the number of frames that got a face."""
     faced = 0
-    for chunk in chunked(items, opts.chunk_frames):
-        faced += render_chunk(generator, chunk, audio_emb, opts, clock, reference)
+    for chunk in chunked(items, chunk_frames or opts.chunk_frames):
+        faced += render_chunk(generator, chunk, embed, opts, clock, reference)
         out.write_batch([frame for frame, _, _ in chunk])
         if bar is not None:
-            bar.update(len(chunk))
+            bar(len(chunk))
         del chunk
-        release_free_memory()
+        if opts.release_memory:
+            release_free_memory()
     return faced
 
 
 # ---------------------------------------------------------------------------------- dubbing
-# dub() = encode_speech -> open_face_source -> track_face -> render_dub. Each step hands the next a
-# dataclass; nothing is shared on the side.
+# dub() = open_speech -> open_face_source -> FaceFollower.first_face -> render_dub, one pass: the
+# speech is encoded window by window as the frames reach it, and the face is followed a few frames
+# ahead of the frames being generated (its own decoder), so the first frame comes out after one audio
+# window and a few detections, whatever the length, and memory does not grow with it.
 
-@dataclass
 class Speech:
-    """The new speech: its length and the audio encoder's features, one row per 25 Hz audio frame."""
-    duration_s: float
-    audio_emb: torch.Tensor           # (T, C)
+    """The new speech: its length, and the audio encoder's features for any 25 Hz rows, encoded
+    window by window as asked (the windows of ``encode_audio``: up to ``window`` rows the transformer
+    sees the whole utterance, as the original; longer speech overlaps windows by ``overlap`` rows a
+    side). The encoder's file-backed weights are released after each use (``released_after_use``)."""
+
+    def __init__(self, generator: TalkLip, samples: SpeechSamples, opts: SynthesisOptions, clock: StageClock,
+                 overlap: int = AUDIO_WINDOW_OVERLAP):
+        self.generator, self.samples, self.opts, self.clock = generator, samples, opts, clock
+        self.duration_s = samples.count / AUDIO_RATE_HZ
+        self.rows = feature_count(samples.count)
+        self.window, self.overlap = opts.audio_window, overlap
+        self.step = self.rows if self.rows <= self.window else self.window - 2 * overlap
+        if self.step <= 0:
+            raise ValueError(f"audio_window ({self.window}) must exceed twice the overlap ({overlap})")
+        self._cache: Dict[int, torch.Tensor] = {}     # window number -> the rows it keeps
 
     def frames_at(self, fps: float) -> int:
         """How many video frames at ``fps`` it lasts (at least one): the dub's length."""
         return max(1, int(round(self.duration_s * fps)))
+
+    def embeddings(self, rows: np.ndarray) -> torch.Tensor:
+        """(len(rows), C) audio-encoder features of ``rows`` (25 Hz feature rows)."""
+        windows = rows // self.step
+        for window in np.unique(windows):
+            if int(window) not in self._cache:
+                self._cache = {k: v for k, v in self._cache.items() if k > window - 2}
+                self._cache[int(window)] = self._encode(int(window))
+        return torch.cat([self._cache[int(w)][rows[windows == w] - int(w) * self.step] for w in np.unique(windows)])
+
+    def _encode(self, window: int) -> torch.Tensor:
+        started = time.perf_counter()
+        keep_start, keep_end = window * self.step, min(self.rows, (window + 1) * self.step)
+        if self.rows <= self.window:
+            start, end = 0, self.rows
+        else:
+            start = max(0, keep_start - self.overlap)
+            end = min(self.rows, max(keep_end + self.overlap, start + self.window))
+            start = max(0, min(start, end - self.window))
+        feats = torch.from_numpy(talklip_feature_rows(self.samples, start, end))
+        encoder = self.generator.audio_encoder if self.opts.release_memory else None
+        with torch.no_grad(), released_after_use(encoder):
+            out, _ = self.generator.encode_audio(feats.T[None].to(self.opts.device))
+        self.clock.add("audio", time.perf_counter() - started)
+        return out[keep_start - start: keep_end - start, 0].float().cpu()
 
 
 @dataclass
@@ -267,7 +313,7 @@ class FaceSource:
 
 @dataclass
 class FaceTrack:
-    """The followed face on each frame of one forward pass over the source, as ``track_face`` found it."""
+    """The followed face on each frame of one forward pass over the source, as ``FaceFollower`` found it."""
     boxes: List[Optional[np.ndarray]]  # per frame: (4,) int64 x1 y1 x2 y2, or None (the frame passes through)
     source_index: np.ndarray           # per frame: its decoded index in the file (resampling repeats or drops)
     decoded_frames: int                # frames decoded from the file
@@ -291,6 +337,84 @@ class FaceTrack:
         return spans
 
 
+class FaceFollower:
+    """Follows the face through one forward pass over the source's first ``count`` frames, decoding
+    (in a thread) only as far as asked: ``box(position)`` returns the box of that frame of the pass,
+    decoding and tracking up to it first. ``first_face()`` looks for the first frame with the face and
+    raises when there is none (before anything is generated or written). ``track()`` is the
+    finished pass (``FaceTrack``)."""
+
+    def __init__(self, source: FaceSource, count: int, detector, tracking: TrackingOptions, clock: StageClock,
+                 read_ahead: int = 8, strict: bool = False):
+        self.source, self.strict = source, strict
+        self.reader, frames = source.forward(count)
+        self.frames = in_background(clock.timed("decode", frames), read_ahead, name="decoder")
+        self.detect = KeyFrameDetector(detector, tracking.detect_max_side, clock)
+        self.tracker = FaceTracker(self.detect, tracking, source.fps)
+        self.boxes: List[Optional[np.ndarray]] = []
+        self.source_index: List[int] = []
+        self.finished = False
+
+    def _advance(self) -> None:
+        """Push frames until the tracker hands some boxes back, or finish the pass."""
+        before = len(self.boxes)
+        while len(self.boxes) == before and not self.finished:
+            frame = next(self.frames, None)
+            if frame is None:
+                self.boxes += [found.box for found in self.tracker.finish()]
+                self._finish()
+                return
+            self.source_index.append(frame.index)
+            self.boxes += [found.box for found in self.tracker.push(frame.image)]
+
+    def _finish(self) -> None:
+        self.finished = True
+        if self.reader is not None:
+            self.reader.close()
+            if self.strict and self.reader.truncated:
+                raise self.reader.truncation_error()
+        if all(box is None for box in self.boxes):
+            raise no_face(self.source.path)
+
+    def box(self, position: int) -> Optional[np.ndarray]:
+        while position >= len(self.boxes) and not self.finished:
+            self._advance()
+        return self.boxes[position]
+
+    def first_face(self, progress: Optional[StageProgress] = None) -> None:
+        while not self.finished and all(box is None for box in self.boxes):
+            self._advance()
+            if progress is not None:
+                progress.update(len(self.boxes) - progress.done)
+        if progress is not None:
+            progress.close()
+
+    @property
+    def length(self) -> Optional[int]:
+        """Frames in the pass, once it is finished (None before)."""
+        return len(self.boxes) if self.finished else None
+
+    def position(self, k: int) -> int:
+        """The pass' frame shown at output frame ``k``: forward, then back and forth (``ping_pong``)."""
+        while not self.finished and k >= len(self.source_index):
+            self._advance()
+        return k if k < len(self.source_index) else int(ping_pong(k + 1, len(self.boxes))[k])
+
+    def close(self) -> None:
+        """Stop the decoder thread (the pass need not be finished)."""
+        self.frames.close()
+        if self.reader is not None:
+            self.reader.close()
+
+    def track(self) -> FaceTrack:
+        while not self.finished:
+            self._advance()
+        decoded = self.reader.decoded if self.reader is not None else 1
+        damaged = self.reader is not None and self.reader.truncated
+        return FaceTrack(self.boxes, np.asarray(self.source_index, np.int64), decoded, damaged,
+                         self.detect.calls, self.detect.misses)
+
+
 @dataclass
 class DubResult:
     frames: int                        # frames written (the speech's length at the source's rate)
@@ -303,16 +427,10 @@ class DubResult:
     frames_with_face: int              # frames that got a generated face
     detected_frames: int               # frames the detector ran on
     detection_misses: int              # of those, frames on which it found no face
-    seconds: Dict[str, float]          # per stage (StageClock)
+    seconds: Dict[str, float]          # per stage (StageClock; stages in threads overlap)
     with_face: np.ndarray              # (frames,) bool: which output frames got a generated face
-
-
-def encode_speech(generator: TalkLip, audio_path: str, opts: SynthesisOptions, clock: StageClock) -> Speech:
-    wav = load_audio(audio_path)
-    started = time.perf_counter()
-    audio_emb = encode_audio(generator, talklip_features(wav, AUDIO_RATE_HZ), opts.device, max_frames=opts.audio_window)
-    clock.add("audio", time.perf_counter() - started)
-    return Speech(len(wav) / AUDIO_RATE_HZ, audio_emb)
+    first_frame_s: Optional[float] = None   # from the call to the first frame handed to the encoder
+    detected_pixels: int = 0           # pixels the detector was given, in all
 
 
 def open_face_source(path: str) -> FaceSource:
@@ -323,97 +441,98 @@ def open_face_source(path: str) -> FaceSource:
         return FaceSource(path, reader.fps, reader.width, reader.height, reader.info.duration_s)
 
 
-def track_face(source: FaceSource, count: int, detector, tracking: TrackingOptions, clock: StageClock,
-               read_ahead: int = 8, strict: bool = False, progress: Optional[StageProgress] = None) -> FaceTrack:
-    """Decode (in a thread) the source's first ``count`` frames and follow its face through them.
-    Raises, before anything is generated, when no frame shows the face, or (``strict``) when the
-    file's frames stop before its declared end."""
-    reader, frames = source.forward(count)
-    detect = KeyFrameDetector(detector, tracking.detect_max_side, clock)
-    tracker = FaceTracker(detect, tracking, source.fps)
-    boxes: List[Optional[np.ndarray]] = []
-    source_index: List[int] = []
-    for frame in in_background(clock.timed("decode", frames), read_ahead, name="decoder"):
-        source_index.append(frame.index)
-        found = tracker.push(frame.image)
-        boxes += [face.box for face in found]
-        if progress is not None and found:
-            progress.update(len(found))
-    boxes += [found.box for found in tracker.finish()]
-    if progress is not None:
-        progress.update(len(boxes) - progress.done)
-        progress.close()
-    if reader is not None:
-        reader.close()
-    damaged = reader is not None and reader.truncated
-    if strict and damaged:
-        raise reader.truncation_error()
-    if all(box is None for box in boxes):
-        raise no_face(source.path)
-    return FaceTrack(boxes, np.asarray(source_index, np.int64), reader.decoded if reader is not None else 1,
-                     damaged, detect.calls, detect.misses)
-
-
-def dub_frames(source: FaceSource, track: FaceTrack, rows: np.ndarray, chunk_frames: int
+def dub_frames(source: FaceSource, follower: FaceFollower, rows: np.ndarray, chunk_frames: int, clock: StageClock
                ) -> Iterator[Tuple[np.ndarray, Optional[np.ndarray], int]]:
     """(frame, box or None, audio row) per output frame: the source forward, then (when the speech
-    outlasts it) backward and forward again, re-decoded by index (``FrameSeeker``)."""
-    order = ping_pong(len(rows), track.frames)
+    outlasts it) backward and forward again, decoded by index (``FrameSeeker``; the follower decodes
+    and tracks ahead on its own)."""
     if source.image is not None:
+        box = follower.box(0)
         for k in range(len(rows)):
-            yield source.image.copy(), track.boxes[0], rows[k]
+            yield source.image.copy(), box, rows[k]
         return
     with FrameSeeker(source.path) as seeker:
         for start in range(0, len(rows), chunk_frames):
-            positions = order[start:start + chunk_frames]
-            for k, (position, frame) in enumerate(zip(positions, seeker.get(track.source_index[positions]))):
-                yield frame, track.boxes[position], rows[start + k]
+            positions = [follower.position(k) for k in range(start, min(len(rows), start + chunk_frames))]
+            boxes = [follower.box(p) for p in positions]
+            indices = np.array([follower.source_index[p] for p in positions], np.int64)
+            started = time.perf_counter()
+            frames = seeker.get(indices)
+            clock.add("decode", time.perf_counter() - started)
+            for k, (box, frame) in enumerate(zip(boxes, frames)):
+                yield frame, box, rows[start + k]
 
 
-def render_dub(generator: TalkLip, source: FaceSource, track: FaceTrack, speech: Speech, audio_path: str,
-               out_path: str, opts: SynthesisOptions, clock: StageClock) -> int:
+def frames_per_chunk(opts: SynthesisOptions, width: int, height: int) -> int:
+    """``opts.chunk_frames``, fewer for large frames: a chunk holds at most CHUNK_BYTES of frames (a
+    whole number of generator batches when it holds one or more)."""
+    frames = max(1, min(opts.chunk_frames, CHUNK_BYTES // (width * height * 3)))
+    return frames - frames % opts.batch_size if frames >= opts.batch_size else frames
+
+
+def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, speech: Speech, audio_path: str,
+               out_path: str, opts: SynthesisOptions, clock: StageClock, started: float) -> Tuple[int, Optional[float]]:
     """Write the dub: ``speech``'s length at the source's frame rate, every frame with the face given a
-    generated one; frames decoded in a thread, encoded in another. Returns the frames that got a face."""
+    generated one; frames decoded (and the face followed) in a thread, encoded in another. Returns the
+    frames that got a face and the seconds from ``started`` to the first frame handed to the encoder."""
     num_out = speech.frames_at(source.fps)
-    rows = frame_feature_rows(num_out, source.fps, len(speech.audio_emb))
+    rows = frame_feature_rows(num_out, source.fps, speech.rows)
+    chunk = frames_per_chunk(opts, source.width, source.height)
+    read_ahead = max(1, min(opts.read_ahead, chunk))
     bar = StageProgress("generating", num_out, opts.progress, opts.on_progress)
+    first = []
     with VideoWriter(out_path, source.fps, source.width, source.height, audio_path=audio_path) as writer, \
             BackgroundWriter(writer, maxsize=1, clock=clock) as out:
-        items = in_background(clock.timed("decode", dub_frames(source, track, rows, opts.chunk_frames)),
-                              opts.read_ahead, name="decoder")
-        faced = render_into(out, generator, items, speech.audio_emb, opts, clock, bar=bar)
+        items = in_background(dub_frames(source, follower, rows, chunk, clock), read_ahead, name="reader")
+
+        def on_chunk(frames: int) -> None:
+            if not first:
+                first.append(time.perf_counter() - started)
+            bar.update(frames)
+
+        faced = render_into(out, generator, items, speech.embeddings, opts, clock, bar=on_chunk, chunk_frames=chunk)
         bar.close()
         if opts.on_progress is not None:
             opts.on_progress("encoding", num_out, num_out)      # the last frames and the sound go in
-    return faced
+    return faced, (first[0] if first else None)
 
 
 def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, detector,
         opts: SynthesisOptions, tracking: Optional[TrackingOptions] = None, strict: bool = False) -> DubResult:
     """Dub ``video_path`` (or a still image) with the speech in ``audio_path`` into ``out_path``.
 
-    The speech is encoded; the face is found on key frames and followed through the frames the dub
-    needs (``track_face``: a video without the face, or with ``strict`` a damaged one, is refused here,
-    before anything is generated or written); then the frames are decoded again, generated and pasted
-    in chunks, and encoded as they come (``render_dub``). The output has the input's frame rate and
-    size and lasts as long as the audio: when the audio is longer the video plays forward and backward.
-    Frames where the face is missing for longer than ``tracking.max_gap_s`` pass through untouched.
-    ``damaged`` says the frames stopped before the video stream's declared end (``VideoReader``)."""
+    One pass: the face is looked for until a frame shows it (a video without the face is refused
+    here, before anything is generated or written); then the frames are generated and pasted in
+    chunks while the face is followed a few frames ahead, the speech encoded window by window as the
+    frames reach it, and the frames encoded as they come. The output has the input's frame rate and
+    size and lasts as long as the audio: when the audio is longer the video plays forward and
+    backward. Frames where the face is missing for longer than ``tracking.max_gap_s`` pass through
+    untouched. ``damaged`` says the frames stopped before the video stream's declared end
+    (``VideoReader``); with ``strict`` that is an error, and nothing is written."""
     tracking = tracking or TrackingOptions()
     clock = StageClock()
-    speech = encode_speech(generator, audio_path, opts, clock)
-    source = open_face_source(video_path)
-    num_out = speech.frames_at(source.fps)
-    detecting = StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)), opts.progress,
-                              opts.on_progress)
-    track = track_face(source, num_out, detector, tracking, clock, opts.read_ahead, strict, detecting)
-    faced = render_dub(generator, source, track, speech, audio_path, out_path, opts, clock)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="talklip_dub_") as workdir, SpeechSamples(audio_path, workdir) as samples:
+        speech = Speech(generator, samples, opts, clock)
+        source = open_face_source(video_path)
+        num_out = speech.frames_at(source.fps)
+        read_ahead = max(1, min(opts.read_ahead, frames_per_chunk(opts, source.width, source.height)))
+        follower = FaceFollower(source, num_out, detector, tracking, clock, read_ahead, strict)
+        try:
+            follower.first_face(StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)),
+                                              opts.progress, opts.on_progress))
+            faced, first_frame_s = render_dub(generator, source, follower, speech, audio_path, out_path, opts, clock,
+                                              started)
+            track = follower.track()
+        finally:
+            follower.close()
+    order = ping_pong(num_out, track.frames)
     return DubResult(frames=num_out, fps=source.fps, duration_s=speech.duration_s, source_frames=track.frames,
                      declared_s=source.declared_s,
                      decoded_frames=track.decoded_frames, damaged=track.damaged, frames_with_face=faced,
                      detected_frames=track.detected_frames, detection_misses=track.detection_misses,
-                     seconds=clock.report(),
-                     with_face=np.array([track.boxes[i] is not None for i in ping_pong(num_out, track.frames)]))
+                     seconds=clock.report(), with_face=np.array([track.boxes[i] is not None for i in order]),
+                     first_frame_s=first_frame_s, detected_pixels=follower.detect.pixels)
 
 
 def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, boxes: np.ndarray,
@@ -447,7 +566,8 @@ def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, box
         first = next(frames)
         reference = crop_face(first, boxes[0], FACE_SIZE)
         items = zip(itertools.chain([first], frames), boxes, rows)
-        render_into(out, generator, items, audio_emb, opts, clock, reference=reference, bar=bar)
+        render_into(out, generator, items, lambda rows: audio_emb[torch.from_numpy(rows)], opts, clock,
+                    reference=reference, bar=bar.update)
         for _ in frames:               # count the rest (a damaged file raises at its end)
             pass
         if decoded[0] != count:

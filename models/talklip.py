@@ -18,6 +18,7 @@ from models.avhubert.model import AVHubertEncoder
 from models.presets import TalkLipConfig, encoder_preset
 from utils.checkpoint import load_checkpoint_file, load_strict, strip_prefixes
 from utils.errors import CheckpointError
+from utils.memory import drop_pages
 
 FACE_SIZE = 96
 
@@ -240,10 +241,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 def prepare_for_inference(model: TalkLip) -> TalkLip:
     """Batch norm folded and weights channels-last (in place, once): the form inf_demo.py and
-    inf_test.py run (bench/dub.py measures it against the unfolded model). Not for training."""
+    inf_test.py run (bench/dub.py measures it against the unfolded model). Not for training.
+    Pages of a mapped checkpoint file are handed back (``utils.memory.drop_pages``): the folded
+    weights are copies, and the rest (the audio encoder) is read again from the file when used."""
     if not getattr(model, "inference_ready", False):
         to_channels_last(fold_batchnorm(model.eval()))
         model.inference_ready = True
+        # the checkpoint's own conv weights were read (paged in) to fold them and are used no more:
+        # hand their pages back (a mapped checkpoint only; utils.memory)
+        drop_pages(model.parameters(), whole_mappings=True)
     return model
 
 

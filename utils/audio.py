@@ -65,6 +65,81 @@ def load_audio(path: str, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
+FBANK_WINDOW = 400             # samples per filterbank frame (25 ms)
+FBANK_HOP = AUDIO_RATE_HZ // FBANK_RATE_HZ        # 160
+PREEMPHASIS = 0.97             # python_speech_features' default, as the original uses it
+IN_MEMORY_S = 600              # speech needing resampling up to this long is read whole (as load_audio)
+
+
+class SpeechSamples:
+    """A speech file as 16 kHz mono float32 samples, read by range (``read(start, stop)``) without
+    holding the whole file: a 16 kHz file that libsndfile reads (WAV, FLAC, ...) is read in place;
+    another rate up to ``IN_MEMORY_S`` seconds is loaded whole by :func:`load_audio` (same samples);
+    anything longer, or another container (mp3 in mp4, m4a, ...), is converted once by the bundled
+    ffmpeg into a temporary 16 kHz WAV (ffmpeg's resampler). ``count``: samples in all."""
+
+    def __init__(self, path: str, workdir: str):
+        import soundfile
+        if not os.path.isfile(path):
+            raise MediaError(f"audio file {path} does not exist: check the path")
+        self.path, self._file, self._wav = path, None, None
+        try:
+            info = soundfile.info(path)
+        except Exception:
+            info = None
+        if info is not None and info.samplerate == AUDIO_RATE_HZ:
+            self._file = soundfile.SoundFile(path)
+        elif info is not None and info.frames <= IN_MEMORY_S * info.samplerate:
+            self._wav = load_audio(path)
+        else:
+            converted = os.path.join(workdir, "speech_16k.wav")
+            run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(AUDIO_RATE_HZ),
+                        "-c:a", "pcm_f32le", "-f", "wav", converted], source=path)
+            self._file = soundfile.SoundFile(converted)
+        self.count = self._file.frames if self._file is not None else len(self._wav)
+        if self.count == 0:
+            self.close()
+            raise MediaError(f"{path} has no audio samples: give a file with a speech track")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self._wav is not None:
+            return self._wav[start:stop]
+        self._file.seek(start)
+        data = self._file.read(stop - start, dtype="float32", always_2d=True)
+        return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def feature_count(num_samples: int) -> int:
+    """Rows of :func:`talklip_features` for ``num_samples`` 16 kHz samples."""
+    fbank = 1 if num_samples <= FBANK_WINDOW else 1 + math.ceil((num_samples - FBANK_WINDOW) / FBANK_HOP)
+    return -(-fbank // STACK_ORDER)
+
+
+def talklip_feature_rows(samples: SpeechSamples, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``talklip_features`` of the whole file, computed from the samples they
+    need (and the one before, for the pre-emphasis): the same numbers, for any range."""
+    frames = 1 if samples.count <= FBANK_WINDOW else 1 + math.ceil((samples.count - FBANK_WINDOW) / FBANK_HOP)
+    first, last = STACK_ORDER * start, min(STACK_ORDER * stop, frames)
+    begin = FBANK_HOP * first
+    end = min(samples.count, FBANK_HOP * (last - 1) + FBANK_WINDOW)
+    x = samples.read(max(0, begin - 1), end).astype(np.float64) * INT16_SCALE
+    emphasised = x[1:] - PREEMPHASIS * x[:-1] if begin > 0 else np.append(x[0], x[1:] - PREEMPHASIS * x[:-1])
+    fbank = logfbank(emphasised, samplerate=AUDIO_RATE_HZ, nfilt=N_FILTERBANKS, preemph=0).astype(np.float32)
+    stacked = torch.from_numpy(stack_frames(fbank))
+    with torch.no_grad():
+        return F.layer_norm(stacked, stacked.shape[1:]).numpy()
+
+
 def save_wav(path: str, wav: np.ndarray, rate: int = AUDIO_RATE_HZ) -> None:
     """Write mono float [-1, 1] or int16 samples as 16-bit PCM WAV, atomically."""
     import soundfile
