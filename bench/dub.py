@@ -35,7 +35,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from utils.cli import positive_float  # noqa: E402
+from utils.cli import non_negative_float, positive_float  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 
@@ -227,9 +227,9 @@ def main():
                         help="720p clip lengths in seconds for the default mode (speed on the first, memory on all)")
     parser.add_argument("--original_seconds", type=positive_float, default=1.0,
                         help="clip length for the original's every-frame full-resolution mode (slow: ~5 s/frame)")
-    parser.add_argument("--speech_seconds", type=float, default=3600,
+    parser.add_argument("--speech_seconds", type=non_negative_float, default=3600,
                         help="speech length dubbed over the first clip, played back and forth (0: skip)")
-    parser.add_argument("--uhd_seconds", type=float, default=5, help="length of the 3840x2160 clip (0: skip)")
+    parser.add_argument("--uhd_seconds", type=non_negative_float, default=5, help="length of the 3840x2160 clip (0: skip)")
     parser.add_argument("--workdir", default="/tmp/talklip_bench", help="where clips and outputs go")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()

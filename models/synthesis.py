@@ -189,11 +189,11 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 
 
 def render_chunk(generator: TalkLip, chunk: List[Tuple[np.ndarray, Optional[np.ndarray], int]],
-                 embed: Callable[[np.ndarray], torch.Tensor], opts: SynthesisOptions, clock: StageClock,
+                 embed, opts: SynthesisOptions, clock: StageClock,
                  reference: Optional[np.ndarray] = None) -> int:
     """Paste a generated face into each frame of ``chunk`` (frame, box or None, audio row) that has a
-    box, in place; returns how many. ``embed(rows)``: the audio-encoder features of those rows. The
-    reference face is the frame's own crop, or ``reference``."""
+    box, in place; returns how many. ``embed``: the audio-encoder features, (T, C), or a function
+    giving those of the rows asked. The reference face is the frame's own crop, or ``reference``."""
     with_face = [(frame, box, row) for frame, box, row in chunk if box is not None]
     if not with_face:
         return 0
@@ -203,7 +203,8 @@ def render_chunk(generator: TalkLip, chunk: List[Tuple[np.ndarray, Optional[np.n
     refs = crops if reference is None else np.repeat(reference[None], len(crops), axis=0)
     inputs = face_inputs(crops, refs)
     clock.add("crop", time.perf_counter() - started)
-    emb = embed(np.array([row for _, _, row in with_face], np.int64))
+    rows = np.array([row for _, _, row in with_face], np.int64)
+    emb = embed(rows) if callable(embed) else embed[torch.from_numpy(rows)]
     started = time.perf_counter()
     faces = render_faces(generator, inputs, emb, opts.device, opts.batch_size, opts.dtype)
     clock.add("generate", time.perf_counter() - started)
@@ -215,7 +216,7 @@ def render_chunk(generator: TalkLip, chunk: List[Tuple[np.ndarray, Optional[np.n
 
 
 def render_into(out, generator: TalkLip, items: Iterable[Tuple[np.ndarray, Optional[np.ndarray], int]],
-                embed: Callable[[np.ndarray], torch.Tensor], opts: SynthesisOptions, clock: StageClock,
+                embed, opts: SynthesisOptions, clock: StageClock,
                 reference: Optional[np.ndarray] = None, bar: Optional[Callable[[int], None]] = None,
                 chunk_frames: Optional[int] = None) -> int:
     """Write ``items`` (frame, face box or None, audio-encoder row), in output order, to ``out``
@@ -264,9 +265,9 @@ class Speech:
     def embeddings(self, rows: np.ndarray) -> torch.Tensor:
         """(len(rows), C) audio-encoder features of ``rows`` (25 Hz feature rows)."""
         windows = rows // self.step
+        self._cache = {k: v for k, v in self._cache.items() if k >= windows.min()}   # frames move forward
         for window in np.unique(windows):
             if int(window) not in self._cache:
-                self._cache = {k: v for k, v in self._cache.items() if k > window - 2}
                 self._cache[int(window)] = self._encode(int(window))
         return torch.cat([self._cache[int(w)][rows[windows == w] - int(w) * self.step] for w in np.unique(windows)])
 
@@ -566,8 +567,7 @@ def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, box
         first = next(frames)
         reference = crop_face(first, boxes[0], FACE_SIZE)
         items = zip(itertools.chain([first], frames), boxes, rows)
-        render_into(out, generator, items, lambda rows: audio_emb[torch.from_numpy(rows)], opts, clock,
-                    reference=reference, bar=bar.update)
+        render_into(out, generator, items, audio_emb, opts, clock, reference=reference, bar=bar.update)
         for _ in frames:               # count the rest (a damaged file raises at its end)
             pass
         if decoded[0] != count:

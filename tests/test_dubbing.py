@@ -354,3 +354,44 @@ def test_a_face_track_lists_the_frames_that_pass_through():
     track = FaceTrack([None, box, None, None, box, None], np.arange(6), 6, False, 2, 0)
     assert track.frames == 6 and track.passthrough_spans() == [(0, 1), (2, 4), (5, 6)]
     assert FaceTrack([box] * 3, np.arange(3), 3, False, 1, 0).passthrough_spans() == []
+
+
+def test_speech_encoded_window_by_window_as_frames_ask_equals_the_whole_at_once(tmp_path, cpu_generator):
+    """Speech.embeddings (features read by range from the file, windows encoded when first asked,
+    the encoder's pages released after each) gives exactly encode_audio's rows on the whole file's
+    features, for 20 s of speech in windows of 320 rows."""
+    from models.synthesis import Speech, encode_audio
+    from utils.audio import SpeechSamples, talklip_features
+    from utils.pipeline import StageClock
+    path = str(tmp_path / "speech.wav")
+    tone(path, 20.0)
+    whole = encode_audio(cpu_generator, talklip_features(load_audio(path), AUDIO_RATE_HZ), "cpu", max_frames=320)
+    with SpeechSamples(path, str(tmp_path)) as samples:
+        speech = Speech(cpu_generator, samples, SynthesisOptions(audio_window=320), StageClock())
+        assert speech.rows == len(whole) == 500
+        parts = [speech.embeddings(np.arange(start, min(500, start + 37))) for start in range(0, 500, 37)]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads mappings from /proc")
+def test_mapped_weights_pages_are_handed_back_and_read_again_unchanged(tmp_path):
+    """drop_pages on tensors of a mapped checkpoint: their resident pages go (RssFile falls by about
+    their size) and their values are the same when read again; a tensor in ordinary memory is left
+    as it is (dropping its pages would zero them)."""
+    from utils.memory import drop_pages
+
+    def rss_file_mb():
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("RssFile")).split()[1]) / 1024
+
+    torch.manual_seed(0)
+    torch.save({"big": torch.randn(32 << 20 >> 2)}, tmp_path / "w.pt")          # 32 MB
+    mapped = torch.load(tmp_path / "w.pt", mmap=True, weights_only=True)["big"]
+    total = float(mapped.double().sum())                                          # pages read in
+    before = rss_file_mb()
+    assert drop_pages([mapped]) > 31 << 20
+    assert before - rss_file_mb() > 25, (before, rss_file_mb())
+    assert float(mapped.double().sum()) == total
+    anonymous = torch.randn(8 << 20 >> 2)
+    copy_ = anonymous.clone()
+    assert drop_pages([anonymous]) == 0 and torch.equal(anonymous, copy_)
