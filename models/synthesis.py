@@ -44,7 +44,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 AUDIO_WINDOW_OVERLAP = 150     # audio frames each side of a window that are run but not kept (6 s)
-CHUNK_BYTES = 24 << 20         # frames in one chunk at most (8 at 720p, 1 at 4K); up to ~4 chunks are in flight
+CHUNK_BYTES = 12 << 20         # frames in one chunk at most (8 at 720p, 1 at 4K); up to ~4 chunks are in flight
 
 
 @torch.no_grad()
@@ -148,7 +148,7 @@ def render_faces(generator: TalkLip, inputs: torch.Tensor, audio_emb: torch.Tens
 
 @dataclass
 class SynthesisOptions:
-    batch_size: int = 8           # faces per generator batch (on 2 CPU cores 8 ran faster than 32: 23 vs 20 faces/s)
+    batch_size: int = 4           # faces per generator batch (on 2 CPU cores 4-8 ran faster than 32, with 1/3-1/6 of the memory)
     chunk_frames: int = 32        # frames cropped / generated / pasted / handed to the encoder at a time
     feather: int = 0              # blend width in pixels (0: paste the face box as the original)
     audio_window: int = 1500      # audio frames (25 Hz) the transformer sees at once
@@ -474,17 +474,19 @@ def frames_per_chunk(opts: SynthesisOptions, width: int, height: int) -> int:
 def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, speech: Speech, audio_path: str,
                out_path: str, opts: SynthesisOptions, clock: StageClock, started: float) -> Tuple[int, Optional[float]]:
     """Write the dub: ``speech``'s length at the source's frame rate, every frame with the face given a
-    generated one; frames decoded (and the face followed) in a thread, encoded in another. Returns the
-    frames that got a face and the seconds from ``started`` to the first frame handed to the encoder."""
+    generated one. Frames are decoded by index and the face followed ahead in this thread, between
+    chunks (the detector and the generator never hold activations at the same time: on 2 cores a
+    reader thread doing both made the dub no faster and its peak memory ~150 MB higher); the
+    follower's own decoding and the encoding run in threads. Returns the frames that got a face and
+    the seconds from ``started`` to the first frame handed to the encoder."""
     num_out = speech.frames_at(source.fps)
     rows = frame_feature_rows(num_out, source.fps, speech.rows)
     chunk = frames_per_chunk(opts, source.width, source.height)
-    read_ahead = max(1, min(opts.read_ahead, chunk))
     bar = StageProgress("generating", num_out, opts.progress, opts.on_progress)
     first = []
     with VideoWriter(out_path, source.fps, source.width, source.height, audio_path=audio_path) as writer, \
             BackgroundWriter(writer, maxsize=1, clock=clock) as out:
-        items = in_background(dub_frames(source, follower, rows, chunk, clock), read_ahead, name="reader")
+        items = dub_frames(source, follower, rows, chunk, clock)
 
         def on_chunk(frames: int) -> None:
             if not first:

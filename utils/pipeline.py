@@ -16,10 +16,6 @@ from typing import Iterable, Iterator
 _DONE = object()
 
 
-M_MMAP_THRESHOLD = -3                      # glibc's mallopt() parameter number
-LARGE_BUFFER_BYTES = 1 << 20
-
-
 @functools.lru_cache(maxsize=1)
 def _glibc():
     try:
@@ -27,24 +23,6 @@ def _glibc():
         return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
     except OSError:                           # not glibc: nothing to do
         return None
-
-
-def map_large_buffers(threshold: int = LARGE_BUFFER_BYTES) -> bool:
-    """From now on in this process, buffers of ``threshold`` bytes or more (video frames, model
-    activations) get their own memory mapping from the C allocator and go back to the OS when freed;
-    False where the allocator is not glibc.
-
-    By default glibc raises that threshold to the size of the largest buffer freed so far (up to
-    32 MB), so 720p frames and mid-sized activations, allocated and freed in several threads, are
-    carved from the heap and leave holes there: a 720p dub's RSS then grew through the clip (peak per
-    quarter of a 300 s clip 2038, 2044, 2125, 2157 MB, even with ``release_free_memory`` after every
-    chunk). Mapped buffers cost a page fault per 4 kB on first touch: about 13% slower detection and
-    18% slower generation on CPU (measured at 720p), nothing on a GPU's own memory. Used by dubbing,
-    whose inputs can be any length; the setting stays for the rest of the process."""
-    libc = _glibc()
-    if libc is None:
-        return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
 
 
 def release_free_memory() -> bool:

@@ -97,8 +97,15 @@ class WeightNormConv1d(nn.Module):
         super().__init__()
         self.padding, self.groups = kernel_size // 2, groups
         std = math.sqrt(4.0 / (kernel_size * channels))
-        weight_v = torch.randn(channels, channels // groups, kernel_size) * std
-        self.weight_g = nn.Parameter(weight_v.norm(dim=(0, 1), keepdim=True))
+        shape = (channels, channels // groups, kernel_size)
+        if torch.empty(0).is_meta:
+            # built on the meta device to take a checkpoint's tensors: no values, and no arithmetic
+            # (the first arithmetic on meta tensors loads torch's meta kernels: +69 MB resident)
+            weight_v, weight_g = torch.empty(shape), torch.empty(1, 1, kernel_size)
+        else:
+            weight_v = torch.randn(shape) * std
+            weight_g = weight_v.norm(dim=(0, 1), keepdim=True)
+        self.weight_g = nn.Parameter(weight_g)
         self.weight_v = nn.Parameter(weight_v)
         self.bias = nn.Parameter(torch.zeros(channels))
 
