@@ -6,6 +6,7 @@ clip. Audio features (25 Hz) are mapped to video frames by time, so any frame ra
 """
 import itertools
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 AUDIO_WINDOW_OVERLAP = 150     # audio frames each side of a window that are run but not kept (6 s)
+SPILL_BYTES = 4 << 30          # a video replayed back and forth is kept on disk up to this size (24 s at 1080p)
 CHUNK_BYTES = 12 << 20         # frames in one chunk at most (8 at 720p, 1 at 4K); up to ~4 chunks are in flight
 
 
@@ -442,17 +444,18 @@ def open_face_source(path: str) -> FaceSource:
         return FaceSource(path, reader.fps, reader.width, reader.height, reader.info.duration_s)
 
 
-def dub_frames(source: FaceSource, follower: FaceFollower, rows: np.ndarray, chunk_frames: int, clock: StageClock
-               ) -> Iterator[Tuple[np.ndarray, Optional[np.ndarray], int]]:
+def dub_frames(source: FaceSource, follower: FaceFollower, rows: np.ndarray, chunk_frames: int, clock: StageClock,
+               spill_path: Optional[str] = None) -> Iterator[Tuple[np.ndarray, Optional[np.ndarray], int]]:
     """(frame, box or None, audio row) per output frame: the source forward, then (when the speech
-    outlasts it) backward and forward again, decoded by index (``FrameSeeker``; the follower decodes
-    and tracks ahead on its own)."""
+    outlasts it) backward and forward again, decoded by index (``FrameSeeker``, which keeps the
+    frames of the first pass in ``spill_path`` when given; the follower decodes and tracks ahead on
+    its own)."""
     if source.image is not None:
         box = follower.box(0)
         for k in range(len(rows)):
             yield source.image.copy(), box, rows[k]
         return
-    with FrameSeeker(source.path) as seeker:
+    with FrameSeeker(source.path, spill_path) as seeker:
         for start in range(0, len(rows), chunk_frames):
             positions = [follower.position(k) for k in range(start, min(len(rows), start + chunk_frames))]
             boxes = [follower.box(p) for p in positions]
@@ -471,8 +474,20 @@ def frames_per_chunk(opts: SynthesisOptions, width: int, height: int) -> int:
     return frames - frames % opts.batch_size if frames >= opts.batch_size else frames
 
 
+def spill_file(source: FaceSource, num_out: int, workdir: str) -> Optional[str]:
+    """Where the frames of the first pass are kept for the passes back and forth, when the speech
+    outlasts the video and they fit in SPILL_BYTES (and twice that is free on disk); else None
+    (replayed frames are then decoded again, seeking)."""
+    frames = source.frames_hint(num_out + 1)
+    needed = frames * source.width * source.height * 3
+    if source.image is not None or num_out <= frames or needed > SPILL_BYTES:
+        return None
+    return os.path.join(workdir, "frames.raw") if shutil.disk_usage(workdir).free > 2 * needed else None
+
+
 def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, speech: Speech, audio_path: str,
-               out_path: str, opts: SynthesisOptions, clock: StageClock, started: float) -> Tuple[int, Optional[float]]:
+               out_path: str, opts: SynthesisOptions, clock: StageClock, started: float,
+               workdir: Optional[str] = None) -> Tuple[int, Optional[float]]:
     """Write the dub: ``speech``'s length at the source's frame rate, every frame with the face given a
     generated one. Frames are decoded by index and the face followed ahead in this thread, between
     chunks (the detector and the generator never hold activations at the same time: on 2 cores a
@@ -486,7 +501,8 @@ def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, s
     first = []
     with VideoWriter(out_path, source.fps, source.width, source.height, audio_path=audio_path) as writer, \
             BackgroundWriter(writer, maxsize=1, clock=clock) as out:
-        items = dub_frames(source, follower, rows, chunk, clock)
+        spill = spill_file(source, num_out, workdir) if workdir else None
+        items = dub_frames(source, follower, rows, chunk, clock, spill)
 
         def on_chunk(frames: int) -> None:
             if not first:
@@ -525,7 +541,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
             follower.first_face(StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)),
                                               opts.progress, opts.on_progress))
             faced, first_frame_s = render_dub(generator, source, follower, speech, audio_path, out_path, opts, clock,
-                                              started)
+                                              started, workdir)
             track = follower.track()
         finally:
             follower.close()

@@ -205,15 +205,29 @@ class VideoReader(_Capture):
 class FrameSeeker(_Capture):
     """Decoded frames of a video by index, for passes that go back (a dub replaying the video
     backward and forward): reads sequentially, seeks only when asked for an earlier frame, and holds
-    the run of frames of the last call (served again without decoding)."""
+    the run of frames of the last call (served again without decoding).
 
-    def __init__(self, path: str):
+    With ``spill_path`` every frame decoded in order from the start is also appended to that file (raw
+    BGR), and frames already there are read back from it instead of decoded: playing a video backward
+    then costs a file read per frame, not a seek (a seek decodes from the key frame before, up to a
+    few hundred frames). The file is written and read with plain I/O, so it sits in the page cache, not
+    in this process' memory; the caller deletes it."""
+
+    def __init__(self, path: str, spill_path: Optional[str] = None):
         self.path = path
         self._cap = cv2.VideoCapture(path)
         if not self._cap.isOpened():
             raise _corrupt(path, "not a readable video container")
         self.next_index = 0
         self._last = None             # (lo, hi, frames) of the last run read: asked again, it is not re-read
+        self._spill = open(spill_path, "w+b") if spill_path else None
+        self.spilled = 0              # frames 0 .. spilled - 1 are in the spill file
+        self._shape = None
+
+    def close(self) -> None:
+        super().close()
+        if self._spill is not None:
+            self._spill.close()
 
     def get(self, indices: np.ndarray) -> np.ndarray:
         """(n, H, W, 3) uint8 BGR frames at decoded ``indices`` (any order and repeats; read as the run
@@ -221,6 +235,8 @@ class FrameSeeker(_Capture):
         lo, hi = int(indices.min()), int(indices.max())
         if self._last is not None and self._last[0] <= lo and hi <= self._last[1]:    # the run read last time
             return self._last[2][indices - self._last[0]]
+        if hi < self.spilled:
+            return self._read_spilled(indices)
         if lo < self.next_index:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, lo)
             self.next_index = lo
@@ -238,11 +254,24 @@ class FrameSeeker(_Capture):
         self._last = (lo, hi, block)                # only copies leave (indexing), so it stays as decoded
         return block[indices - lo]
 
+    def _read_spilled(self, indices: np.ndarray) -> np.ndarray:
+        out = np.empty((len(indices),) + self._shape, np.uint8)
+        size = out[0].nbytes
+        for k, index in enumerate(indices):
+            self._spill.seek(int(index) * size)
+            self._spill.readinto(memoryview(out[k]).cast("B"))
+        return out
+
     def _read(self) -> np.ndarray:
         ok, frame = self._cap.read()
         if not ok:
             raise MediaError(f"cannot decode frame {self.next_index} of {self.path}: the video is damaged; "
                              f"re-encode it")
+        if self._spill is not None and self.next_index == self.spilled:
+            self._shape = frame.shape
+            self._spill.seek(self.spilled * frame.nbytes)
+            self._spill.write(np.ascontiguousarray(frame).data)
+            self.spilled += 1
         self.next_index += 1
         return frame
 
