@@ -104,12 +104,13 @@ def add_tracking_args(parser, smooth_window: int, dubbing: bool) -> None:
     parser.add_argument("--detect_max_side", type=non_negative_int, default=DEFAULT_DETECT_MAX_SIDE,
                         help="detect on a copy scaled down to this longest side in pixels, boxes mapped back "
                              "(0: full resolution, as the original)")
-    parser.add_argument("--detect_face_px", type=non_negative_int, default=DEFAULT_FACE_PX,
-                        help="while a face is followed, detect on a copy where its shorter side is about this "
-                             "many pixels (0: always at --detect_max_side)")
-    parser.add_argument("--no_detect_stretch", dest="detect_stretch", action="store_false",
-                        help=f"keep key frames --detect_every apart (default: up to {KEY_STRETCH}x that while "
-                             f"the face moves smoothly)")
+    if dubbing:        # preprocessing keeps every key frame at --detect_max_side: its boxes train the model
+        parser.add_argument("--detect_face_px", type=non_negative_int, default=DEFAULT_FACE_PX,
+                            help="while a face is followed, detect on a copy where its shorter side is about "
+                                 "this many pixels (0: always at --detect_max_side)")
+        parser.add_argument("--no_detect_stretch", dest="detect_stretch", action="store_false",
+                            help=f"keep key frames --detect_every apart (default: up to {KEY_STRETCH}x that "
+                                 f"while the face moves smoothly)")
     parser.add_argument("--smooth_window", type=positive_int, default=smooth_window,
                         help="average face boxes over N frames within a shot (1: off)")
     if dubbing:
@@ -127,8 +128,8 @@ def tracking_options(args) -> TrackingOptions:
     if max_gap is not None and max_gap < 0:
         raise TalkLipError(f"--max_gap must be 0 or more seconds, got {max_gap}")
     return TrackingOptions(detect_every=args.detect_every, detect_max_side=args.detect_max_side,
-                           max_gap_s=max_gap, smooth_window=args.smooth_window, face_px=args.detect_face_px,
-                           stretch=args.detect_stretch,
+                           max_gap_s=max_gap, smooth_window=args.smooth_window,
+                           face_px=getattr(args, "detect_face_px", 0), stretch=getattr(args, "detect_stretch", False),
                            follow=parse_follow(getattr(args, "follow", "largest")))
 
 
