@@ -53,13 +53,12 @@ def make_speech(path: str, seconds: float) -> None:
             out.write(0.3 * envelope * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(len(t)))
 
 
-def make_clip(path: str, wav_path: str, seconds: float, width: int = WIDTH, height: int = HEIGHT) -> None:
+def make_clip(path: str, seconds: float, width: int = WIDTH, height: int = HEIGHT) -> None:
     """A clip of a real head moving like a talking head (its size and motion scale with the frame:
-    at 720p a 520x600 head), and matching speech-like audio."""
+    at 720p a 520x600 head), without sound (``make_speech`` writes the speech)."""
     import cv2
     import skimage.data
     from utils.video import VideoWriter
-    make_speech(wav_path, seconds)
     scale = height / HEIGHT
     photo = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
     head = cv2.resize(photo[0:300, 100:360], (round(520 * scale), round(600 * scale)))
@@ -215,7 +214,7 @@ def clip_in(workdir: str, seconds: float, width: int = WIDTH, height: int = HEIG
     os.makedirs(folder, exist_ok=True)
     video, wav = os.path.join(folder, "in.mp4"), os.path.join(folder, f"speech_{speech_s or seconds:g}s.wav")
     if not os.path.exists(video):
-        make_clip(video, os.path.join(folder, "unused.wav"), seconds, width, height)
+        make_clip(video, seconds, width, height)
     if not os.path.exists(wav):
         make_speech(wav, speech_s or seconds)
     return video, wav

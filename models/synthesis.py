@@ -73,12 +73,21 @@ def encode_audio(generator: TalkLip, feats: np.ndarray, device, max_frames: int 
     pieces = []
     for keep_start in range(0, total, step):
         keep_end = min(total, keep_start + step)
-        win_start = max(0, keep_start - overlap)
-        win_end = min(total, max(keep_end + overlap, win_start + max_frames))
-        win_start = max(0, min(win_start, win_end - max_frames))
+        win_start, win_end = audio_window(keep_start, keep_end, total, max_frames, overlap)
         out = run(win_start, win_end)
         pieces.append(out[keep_start - win_start: keep_end - win_start])
     return torch.cat(pieces)
+
+
+def audio_window(keep_start: int, keep_end: int, total: int, max_frames: int, overlap: int) -> Tuple[int, int]:
+    """[start, end) of the rows the encoder runs to give rows [keep_start, keep_end) of ``total``:
+    ``overlap`` rows each side where there are some, ``max_frames`` rows in all where the
+    utterance has them (the whole utterance when it is no longer)."""
+    if total <= max_frames:
+        return 0, total
+    start = max(0, keep_start - overlap)
+    end = min(total, max(keep_end + overlap, start + max_frames))
+    return max(0, min(start, end - max_frames)), end
 
 
 def frame_feature_rows(num_frames: int, fps: float, num_feats: int) -> np.ndarray:
@@ -279,12 +288,7 @@ class Speech:
     def _encode(self, window: int) -> torch.Tensor:
         started = time.perf_counter()
         keep_start, keep_end = window * self.step, min(self.rows, (window + 1) * self.step)
-        if self.rows <= self.window:
-            start, end = 0, self.rows
-        else:
-            start = max(0, keep_start - self.overlap)
-            end = min(self.rows, max(keep_end + self.overlap, start + self.window))
-            start = max(0, min(start, end - self.window))
+        start, end = audio_window(keep_start, keep_end, self.rows, self.window, self.overlap)
         feats = torch.from_numpy(talklip_feature_rows(self.samples, start, end))
         encoder = self.generator.audio_encoder if self.opts.release_memory else None
         with torch.no_grad(), released_after_use(encoder):
@@ -394,11 +398,6 @@ class FaceFollower:
                 progress.update(len(self.boxes) - progress.done)
         if progress is not None:
             progress.close()
-
-    @property
-    def length(self) -> Optional[int]:
-        """Frames in the pass, once it is finished (None before)."""
-        return len(self.boxes) if self.finished else None
 
     def position(self, k: int) -> int:
         """The pass' frame shown at output frame ``k``: forward, then back and forth (``ping_pong``)."""

@@ -20,7 +20,7 @@ _DONE = object()
 def _glibc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "madvise") else None
     except OSError:                           # not glibc: nothing to do
         return None
 
