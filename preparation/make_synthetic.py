@@ -44,6 +44,7 @@ SOURCE_CROP_CENTER = (222.0, 142.0)   # in the 512 x 512 astronaut photo
 SOURCE_CROP_SIDE = 224.0              # photo pixels mapped onto one output frame
 MOUTH_CENTER = (222.0, 146.0)         # the astronaut's mouth, photo pixels
 MOUTH_HALF_WIDTH = 21.0
+VISEME_MOUTH_SCALE = 1.3              # the readable corpus' mouth, x the photo's: visemes a 96-px face shows
 FACE_BOX = (172.0, 62.0, 274.0, 178.0)  # forehead-to-chin box in the photo
 LEAD_SILENCE_S = 0.3
 WORDS = ("ABOUT AFTER AGAIN BECAUSE BEFORE BETTER CHANGE COUNTRY DIFFERENT EVERY FAMILY "
@@ -76,31 +77,34 @@ def draw_mouth(image: np.ndarray, opening: float, width: float = 1.0) -> None:
         cv2.line(image, (cx - half_w + 3, cy), (cx + half_w - 3, cy), (50, 45, 90), 1, cv2.LINE_AA)
 
 
-def draw_viseme_mouth(image: np.ndarray, shape: np.ndarray) -> None:
+def draw_viseme_mouth(image: np.ndarray, shape: np.ndarray, scale: float = None) -> None:
     """Draw a mouth pose in place (photo coordinates): ``shape`` is one row of
-    ``preparation.visemes.mouth_track`` (opening, width, roundness, teeth, tongue, tuck). Rounded lips
-    are narrower and thicker with a rounder opening; teeth show as a light band under the upper lip,
-    the tongue as a pink blob, a tucked lower lip as teeth resting on it."""
+    ``preparation.visemes.mouth_track`` (opening, width, roundness, teeth, tongue, tuck), at ``scale``
+    times the photo's mouth (``VISEME_MOUTH_SCALE``). Rounded lips are narrower and thicker with a rounder
+    opening; teeth show as a light band under the upper lip, the tongue as a pink blob, a tucked lower
+    lip as teeth resting on it."""
+    k = VISEME_MOUTH_SCALE if scale is None else scale
     opening, width, roundness, teeth, tongue, tuck = (float(v) for v in shape)
     cx, cy = (int(round(v)) for v in MOUTH_CENTER)
-    half_w = int(round(MOUTH_HALF_WIDTH * width))
-    lip_h = int(round(3 + 8 * opening + 3 * roundness))
+    half_w = int(round(MOUTH_HALF_WIDTH * width * k))
+    lip_h = int(round(k * (3 + 8 * opening + 3 * roundness)))
     cv2.ellipse(image, (cx, cy), (half_w, lip_h), 0, 0, 360, (80, 80, 165), -1, cv2.LINE_AA)
     if opening > 0.05:
-        inner_w = max(3, int(round((half_w - 5) * (1 - 0.35 * roundness))))
-        inner_h = max(1, int(round(7 * opening + 2 * roundness)))
+        inner_w = max(3, int(round((half_w - 5 * k) * (1 - 0.35 * roundness))))
+        inner_h = max(1, int(round(k * (7 * opening + 2 * roundness))))
         cv2.ellipse(image, (cx, cy), (inner_w, inner_h), 0, 0, 360, (35, 20, 30), -1, cv2.LINE_AA)
         if teeth > 0.2:
-            band = max(1, int(round(1.5 * teeth)))
+            band = max(1, int(round(1.5 * k * teeth)))
             cv2.ellipse(image, (cx, cy - inner_h + band), (max(2, inner_w - 2), band), 0, 0, 360,
                         (215, 220, 225), -1, cv2.LINE_AA)
         if tongue > 0.2:
             cv2.ellipse(image, (cx, cy + inner_h // 2), (max(2, inner_w // 2), max(1, inner_h // 2)), 0, 0, 360,
                         (110, 100, 200), -1, cv2.LINE_AA)
     else:
-        cv2.line(image, (cx - half_w + 3, cy), (cx + half_w - 3, cy), (50, 45, 90), 1, cv2.LINE_AA)
+        cv2.line(image, (cx - half_w + 3, cy), (cx + half_w - 3, cy), (50, 45, 90), max(1, int(round(k))), cv2.LINE_AA)
     if tuck > 0.2:                      # the lower lip drawn in under the upper teeth
-        cv2.ellipse(image, (cx, cy + 2), (max(3, half_w - 7), 2), 0, 0, 360, (215, 220, 225), -1, cv2.LINE_AA)
+        cv2.ellipse(image, (cx, cy + int(round(2 * k))), (max(3, half_w - int(round(7 * k))), int(round(2 * k))),
+                    0, 0, 360, (215, 220, 225), -1, cv2.LINE_AA)
 
 
 def frame_transform(frame_index: int, motion: np.ndarray) -> np.ndarray:
@@ -210,6 +214,28 @@ def grid_sentences(count: int, rng: np.random.Generator, slots=SLOTS) -> list:
     return out
 
 
+SENTENCE_SPLIT_SEED = 20230618       # fixes which sentences of the grammar are held out, for every corpus seed
+
+
+def grid_splits(names, sentences, rng, slots=SLOTS):
+    """Train/valid/test by sentence: a fixed fifth of the grammar's sentences is only ever test, another
+    only ever valid, whatever the corpus seed, so readers trained once on one corpus' train split never
+    saw a test sentence of another (the quickstart's shipped readers). Falls back to ``split_names`` when
+    a split would be empty (a grammar narrowed to a few sentences)."""
+    sizes = [len(slot) for slot in slots]
+    total = int(np.prod(sizes))
+    bucket = np.random.default_rng(SENTENCE_SPLIT_SEED).permutation(total) % 5
+    splits = {"test": [], "valid": [], "train": []}
+    for name, words in zip(names, sentences):
+        index = 0
+        for slot, word in zip(slots, words.split()):
+            index = index * len(slot) + slot.index(word)
+        splits[{0: "test", 1: "valid"}.get(int(bucket[index]), "train")].append(name)
+    if not all(splits.values()):
+        return split_names(names, rng)
+    return {k: sorted(v) for k, v in splits.items()}
+
+
 def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: int = 0,
                 min_words: int = 3, max_words: int = 6, use_espeak: bool = True, grammar: str = "words",
                 slots=SLOTS) -> dict:
@@ -234,7 +260,7 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     for i, (name, sentence) in enumerate(tqdm(list(zip(names, sentences)), desc="clips",
                                               file=sys.stderr, disable=None)):
         make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak, grammar)
-    splits = split_names(names, rng)
+    splits = grid_splits(names, sentences, rng, slots) if grammar == "grid" else split_names(names, rng)
     for split, members in splits.items():
         write_list(os.path.join(out_dir, f"{split}.txt"), members)
     write_list(os.path.join(out_dir, "filelist.txt"), sorted(names))

@@ -16,7 +16,7 @@ from utils.errors import MediaError
 DARK_LEVEL = 120.0          # grey level: skin is brighter, lips (~105) and the open mouth (~25) darker
 WINDOW_HALF_WIDTH = 0.10   # of the face box width: inside the narrowest open mouth's interior
 WINDOW_HALF_HEIGHT = 0.15  # of the face box height: an open mouth is ~0.19 of it
-OPEN_DARKNESS = 40.0       # the reading of a wide-open mouth (the readable corpus' opening 1.0)
+OPEN_DARKNESS = 54.0       # the reading of a wide-open mouth (the readable corpus' opening 1.0, drawn 1.3x)
 
 
 def mouth_darkness(frame: np.ndarray, center: Sequence[float], face_box: Sequence[float]) -> float:
