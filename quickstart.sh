@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, end to end on CPU: synthetic corpus -> preprocessing ->
-# a small lip-reading expert (train_expert.py) -> TalkLip at the cpu preset through every training
-# stage on a fixed schedule (train.py) -> test-split synthesis before and after training (inf_test.py)
-# -> PSNR/SSIM and mouth sync against the corpus' ground truth -> one clip dubbed with another's speech.
-# --grammar grid: the readable corpus (a GRID-like grammar, phonemes rendered one by one, a mouth drawn
-# per viseme); an independent observer (another seed) is trained too and reads the test videos: ground
-# truth, before and after training. --ablation also trains with the lip loss off (same seed, schedule).
-#   bash quickstart.sh [--out_dir runs/quickstart] [--grammar words|grid] [--num_clips N] [--seed 0]
-#                      [--expert_steps N] [--stage_steps 140,70,90] [--ckpt_interval 40] [--lip_w W]
-#                      [--ablation]
-# Writes <out_dir>/summary.json, mouth_sync.png and samples.png (and observer_wer.png), and prints them.
+# The main job on the embedded default, end to end on CPU: a readable synthetic corpus -> preprocessing
+# -> the lip-reading expert and an independent observer -> TalkLip at the cpu preset through every
+# training stage on a fixed schedule (train.py) -> test-split synthesis before and after training
+# (inf_test.py) -> PSNR/SSIM, mouth sync and the observer's WER against the corpus' ground truth -> one
+# clip dubbed with another's speech.
+# --grammar grid (the default): a GRID-like grammar, phonemes rendered one by one, a mouth drawn per
+# viseme; the expert and the observer (another seed, used only to score) were trained once on it and
+# ship in weights/ (--train_readers trains them in the run instead, ~6 more minutes). --ablation also
+# trains with the lip loss off (same seed, schedule). --grammar words: random words, a mouth that opens
+# with the loudness (nothing to read; the expert is trained in the run).
+#   bash quickstart.sh [--out_dir runs/quickstart] [--grammar grid|words] [--num_clips N] [--seed 0]
+#                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
+#                      [--ablation] [--train_readers]
+# Writes <out_dir>/summary.json, mouth_sync.png, samples.png and observer_wer.png, and prints them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
-out_dir=runs/quickstart grammar=words num_clips="" seed=0 expert_steps="" stage_steps=140,70,90 ckpt_interval=40
-lip_w=1e-5 ablation=0
+out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
+lip_w=1e-5 ablation=0 train_readers=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
@@ -26,17 +29,23 @@ while [ $# -gt 0 ]; do
     --ckpt_interval) ckpt_interval=$2; shift 2 ;;
     --lip_w) lip_w=$2; shift 2 ;;
     --ablation) ablation=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# //'; exit 0 ;;
+    --train_readers) train_readers=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$grammar" in
   # words: 40 clips, all preprocessed; the expert reads its 24 training clips (200 steps).
-  words) num_clips=${num_clips:-40} expert_steps=${expert_steps:-200} ;;
-  # grid: 400 clips for the readers (mouth crops, no boxes needed: 240 train / 80 valid / 80 test);
-  # TalkLip trains on 120 of the train clips and is scored on 20 test clips, the only ones preprocessed.
-  grid) num_clips=${num_clips:-400} expert_steps=${expert_steps:-300} ;;
-  *) echo "error: --grammar must be words or grid, not $grammar" >&2; exit 2 ;;
+  words) num_clips=${num_clips:-40} expert_steps=${expert_steps:-200} stage_steps=${stage_steps:-140,70,90}
+         ckpt_interval=${ckpt_interval:-40} ;;
+  # grid: split by sentence (a fixed fifth of the grammar is only ever test, another only valid); TalkLip
+  # trains on 120 train clips and is scored on 20 test clips, the only ones preprocessed. 220 clips give
+  # those (and 40 valid / 43 test for the shipped readers' check); readers trained in the run get 400
+  # (241 train, mouth crops only, no boxes needed).
+  grid) default_clips=220; [ "$train_readers" = 1 ] && default_clips=400
+        num_clips=${num_clips:-$default_clips} expert_steps=${expert_steps:-300} stage_steps=${stage_steps:-300,150,230}
+        ckpt_interval=${ckpt_interval:-60} ;;
+  *) echo "error: --grammar must be grid or words, not $grammar" >&2; exit 2 ;;
 esac
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
@@ -66,7 +75,19 @@ s=$(stamp)
 # video only.
 readers=expert; reader_flags=()
 [ "$grammar" = grid ] && readers="expert observer" reader_flags=(--batch_size 8 --lr 2e-3 --viseme_root "$c/gt" --test_filelist "$l/test.txt")
+declare -A reader_ckpt
 for reader in $readers; do
+  reader_ckpt[$reader]=$out_dir/$reader.pt
+  shipped=$root/weights/${grammar}_$reader.pt
+  if [ "$train_readers" = 0 ] && [ -f "$shipped" ]; then
+    # trained once by `quickstart.sh --grammar grid --train_readers` (weights/README.md); the expert reads this
+    # run's test clips (and blanked), the observer's reading of them is its ground-truth WER below
+    reader_ckpt[$reader]=$shipped
+    [ $reader = expert ] && $PYTHON "$root/train_expert.py" --evaluate --init "$shipped" --file_dir "$c" \
+      --video_root "$c/main" --word_root "$c/main" --test_filelist "$l/test.txt" --out_json "$out_dir/$reader.json" \
+      --device cpu --no_progress
+    continue
+  fi
   reader_seed=$seed modality=(); [ $reader = observer ] && reader_seed=$(( seed + 1000 ))
   [ "$grammar/$reader" = grid/expert ] && modality=(--audio_visual)
   $PYTHON "$root/train_expert.py" --file_dir "$c" --video_root "$c/main" --word_root "$c/main" --out "$out_dir/$reader.pt" \
@@ -79,7 +100,7 @@ took[readers]=$(( $(stamp) - s ))
 # frame, greedy decoding.
 observe() {
   [ "$grammar" = grid ] || return 0
-  $PYTHON -m evaluation.avhubert_wer --video_root "$1" --ckpt_path "$out_dir/observer.pt" --word_root "$c/main" \
+  $PYTHON -m evaluation.avhubert_wer --video_root "$1" --ckpt_path "${reader_ckpt[observer]}" --word_root "$c/main" \
     --roi center --beam 1 --filelist "$l/test.txt" --out_json "$out_dir/observer_$2.json" --no_progress
 }
 observe "$c/main" ground_truth
@@ -96,7 +117,7 @@ IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
 train_talklip() {        # checkpoint folder, then extra flags
   local folder=$1; shift
   $PYTHON "$root/train.py" --file_dir "$l" --video_root "$c/main" --audio_root "$c/audio" --bbx_root "$c/bbx" \
-    --word_root "$c/main" --avhubert_path "$out_dir/expert.pt" --checkpoint_dir "$folder" \
+    --word_root "$c/main" --avhubert_path "${reader_ckpt[expert]}" --checkpoint_dir "$folder" \
     --generator_preset cpu --batch_size 2 --windows_per_clip 4 --valid_clips 2 --num_worker 0 \
     --lr 2e-3 --disc_lr 1e-4 --perp_w 0.02 --lip_w "$lip_w" --stage_min_steps "$stage_steps" \
     --stage_max_steps "$stage_steps" --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown "$steps2" \
@@ -137,4 +158,5 @@ $PYTHON -m evaluation.mouth_sync --dub "$out_dir/dubbed.mp4" --face_gt "$c/gt/$c
 took[dub]=$(( $(stamp) - s ))
 
 $PYTHON -m evaluation.report --run_dir "$out_dir" --clip "$clip" --dub_face "$clip" --dub_speech "$speech" \
+  --expert "${reader_ckpt[expert]}" ${reader_ckpt[observer]+--observer "${reader_ckpt[observer]}"} \
   --seconds "data=${took[data]},readers=${took[readers]},train=${took[train]},synthesis_and_eval=${took[synthesis_eval]},dub=${took[dub]}${took[ablation]+,ablation=${took[ablation]}},total=$(stamp)"

@@ -12,7 +12,7 @@ import argparse
 import json
 
 from models.presets import EXPERT_PRESETS
-from training.expert import train_expert
+from training.expert import evaluate_reader, train_expert
 from utils.cli import non_negative_float, non_negative_int, positive_float, positive_int
 from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
@@ -24,7 +24,7 @@ def parse_args(argv=None):
     p.add_argument("--file_dir", required=True, help="folder of train.txt and valid.txt")
     p.add_argument("--video_root", required=True, help="folder of <spk>/<clip>.mp4 (face-centred frames, as LRS2)")
     p.add_argument("--word_root", required=True, help="folder of <name>.txt transcripts")
-    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--out", default=None, help="checkpoint to write (.pt); required unless --evaluate")
     p.add_argument("--init", default=None, help="AV-HuBERT pretraining or seq2seq checkpoint to start from")
     p.add_argument("--preset", default="tiny", choices=EXPERT_PRESETS, help="size when training from scratch")
     p.add_argument("--steps", type=positive_int, default=300, help="optimisation steps")
@@ -43,26 +43,43 @@ def parse_args(argv=None):
     p.add_argument("--audio_visual", action="store_true",
                    help="also learn to read each clip's speech (AV-HuBERT's modality dropout: a quarter of the steps "
                         "audio only, a quarter both): the generator's audio encoder starts from this encoder")
+    p.add_argument("--evaluate", action="store_true",
+                   help="do not train: read the validation (and --test_filelist) clips with the reader given by "
+                        "--init and report its WER, as training would (for readers trained once and shipped)")
     p.add_argument("--out_json", default=None, help="also write the validation results here")
     add_device_arg(p)
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.evaluate and not args.init:
+        p.error("--evaluate reads with the reader given by --init: pass its checkpoint")
+    if not args.evaluate and not args.out:
+        p.error("--out: give the checkpoint to write (or --evaluate to only read with --init)")
+    return args
 
 
 def main(args) -> int:
+    if args.evaluate:
+        result = evaluate_reader(args.init, args.file_dir, args.video_root, args.word_root, args.test_filelist,
+                                 device=resolve_device(args.device), progress=not args.no_progress)
+        write_json(args.out_json, result)
+        return 0
     result = train_expert(args.file_dir, args.video_root, args.word_root, args.out, init=args.init,
                           preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           vocab_size=args.vocab_size, seed=args.seed, device=resolve_device(args.device),
                           progress=not args.no_progress, viseme_root=args.viseme_root,
                           viseme_weight=args.viseme_weight, eval_every=args.eval_every,
                           test_filelist=args.test_filelist, audio_visual=args.audio_visual)
-    if args.out_json:
-        with atomic_output(args.out_json) as tmp, open(tmp, "w") as handle:
-            json.dump(result, handle, indent=1)
+    write_json(args.out_json, result)
     print(f"expert written to {args.out}: validation token accuracy {result['token_acc']:.3f} "
           f"(blank video {result['token_acc_blank']:.3f}), WER {result['wer']:.3f} "
           f"(blank video {result['wer_blank']:.3f})")
     return 0
+
+
+def write_json(path, result):
+    if path:
+        with atomic_output(path) as tmp, open(tmp, "w") as handle:
+            json.dump(result, handle, indent=1)
 
 
 if __name__ == "__main__":

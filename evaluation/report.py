@@ -201,10 +201,14 @@ def _optional_json(path: str) -> Optional[Dict]:
 
 
 def quickstart_summary(run_dir: str, clip: str, seconds: Dict[str, int], dub_face: Optional[str] = None,
-                       dub_speech: Optional[str] = None) -> Dict:
+                       dub_speech: Optional[str] = None, expert_path: Optional[str] = None,
+                       observer_path: Optional[str] = None) -> Dict:
     """Write the pictures and summary.json of a quickstart run; return the summary. The observer's WERs
     (observer_<run>.json) and the ablation (synt_ablation, quality_/mouth_sync_ablation.json) are
-    included when the run wrote them."""
+    included when the run wrote them. The readers' checkpoints are <run_dir>/expert.pt and observer.pt
+    unless given (readers trained once and shipped)."""
+    expert_path = expert_path or f"{run_dir}/expert.pt"
+    observer_path = observer_path or f"{run_dir}/observer.pt"
     corpus = f"{run_dir}/corpus"
     lists = f"{run_dir}/lists" if os.path.isdir(f"{run_dir}/lists") else corpus
     runs = {tag: f"{run_dir}/synt_{tag}/{clip}.mp4" for tag in ("before", "after")}
@@ -231,12 +235,12 @@ def quickstart_summary(run_dir: str, clip: str, seconds: Dict[str, int], dub_fac
             {f"{t.replace('_', ' ')} (WER {v['wer']:.2f})": [row["wer"] for row in v["per_clip"]]
              for t, v in observer.items()}))
     summary = {
-        "paths": {"corpus": corpus, "expert": f"{run_dir}/expert.pt", "checkpoints": f"{run_dir}/train",
+        "paths": {"corpus": corpus, "expert": expert_path, "checkpoints": f"{run_dir}/train",
                   "generator": run["checkpoint"], "tensorboard": f"{run_dir}/train/tb",
                   "synthesized_before": f"{run_dir}/synt_before", "synthesized_after": f"{run_dir}/synt_after",
                   "dubbed": f"{run_dir}/dubbed.mp4", "mouth_sync_plot": f"{run_dir}/mouth_sync.png",
                   "sample_grid": f"{run_dir}/samples.png",
-                  **({"observer": f"{run_dir}/observer.pt", "observer_plot": f"{run_dir}/observer_wer.png"}
+                  **({"observer": observer_path, "observer_plot": f"{run_dir}/observer_wer.png"}
                      if observer else {})},
         "metrics": {t: {"psnr": quality[t]["psnr"], "ssim": quality[t]["ssim"], "mouth_sync": sync[t]["r"],
                         "clips": quality[t]["clips"],
@@ -248,12 +252,17 @@ def quickstart_summary(run_dir: str, clip: str, seconds: Dict[str, int], dub_fac
                      "validation": [{k: h[k] for k in ("step", "stage", "l1", "token_acc", "disc_acc") if k in h}
                                     for h in run["history"]]},
         "expert": {k: expert[k] for k in ("token_acc", "token_acc_blank", "train_token_acc", "train_token_acc_blank",
-                                          "wer", "wer_blank", "test_wer", "test_wer_blank") if k in expert},
+                                          "wer", "wer_blank", "test_wer", "test_wer_blank", "test_token_acc",
+                                          "test_token_acc_blank", "trained") if k in expert},
         "seconds": seconds,
     }
     if observer:
         summary["observer"] = {"wer": {t: v["wer"] for t, v in observer.items()},
                                "clips": observer["ground_truth"]["clips"] if "ground_truth" in observer else None}
+        reader = _optional_json(f"{run_dir}/observer.json")
+        if reader:
+            summary["observer"]["reader"] = {k: reader[k] for k in ("wer", "wer_blank", "test_wer", "test_wer_blank",
+                                                                    "trained") if k in reader}
     with atomic_output(f"{run_dir}/summary.json") as tmp, open(tmp, "w") as handle:
         json.dump(summary, handle, indent=1)
     return summary
@@ -278,12 +287,17 @@ def print_summary(summary: Dict, run_dir: str) -> None:
         print(f"  {'GAN:':17s}discriminator loss real {g['disc_real_range'][0]:.2f}-{g['disc_real_range'][1]:.2f}, "
               f"fake {g['disc_fake_range'][0]:.2f}-{g['disc_fake_range'][1]:.2f}, best accuracy "
               f"{g['disc_acc_max']:.2f}; {'COLLAPSED' if g['collapsed'] else 'no collapse'}")
-    if e:
+    if e and ("token_acc" in e or "test_wer" in e):
         held_out = (f"WER {e['test_wer']:.3f} on the test clips ({e['test_wer_blank']:.3f} with the video blanked), "
                     if "test_wer" in e else "")
-        print(f"  {'expert:':17s}{held_out}token accuracy {e['token_acc']:.3f} on held-out clips "
-              f"({e['token_acc_blank']:.3f} with the video blanked), {e['train_token_acc']:.3f} on its training "
-              f"clips ({e['train_token_acc_blank']:.3f} blanked)")
+        acc = (f"token accuracy {e['token_acc']:.3f} on held-out clips ({e['token_acc_blank']:.3f} with the video "
+               f"blanked)" if "token_acc" in e else "")
+        parts = [(held_out + acc).rstrip(", ")]
+        if "train_token_acc" in e:
+            parts.append(f"{e['train_token_acc']:.3f} on its training clips ({e['train_token_acc_blank']:.3f} blanked)")
+        if "trained" in e:
+            parts.append("trained once and shipped (weights/README.md)")
+        print(f"  {'expert:':17s}" + ", ".join(parts))
     for key, value in summary["paths"].items():
         print(f"  {key + ':':19s}{value}")
     print(f"  {'summary:':19s}{run_dir}/summary.json")
@@ -295,13 +309,16 @@ def parse_args(argv=None):
     parser.add_argument("--clip", required=True, help="test clip shown in the pictures (<spk>/<clip>)")
     parser.add_argument("--dub_face", default=None, help="the clip whose face was dubbed (recorded in the summary)")
     parser.add_argument("--dub_speech", default=None, help="the clip whose speech drove the dub")
+    parser.add_argument("--expert", default=None, help="the expert's checkpoint (default <run_dir>/expert.pt)")
+    parser.add_argument("--observer", default=None, help="the observer's checkpoint (default <run_dir>/observer.pt)")
     parser.add_argument("--seconds", default="", help="timings to record, as name=seconds,name=seconds")
     return parser.parse_args(argv)
 
 
 def main(args) -> int:
     seconds = {k: int(v) for k, v in (item.split("=") for item in args.seconds.split(",") if item)}
-    summary = quickstart_summary(args.run_dir, args.clip, seconds, args.dub_face, args.dub_speech)
+    summary = quickstart_summary(args.run_dir, args.clip, seconds, args.dub_face, args.dub_speech, args.expert,
+                                 args.observer)
     print_summary(summary, args.run_dir)
     return 0
 

@@ -20,7 +20,7 @@ from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCo
 from models.avhubert.training import collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
 from models.presets import decoder_preset, encoder_preset
 from utils.audio import AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
-from utils.checkpoint import save_atomic
+from utils.checkpoint import load_torch_file, save_atomic
 from utils.errors import CheckpointError
 from utils.fileio import read_filelist
 from utils.video import VideoReader
@@ -202,6 +202,35 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
         + (f"; test clips WER {result['test_wer']:.3f} ({result['test_wer_blank']:.3f} blanked)" if test_filelist else ""))
     save_expert(model.eval(), codec, out_path, {"train_summary": result})
     return result
+
+
+def evaluate_reader(ckpt_path: str, file_dir: str, video_root: str, word_root: str,
+                    test_filelist: Optional[str] = None, device="cpu", progress: bool = True, log=print) -> Dict:
+    """A trained reader's results on this corpus without training it: ``train_expert``'s fields for the
+    held-out clips of ``test_filelist`` (``test_wer`` / ``test_wer_blank`` / ``test_token_acc`` ...) or,
+    without one, for the validation split (file_dir/valid.txt); plus ``trained`` (the summary of its own
+    training run, kept in the file). For readers trained once and shipped (the quickstart's grid readers)."""
+    model = load_avhubert(ckpt_path)
+    if not isinstance(model, AVHubertSeq2Seq) or model.codec is None:
+        raise CheckpointError(f"{ckpt_path} is not a lip reader with its dictionary (train it with train_expert.py)")
+    model = model.to(device)
+    result = {"trained": _train_summary(ckpt_path)}
+    if test_filelist:      # the held-out clips only
+        test = ClipCache(read_filelist(test_filelist), video_root, word_root, model.codec, progress)
+        result.update({f"test_{k}": v for k, v in evaluate_expert(model, test, device).items()})
+        log(f"{ckpt_path}: test clips WER {result['test_wer']:.3f} ({result['test_wer_blank']:.3f} with the video "
+            f"blanked), token accuracy {result['test_token_acc']:.3f} ({result['test_token_acc_blank']:.3f} blanked)")
+        return result
+    valid = ClipCache(read_filelist(os.path.join(file_dir, "valid.txt")), video_root, word_root, model.codec, progress)
+    result.update(evaluate_expert(model, valid, device))
+    log(f"{ckpt_path}: validation WER {result['wer']:.3f} ({result['wer_blank']:.3f} with the video blanked)")
+    return result
+
+
+def _train_summary(ckpt_path: str) -> Dict:
+    saved = load_torch_file(ckpt_path, "lip reader", mmap=True)
+    summary = (saved.get("train_summary") if isinstance(saved, dict) else None) or {}
+    return {k: summary[k] for k in ("steps", "seconds", "wer", "wer_blank", "test_wer", "test_wer_blank") if k in summary}
 
 
 @torch.no_grad()
