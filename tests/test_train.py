@@ -297,7 +297,7 @@ def test_cpu_preset_round_trip_through_inference(corpus, one_shard, tiny_expert,
     assert proc.returncode == 0, proc.stderr
     ckpt = tmp_path / "ck" / "checkpoint_step000000002.pth"
     model = load_talklip(str(ckpt))
-    assert model.config == talklip_preset("cpu") and model.face_encoder_blocks[0][0].conv_block[0].out_channels == 4
+    assert model.config == talklip_preset("cpu") and model.face_encoder_blocks[1][0].conv_block[0].out_channels == 8
     (tmp_path / "test.txt").write_text(splits["test"][0] + "\n")
     synth = run_module("inf_test", "--filelist", tmp_path / "test.txt", "--video_root", f"{data}/main", "--audio_root",
                        one_shard / "audio", "--bbx_root", one_shard / "bbx", "--save_root", tmp_path / "synt",
