@@ -77,7 +77,7 @@ def draw_mouth(image: np.ndarray, opening: float, width: float = 1.0) -> None:
         cv2.line(image, (cx - half_w + 3, cy), (cx + half_w - 3, cy), (50, 45, 90), 1, cv2.LINE_AA)
 
 
-def draw_viseme_mouth(image: np.ndarray, shape: np.ndarray, scale: float = None) -> None:
+def draw_viseme_mouth(image: np.ndarray, shape: np.ndarray, scale: Optional[float] = None) -> None:
     """Draw a mouth pose in place (photo coordinates): ``shape`` is one row of
     ``preparation.visemes.mouth_track`` (opening, width, roundness, teeth, tongue, tuck), at ``scale``
     times the photo's mouth (``VISEME_MOUTH_SCALE``). Rounded lips are narrower and thicker with a rounder
@@ -222,8 +222,7 @@ def grid_splits(names, sentences, rng, slots=SLOTS):
     only ever valid, whatever the corpus seed, so readers trained once on one corpus' train split never
     saw a test sentence of another (the quickstart's shipped readers). Falls back to ``split_names`` when
     a split would be empty (a grammar narrowed to a few sentences)."""
-    sizes = [len(slot) for slot in slots]
-    total = int(np.prod(sizes))
+    total = int(np.prod([len(slot) for slot in slots]))
     bucket = np.random.default_rng(SENTENCE_SPLIT_SEED).permutation(total) % 5
     splits = {"test": [], "valid": [], "train": []}
     for name, words in zip(names, sentences):
