@@ -44,8 +44,8 @@ def parse_args(argv=None):
                    help="also learn to read each clip's speech (AV-HuBERT's modality dropout: a quarter of the steps "
                         "audio only, a quarter both): the generator's audio encoder starts from this encoder")
     p.add_argument("--evaluate", action="store_true",
-                   help="do not train: read the validation (and --test_filelist) clips with the reader given by "
-                        "--init and report its WER, as training would (for readers trained once and shipped)")
+                   help="do not train: read the --test_filelist clips (without one, the validation clips) with the "
+                        "reader given by --init and report its WER, as training would (for readers trained once and shipped)")
     p.add_argument("--out_json", default=None, help="also write the validation results here")
     add_device_arg(p)
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")

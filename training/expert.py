@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from utils.corpus import read_transcript
-from models.avhubert import AVHubertSeq2Seq, load_avhubert
+from models.avhubert import AVHubertSeq2Seq, load_avhubert, load_lip_reader
 from models.avhubert.model import AVHubertModel
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec
 from models.avhubert.training import collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
@@ -210,10 +210,7 @@ def evaluate_reader(ckpt_path: str, file_dir: str, video_root: str, word_root: s
     held-out clips of ``test_filelist`` (``test_wer`` / ``test_wer_blank`` / ``test_token_acc`` ...) or,
     without one, for the validation split (file_dir/valid.txt); plus ``trained`` (the summary of its own
     training run, kept in the file). For readers trained once and shipped (the quickstart's grid readers)."""
-    model = load_avhubert(ckpt_path)
-    if not isinstance(model, AVHubertSeq2Seq) or model.codec is None:
-        raise CheckpointError(f"{ckpt_path} is not a lip reader with its dictionary (train it with train_expert.py)")
-    model = model.to(device)
+    model = load_lip_reader(ckpt_path, "give a reader train_expert.py wrote").to(device)
     result = {"trained": _train_summary(ckpt_path)}
     if test_filelist:      # the held-out clips only
         test = ClipCache(read_filelist(test_filelist), video_root, word_root, model.codec, progress)

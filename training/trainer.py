@@ -23,8 +23,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from models.avhubert import freeze_all_but, load_avhubert
-from models.avhubert.model import AVHubertSeq2Seq
+from models.avhubert import freeze_all_but, load_lip_reader
 from models.presets import talklip_preset
 from models.talklip import TalkLip, TalkLipDiscriminator, to_channels_last
 from training import checkpoints
@@ -35,7 +34,7 @@ from training.curriculum import DONE, FINETUNED_LAYERS, STAGES, Curriculum, stag
 from training.objective import Objective, disc_loss
 from utils.checkpoint import load_checkpoint_file, load_strict
 from utils.device import resolve_device
-from utils.errors import CheckpointError, TalkLipError
+from utils.errors import TalkLipError
 from utils.fileio import read_filelist
 
 WARMDOWN_FLOOR = 0.1            # --lr_warmdown ends at this fraction of the learning rates
@@ -45,10 +44,7 @@ WARMDOWN_FLOOR = 0.1            # --lr_warmdown ends at this fraction of the lea
 def build_models(cfg: TrainConfig, device) -> Dict[str, nn.Module]:
     """The frozen expert, a generator (``cfg.generator_preset`` widths) whose audio encoder starts
     from the expert's encoder with only its last three layers trainable, and a fresh discriminator."""
-    expert = load_avhubert(cfg.avhubert_path)
-    if not isinstance(expert, AVHubertSeq2Seq) or expert.codec is None:
-        raise CheckpointError(f"{cfg.avhubert_path} is not a seq2seq lip reader with its dictionary: "
-                              f"--avhubert_path needs an AV-HuBERT model fine-tuned for lip reading")
+    expert = load_lip_reader(cfg.avhubert_path, "--avhubert_path needs an AV-HuBERT model fine-tuned for lip reading")
     expert.requires_grad_(False)
     enc_cfg = expert.encoder.w2v_model.cfg
     widths = talklip_preset(cfg.generator_preset)

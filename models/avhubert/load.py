@@ -118,3 +118,12 @@ def load_avhubert(path: str, task_state_path: Optional[str] = None):
             if task.target_dictionary is not None and task.tokenizer is not None:
                 model.codec = task.codec()
     return model.eval()
+
+
+def load_lip_reader(path: str, fix: str) -> AVHubertSeq2Seq:
+    """``load_avhubert`` for uses that decode text (the expert, a shipped reader): a seq2seq model with
+    its dictionary, or one line that says so and ends with ``fix``."""
+    model = load_avhubert(path)
+    if not isinstance(model, AVHubertSeq2Seq) or model.codec is None:
+        raise CheckpointError(f"{path} is not a seq2seq lip reader with its dictionary: {fix}")
+    return model
