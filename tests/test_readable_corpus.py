@@ -182,3 +182,20 @@ def test_the_shipped_readers_read_a_fresh_corpus(reader, tmp_path):
     assert result["test_wer"] <= 0.3, result
     assert result["test_wer_blank"] >= 0.8, result
     assert result["trained"]["steps"] > 0
+
+
+def test_evaluate_refuses_a_missing_reader_and_a_file_that_is_no_lip_reader(tmp_path):
+    """train_expert.py --evaluate without --init, or with a checkpoint that is not a seq2seq reader with
+    its dictionary: one line that names the fix, no traceback, no output file."""
+    import torch
+    from tests.conftest import run_module
+    common = ["--file_dir", tmp_path, "--video_root", tmp_path, "--word_root", tmp_path,
+              "--out_json", tmp_path / "reader.json"]
+    missing = run_module("train_expert", "--evaluate", *common)
+    assert missing.returncode == 2 and "--evaluate reads with the reader given by --init" in missing.stderr
+    not_reader = tmp_path / "weights.pt"
+    torch.save({"model": {"w": torch.zeros(2)}}, not_reader)
+    wrong = run_module("train_expert", "--evaluate", "--init", not_reader, *common)
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1 and str(not_reader) in wrong.stderr, wrong.stderr
+    assert not (tmp_path / "reader.json").exists()
