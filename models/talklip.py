@@ -72,7 +72,9 @@ class AVSync(nn.Module):
             raise ValueError("the contrastive loss needs at least 2 frames")
         neg = torch.multinomial(torch.ones(n, n - 1), n_neg, generator=generator)
         neg = neg + (neg >= torch.arange(n)[:, None]).long()            # skip the positive itself
-        negatives = audio[neg.to(audio.device).view(-1)].view(n, n_neg, -1)
+        # index_select, not audio[...]: its backward sums the repeated rows in a fixed order (indexing's
+        # accumulates them in whatever order the threads finish, so reruns differed in stage 2)
+        negatives = audio.index_select(0, neg.to(audio.device).view(-1)).view(n, n_neg, -1)
         logits = torch.cat([(audio * video).sum(-1, keepdim=True),
                             (audio[:, None] * negatives).sum(-1)], dim=1) / self.temperature
         return -F.log_softmax(logits, dim=1)[:, 0].mean()
@@ -141,7 +143,7 @@ class TalkLip(nn.Module):
         """-> generated faces (N, 3, 96, 96), audio features (T, B, C)."""
         audio_emb, _ = self.encode_audio(audio, padding_mask, train_encoder)
         flat = audio_emb.transpose(0, 1).reshape(-1, audio_emb.shape[-1])
-        return self.render(faces, flat[audio_index]), audio_emb
+        return self.render(faces, flat.index_select(0, audio_index)), audio_emb
 
 
 class TalkLipDiscriminator(nn.Module):

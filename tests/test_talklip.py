@@ -12,7 +12,7 @@ from face_detection import CascadeDetector, crop_face
 from models.synthesis import SynthesisOptions, dub, encode_audio, frame_feature_rows, ping_pong, render_into
 from utils.pipeline import StageClock
 from models.presets import talklip_preset
-from models.talklip import TalkLip, TalkLipDiscriminator, bce, load_discriminator, load_talklip
+from models.talklip import AVSync, TalkLip, TalkLipDiscriminator, bce, load_discriminator, load_talklip
 from tests.conftest import run_module
 from utils.audio import AUDIO_RATE_HZ, load_audio
 from utils.errors import CheckpointError
@@ -66,6 +66,21 @@ def test_discriminator_loss_equals_the_original_and_cannot_saturate():
     assert stuck.item() == 100.0 and torch.autograd.grad(stuck, saturated)[0].item() == 0.0   # the original: stuck
     ours = bce(saturated, 0.0)
     assert ours.item() == pytest.approx(60.0) and torch.autograd.grad(ours, saturated)[0].item() == pytest.approx(1.0)
+
+
+def test_the_contrastive_loss_gives_the_same_gradient_on_every_run():
+    """Its negatives repeat rows of the audio features; their gradients must be summed in a fixed order,
+    or a resumed (or branched) run drifts from an uninterrupted one once the expert stage starts."""
+    torch.manual_seed(0)
+    head = AVSync(dim=256)
+    video, audio = torch.randn(96, 256), torch.randn(96, 256, requires_grad=True)
+    grads = []
+    for _ in range(4):
+        head.zero_grad()
+        audio.grad = None
+        head(video, audio, generator=torch.Generator().manual_seed(1)).backward()
+        grads.append((audio.grad.clone(), head.Linearaudio.weight.grad.clone()))
+    assert all(torch.equal(g[0], grads[0][0]) and torch.equal(g[1], grads[0][1]) for g in grads[1:])
 
 
 def test_a_fresh_discriminator_separates_inputs():

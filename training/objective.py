@@ -43,8 +43,8 @@ class Objective(nn.Module):
             out.update(lip=res["loss"], n_correct=res["n_correct"], total=res["total"])
             if w.cont_w > 0:
                 idx = batch["audio_index"]
-                vid = res["encoder_out"].transpose(0, 1).reshape(-1, res["encoder_out"].shape[-1])[idx]
-                aud = enc_audio.transpose(0, 1).reshape(-1, enc_audio.shape[-1])[idx]
+                vid = res["encoder_out"].transpose(0, 1).reshape(-1, res["encoder_out"].shape[-1]).index_select(0, idx)
+                aud = enc_audio.transpose(0, 1).reshape(-1, enc_audio.shape[-1]).index_select(0, idx)
                 out["cont"] = gen.sync_net(vid.float(), aud.float())
         if w.perp_w > 0:
             # the perceptual loss trains the generator only: the discriminator's weights stay out of
