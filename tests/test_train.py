@@ -398,6 +398,31 @@ def test_the_ablation_removes_the_lip_term_and_nothing_else(corpus, one_shard, t
     assert logs["loss"] - ablated_logs["loss"] == pytest.approx(0.5 * logs["lip"], rel=1e-4)
 
 
+def test_an_ablation_branched_where_stage_2_begins_equals_one_trained_from_step_0(corpus, one_shard, tiny_expert,
+                                                                                  tmp_path):
+    """The quickstart's ablation: --branch_from the main run's state at the start of stage 2 (saved
+    there because the stage changed) with --no_lip_loss gives, bit for bit, the ablation trained alone."""
+    kw = dict(stage_min_steps=(1, 1, 2), stage_max_steps=(1, 1, 2), patience=100, lip_w=0.5, seed=3)
+    Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "main", **kw)).run()
+    alone = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "alone", no_lip_loss=True, **kw)).run()
+    start = tmp_path / "main" / "state_step000000002.pt"
+    assert torch.load(start, weights_only=True)["curriculum"]["stage"] == 2
+    branched = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "branch", no_lip_loss=True,
+                              branch_from=str(start), **kw)).run()
+    assert branched["step"] == alone["step"] == 4
+    final = {name: torch.load(tmp_path / name / "state_step000000004.pt", weights_only=True)
+             for name in ("main", "alone", "branch")}
+    for part in ("gen", "disc"):
+        assert all(torch.equal(v, final["branch"][part][k]) for k, v in final["alone"][part].items()), part
+    assert not all(torch.equal(v, final["main"]["gen"][k]) for k, v in final["alone"]["gen"].items())
+    log = (tmp_path / "branch" / "talklip.log").read_text()
+    assert f"branched from {start} at step 2, stage 2" in log and "no_lip_loss False -> True" in log
+    with pytest.raises(TalkLipError, match=r"state_step9\.pt does not exist: check the path") as err:
+        Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "none", branch_from=str(tmp_path / "state_step9.pt"),
+                       **kw)).run()
+    assert "\n" not in str(err.value)
+
+
 def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny_expert, tmp_path):
     from training.labels import PSEUDO, TRANSCRIPT
     data, splits = corpus

@@ -112,6 +112,12 @@ class TrainConfig:
                            help="name of the text log <checkpoint_dir>/<log_name>.log")
     keep_last: int = option(3, type=positive_int, group="checkpoints and robustness",
                             help="checkpoints of each kind kept")
+    branch_from: Optional[str] = option(
+        None, group="checkpoints and robustness", metavar="STATE",
+        help="start from another run's state_stepN.pt (weights, optimisers, curriculum, data position, random "
+             "state) when --checkpoint_dir holds no state yet; the log lists the settings that differ from that "
+             "run's. A new stage always starts from a saved state, so e.g. the lip-loss ablation branches where "
+             "stage 2 begins and equals a run of its own from step 0")
     resume_anyway: bool = option(False, group="checkpoints and robustness",
                                  help="resume even when the state was written with another batch size, accumulation, "
                                       "process count, preset or expert")

@@ -217,6 +217,8 @@ class Trainer:
         found = checkpoints.newest_state(self.cfg.checkpoint_dir, warn=self.note)
         if found:
             self.resume(*found)
+        elif self.cfg.branch_from:
+            self.branch(self.cfg.branch_from)
         else:
             self.load_original()
             self.save()
@@ -282,6 +284,7 @@ class Trainer:
             self.train_log.append({"step": self.step, "stage": self.stage, **mean})
             self.recent = []
         validate = self.step % self.cfg.ckpt_interval == 0
+        first = self.stage
         if validate:
             self.save_samples()
             self.validate_and_advance()
@@ -289,8 +292,8 @@ class Trainer:
         if self.curriculum.stepped(self.step):
             self.note(f"step {self.step}: stage {before} -> {self.stage} ({STAGES[self.stage]}), "
                       f"after {self.cfg.stage_max_steps[before]} steps (--stage_max_steps)")
-        if validate:
-            self.save()                              # after the curriculum moved: resume sees it
+        if validate or self.stage != first:
+            self.save()        # after the curriculum moved: a resume, or a branch, starts the new stage here
 
     def finish(self, seconds: float) -> Dict:
         if self.stage >= DONE:
@@ -441,6 +444,20 @@ class Trainer:
         checkpoints.set_rng_state(state["rng"])
         self._batches = None
         self.note(f"resumed from {path}: step {self.step}, epoch {self.epoch}, stage {self.stage} ({STAGES[self.stage]})")
+
+    def branch(self, path: str):
+        """Start from another run's state (--branch_from) and save it here, so a rerun resumes in this
+        folder. The settings RESUME_MUST_MATCH names are checked as for a resume; the others that differ
+        are logged, since the steps before the branch were taken with the other run's."""
+        state = checkpoints.load_state(path)
+        stored, current = state["config"], self.resume_config()
+        unlogged = {"checkpoint_dir", "branch_from", "log_name", "no_progress", "tensorboard", "keep_last"}
+        differ = [f"{key} {stored.get(key)!r} -> {value!r}" for key, value in current.items()
+                  if key not in unlogged and stored.get(key) != value]
+        self.resume(path, state)
+        self.note(f"branched from {path} at step {self.step}, stage {self.stage}; settings that differ from that "
+                  f"run's: {'; '.join(differ) or 'none'}")
+        self.save()
 
     def load_original(self):
         """--gen_checkpoint_path / --disc_checkpoint_path in the original format (weights, optimizer, step)."""
