@@ -7,8 +7,7 @@ against one square anchor of side 4 * stride. Post-processing follows the origin
 scoring above 0.05, SSD decoding with variances (0.1, 0.2), NMS at IoU 0.3, faces scoring
 above 0.5, the best one kept, clipped at 0 and truncated to int.
 """
-from collections import OrderedDict
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch

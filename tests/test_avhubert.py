@@ -3,9 +3,7 @@ import argparse
 import itertools
 import math
 import os
-import random
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,10 +14,9 @@ from models.avhubert.generate import beam_search, greedy_search
 from models.avhubert.modules import MultiheadAttention
 from models.avhubert.training import (collate_targets, images_to_avhubert, label_smoothed_nll_loss,
                                       lip_reading_loss)
-from preparation.make_synthetic import WORDS
 from tests.conftest import SHARED_FIXTURES
-from tests.fairseq_format import save_fairseq_checkpoint, task_state_objects, train_sentencepiece
-from tests.tiny_models import TINY_DECODER, TINY_ENCODER, fp16_exact, randomise
+from tests.fairseq_format import save_fairseq_checkpoint
+from tests.tiny_models import TINY_DECODER, TINY_ENCODER, randomise
 from utils.errors import CheckpointError
 
 def video_batch(lengths, seed=0):

@@ -1,6 +1,5 @@
 """TalkLip models, dubbing (inf_demo.py) and test-set synthesis (inf_test.py)."""
 import os
-import shutil
 
 import cv2
 import numpy as np

@@ -4,6 +4,6 @@ from models.avhubert.load import load_avhubert, load_lip_reader, map_fairseq_key
 from models.avhubert.model import AVHubertEncoder, AVHubertModel, AVHubertSeq2Seq, freeze_all_but
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TaskState, TextCodec
 
-__all__ = ["load_avhubert", "map_fairseq_keys", "AVHubertModel", "AVHubertEncoder", "AVHubertSeq2Seq",
+__all__ = ["load_avhubert", "load_lip_reader", "map_fairseq_keys", "AVHubertModel", "AVHubertEncoder", "AVHubertSeq2Seq",
            "EncoderConfig", "DecoderConfig", "freeze_all_but",
            "Dictionary", "SentencePieceTokenizer", "TaskState", "TextCodec"]
