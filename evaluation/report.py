@@ -247,6 +247,7 @@ def quickstart_summary(run_dir: str, clip: str, seconds: Dict[str, int], dub_fac
                         **({"observer_wer": observer[t]["wer"]} if t in observer else {})} for t in tags},
         "dubbed": {"mouth_sync": dub["r"], "frames": dub["frames"], "face_clip": dub_face, "speech_clip": dub_speech},
         "training": {"steps": run["step"], "stage_reached": run["stage"], "stage_name": run["stage_name"],
+                     "precision": run.get("precision", "fp32"),
                      "validations_in_stage_2": sum(h["stage"] == 2 for h in run["history"]),
                      "rollbacks": run["rollbacks"], "gan": gan_health(run.get("train_log", []), run["history"]),
                      "validation": [{k: h[k] for k in ("step", "stage", "l1", "token_acc", "disc_acc") if k in h}
@@ -272,7 +273,7 @@ def print_summary(summary: Dict, run_dir: str) -> None:
     m, t, e, g = summary["metrics"], summary["training"], summary["expert"], summary["training"]["gan"]
     print(f"\nquickstart finished in {summary['seconds'].get('total', 0)}s")
     for tag in m:
-        label = "ablation (no lip loss):" if tag == "ablation" else tag + " training:"
+        label = "no lip loss:" if tag == "ablation" else tag + " training:"
         print(f"  {label:17s}PSNR {m[tag]['psnr']:.2f} dB, SSIM {m[tag]['ssim']:.3f}, "
               f"mouth sync r {m[tag]['mouth_sync']:.3f}"
               + (f", observer WER {m[tag]['observer_wer']:.3f}" if "observer_wer" in m[tag] else "")
@@ -281,7 +282,7 @@ def print_summary(summary: Dict, run_dir: str) -> None:
         print(f"  {'ground truth:':17s}observer WER {summary['observer']['wer']['ground_truth']:.3f} "
               f"(the real test videos)")
     print(f"  {'dubbed clip:':17s}mouth sync r {summary['dubbed']['mouth_sync']:.3f} against its driving speech")
-    print(f"  {'training:':17s}stage {t['stage_reached']} ({t['stage_name']}) in {t['steps']} steps, "
+    print(f"  {'training:':17s}stage {t['stage_reached']} ({t['stage_name']}) in {t['steps']} {t['precision']} steps, "
           f"{t['validations_in_stage_2']} validations in stage 2, {t['rollbacks']} rollbacks")
     if g:
         print(f"  {'GAN:':17s}discriminator loss real {g['disc_real_range'][0]:.2f}-{g['disc_real_range'][1]:.2f}, "

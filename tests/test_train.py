@@ -17,6 +17,7 @@ from tests.conftest import ROOT, run_module
 from training.expert import build_codec, new_model, save_expert
 from training.trainer import Curriculum, TrainConfig, Trainer, warmdown_scale
 from utils.corpus import read_transcript
+from utils.device import has_native_bf16
 from utils.errors import TalkLipError
 
 
@@ -421,6 +422,25 @@ def test_an_ablation_branched_where_stage_2_begins_equals_one_trained_from_step_
         Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "none", branch_from=str(tmp_path / "state_step9.pt"),
                        **kw)).run()
     assert "\n" not in str(err.value)
+
+
+def test_a_bf16_step_computes_the_fp32_losses_within_bf16_precision(corpus, one_shard, tiny_expert, tmp_path):
+    """--bf16 (the quickstart's precision on CPUs with bf16 instructions): the first stage-2 step, from the
+    same weights and batch, gives the fp32 step's losses to within bf16's 3 significant digits."""
+    logs = {}
+    for bf16 in (False, True):
+        trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / f"ck{bf16}", start_stage=2, bf16=bf16))
+        logs[bf16] = trainer.train_step(trainer.next_micro_batches())
+    for key in ("l1", "perc", "lip", "cont", "disc"):
+        assert logs[True][key] == pytest.approx(logs[False][key], rel=0.02), key
+
+
+def test_native_bf16_is_what_the_kernel_lists_for_the_cpu():
+    """has_native_bf16 agrees with the CPU flags quickstart.sh reads to choose its precision."""
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo")
+    flags = set(open("/proc/cpuinfo").read().split())
+    assert has_native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny_expert, tmp_path):

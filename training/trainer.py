@@ -33,7 +33,7 @@ from training.config import TrainConfig
 from training.curriculum import DONE, FINETUNED_LAYERS, STAGES, Curriculum, stage_plan
 from training.objective import Objective, disc_loss
 from utils.checkpoint import load_checkpoint_file, load_strict
-from utils.device import resolve_device
+from utils.device import has_native_bf16, resolve_device
 from utils.errors import TalkLipError
 from utils.fileio import read_filelist
 
@@ -117,6 +117,8 @@ class Trainer:
         valid_names = read_filelist(os.path.join(cfg.file_dir, "valid.txt"))[:cfg.valid_clips or None]
         os.makedirs(cfg.checkpoint_dir, exist_ok=True)
         self.log = self._logger()
+        if cfg.bf16 and not has_native_bf16(self.device):
+            self.note(f"warning: --bf16 on {self.device}, which has no bf16 instructions: emulated, slower than fp32")
         self.labels = self._labels(train_names + valid_names)
         common = dict(file_dir=cfg.file_dir, video_root=cfg.video_root, audio_root=cfg.audio_root,
                       bbx_root=cfg.bbx_root, labels=self.labels, codec=self.expert.codec, seed=cfg.seed)
@@ -301,6 +303,7 @@ class Trainer:
         if self.saved_step != self.step:               # the last step may have been saved already
             self.save()
         summary = {"step": self.step, "epoch": self.epoch, "stage": self.stage, "stage_name": STAGES[self.stage],
+                   "precision": "bf16" if self.cfg.bf16 else "fp32",
                    "rollbacks": self.rollbacks, "seconds": round(seconds, 1), "history": self.history,
                    "train_log": self.train_log,
                    "checkpoint": os.path.join(self.cfg.checkpoint_dir, checkpoints.GENERATOR_FILE.format(self.step))}

@@ -56,3 +56,12 @@ def autocast_dtype(name: str, device: torch.device) -> Optional[torch.dtype]:
     if dtype is not None and device.type != "cuda":
         raise TalkLipError(f"--dtype {name} needs a GPU (--device cuda); on {device} use --dtype fp32")
     return dtype
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether bf16 arithmetic runs in hardware on ``device``: a GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere PyTorch emulates bf16 on the CPU, slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(check() for check in checks if check is not None)
