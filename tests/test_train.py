@@ -461,3 +461,13 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
     trainer.next_micro_batches()
     log = open(tmp_path / "ck" / "talklip.log").read()
     assert f"{len(train[::2])} with transcripts" in log
+
+
+@pytest.mark.parametrize("flags, message", [(["--precision", "fp64"], "--precision must be auto, bf16 or fp32"),
+                                            (["--grammar", "poems"], "--grammar must be grid or words")])
+def test_the_quickstart_refuses_bad_options_in_one_line_before_writing(tmp_path, flags, message):
+    out = tmp_path / "run"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(out), *flags],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}, not {flags[1]}"
+    assert not out.exists()
