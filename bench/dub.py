@@ -142,7 +142,7 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool)
     elapsed = time.perf_counter() - started
     return {"frames": info.frames, "seconds": round(elapsed, 1), "frames_per_s": round(info.frames / elapsed, 3),
             "load_s": round(load_s, 2), "time_to_first_frame_s": round(load_s + info.first_frame_s, 2),
-            "detected_frames": info.detected_frames, "detected_megapixels": round(info.detected_pixels / 3e6, 1),
+            "detected_frames": info.detected_frames, "detected_megapixels": round(info.detected_pixels / 1e6, 1),
             "frames_with_face": info.frames_with_face, "stage_seconds": info.seconds,
             "peak_rss_mb": round(RssSampler.peak_mb(), 1),
             "rss_mb_peak_by_quarter": rss.quarter_peaks()}

@@ -47,6 +47,9 @@ KEY_BATCH = 1        # key frames detected in one call
 KEY_STRETCH = 4      # while the motion is smooth, key frames are up to this many times detect_every apart
 DEFAULT_MAX_GAP_S = 0.2
 DEFAULT_FACE_PX = 64     # a followed face is detected at the scale where its shorter side is this long
+SCALE_STEPS = 8          # ... rounded up to a power of 2 ** (1 / SCALE_STEPS): one clip gives the detector
+                         # a few frame sizes, not one per key frame (each new size costs ~1 MB that
+                         # torch's CPU convolutions keep for it: 90 MB over a 300 s clip unrounded)
 MOTION_TOL = 0.02        # a stretched segment's middle may be off its interpolated place by this x face side
 MOTION_TOL_MIN_PX = 2.0  # ... or this many pixels, whichever is more
 MOTION_PATCH = 64        # side of the grey face patch the motion check correlates
@@ -160,7 +163,9 @@ class KeyFrameDetector:
     ``view(frame)`` is the copy the tracker keeps (longest side ``max_side``; the frame itself when
     ``max_side`` is 0 or the frame is smaller); ``detect_views(views, face_side, face_px)`` finds
     faces on views, scaled down further so that a face of shorter side ``face_side`` (full-resolution
-    pixels) is about ``face_px`` pixels. Calling the detector on full frames does the first."""
+    pixels) is ``face_px`` pixels or up to 9% more (the scale is rounded up to a power of 2 ** (1 /
+    SCALE_STEPS), so that a face whose size wanders gives the detector a few frame sizes). Calling the
+    detector on full frames does the first."""
 
     def __init__(self, detector, max_side: int, clock=None):
         self.detector, self.max_side, self.clock = detector, max_side, clock
@@ -183,7 +188,7 @@ class KeyFrameDetector:
         started = time.perf_counter()
         factor = 1.0
         if face_side and face_px:
-            factor = face_px / (face_side / self.back[0])
+            factor = 2.0 ** (np.ceil(np.log2(face_px / (face_side / self.back[0])) * SCALE_STEPS) / SCALE_STEPS)
         small, back = _shrink(views, factor if factor < 0.9 else 1.0)
         found = []
         for dets in self.detector.detect_faces(small):

@@ -256,6 +256,29 @@ def test_detection_on_a_scaled_copy_maps_boxes_back():
     assert iou(small, np.array(ASTRONAUT_FACE) * 2) > 0.5
 
 
+def test_a_wandering_face_size_gives_the_detector_few_frame_sizes():
+    """The face-scale copy is rounded up to a ladder of scales: a face whose size drifts from 180 to
+    260 px (every size in between) is detected on a handful of frame sizes, each showing it at
+    face_px to 9% more. (Each new size costs torch's CPU convolutions ~1 MB kept for the process:
+    a size per key frame climbed 90 MB over a 300 s dub.)"""
+    class Sizes:
+        def __init__(self):
+            self.seen = []
+
+        def detect_faces(self, frames):
+            self.seen.append(frames.shape[1:3])
+            return [[] for _ in frames]
+
+    sizes = Sizes()
+    detect = KeyFrameDetector(sizes, 640)
+    view = detect.view(np.zeros((720, 1280, 3), np.uint8))                  # 640x360: back = 2
+    for side in range(180, 261):
+        detect.detect_views([view], face_side=side, face_px=64)
+        scale = sizes.seen[-1][1] / view.shape[1]
+        assert 64 <= scale * side / 2 <= 64 * 2 ** (1 / 8) + 1, (side, sizes.seen[-1])
+    assert len(set(sizes.seen)) <= 6, sorted(set(sizes.seen))
+
+
 def test_preprocessing_boxes_refuse_a_video_without_a_face(tmp_path):
     from utils.video import VideoWriter
     path = str(tmp_path / "blank.mp4")
