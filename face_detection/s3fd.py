@@ -61,6 +61,8 @@ class S3FD(nn.Module):
     HEADS = (("conv3_3_norm", 256, 4), ("conv4_3_norm", 512, 2), ("conv5_3_norm", 512, 2),
              ("fc7", 1024, 2), ("conv6_2", 512, 2), ("conv7_2", 256, 2))
 
+    TAPPED = ("conv3_3", "conv4_3", "conv5_3")     # trunk outputs the heads read
+
     def __init__(self):
         super().__init__()
         for block in self.VGG_BLOCKS:
@@ -86,7 +88,8 @@ class S3FD(nn.Module):
         for block in self.VGG_BLOCKS:
             for name, _, _ in block:
                 h = F.relu(getattr(self, name)(h), inplace=True)
-            taps[block[-1][0]] = h
+            if block[-1][0] in self.TAPPED:      # conv1_2's and conv2_2's maps (the largest) are not kept
+                taps[block[-1][0]] = h
             h = F.max_pool2d(h, 2, 2)
         h = F.relu(self.fc7(F.relu(self.fc6(h), inplace=True)), inplace=True)
         taps["fc7"] = h

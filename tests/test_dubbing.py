@@ -93,6 +93,25 @@ def test_key_frames_spread_while_the_face_moves_smoothly_and_not_when_it_turns_b
     assert all(b[0] >= 800 for b in boxes[41:])
 
 
+def test_the_heap_is_trimmed_before_a_detection_larger_than_the_last(monkeypatch):
+    """The follower's detector trims the heap before a search at the full view in mid-dub (its
+    activations would come on top of the heap grown since the last trim), not before the face-scale
+    key frames, and finds what the detector finds."""
+    import models.synthesis as synthesis
+    trims = []
+    monkeypatch.setattr(synthesis, "release_free_memory", lambda: trims.append(1) or True)
+    cascade = CascadeDetector()
+    frame = moving_face_720p(1)[0][0]
+    view, small = cv2.resize(frame, (640, 360)), cv2.resize(frame, (415, 233))
+    detector = synthesis.HeapTrimmedDetector(cascade)
+    counts = []
+    for image in (view, small, small, view, small):
+        found = detector.detect_faces(image[None])
+        assert [np.array_equal(a, b) for a, b in zip(found, cascade.detect_faces(image[None]))] == [True]
+        counts.append(len(trims))
+    assert counts == [0, 0, 0, 1, 1]
+
+
 def write_clip(path, frames, fps=25):
     with VideoWriter(path, fps, frames[0].shape[1], frames[0].shape[0]) as writer:
         for frame in frames:
