@@ -112,32 +112,34 @@ def test_held_out_sentences_are_new_combinations(grid_corpus):
 def test_an_expert_learns_to_read_a_tiny_grammar(tmp_path):
     """Three slots of the grammar (64 sentences, 48 clips); train_expert.py, with the per-frame viseme
     loss, reads the held-out clips (sentences it never saw) far better than its text prior alone (the
-    video blanked). Measured: WER 0.13 after 100 steps at batch 6, against 0.87 blanked."""
+    video blanked). Measured after 70 steps at batch 6: token accuracy 0.65 against 0.29 blanked, WER
+    0.80 against 1.00 (after 100 steps: 0.81 against 0.36, WER 0.53 against 1.00)."""
     import json
     from tests.conftest import run_module
     data = str(tmp_path / "tiny")
     make_corpus(data, num_clips=48, seed=5, grammar="grid", slots=SLOTS[1:4])
     proc = run_module("train_expert", "--file_dir", data, "--video_root", f"{data}/main", "--word_root", f"{data}/main",
-                      "--out", tmp_path / "expert.pt", "--out_json", tmp_path / "expert.json", "--steps", 100,
+                      "--out", tmp_path / "expert.pt", "--out_json", tmp_path / "expert.json", "--steps", 70,
                       "--batch_size", 6, "--lr", 2e-3, "--viseme_root", f"{data}/gt", "--test_filelist",
                       f"{data}/test.txt", "--device", "cpu", "--no_progress")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "expert.json").read_text())
     assert result["test_wer_blank"] >= 0.5                      # the text prior alone
-    assert result["test_wer"] <= result["test_wer_blank"] - 0.3, result
+    assert result["test_token_acc"] >= result["test_token_acc_blank"] + 0.25, result
+    assert result["test_wer"] < result["test_wer_blank"], result
 
 
 def test_an_audio_visual_expert_also_reads_the_speech(tmp_path):
     """--audio_visual (modality dropout) teaches the encoder the speech too, the path TalkLip's audio
     encoder starts from: on held-out clips the audio alone predicts the transcript's tokens far better
-    than the decoder's text prior (the video blanked). Measured after 80 steps: 0.63 from the audio vs
-    0.39 blanked; the same expert trained on video alone: 0.49 vs 0.44."""
+    than the decoder's text prior (the video blanked). Measured after 65 steps: 0.57 from the audio vs
+    0.22 blanked (after 80: 0.63 vs 0.39; the same expert trained on video alone: 0.49 vs 0.44)."""
     import json
     from tests.conftest import run_module
     data = str(tmp_path / "tiny")
     make_corpus(data, num_clips=24, seed=6, grammar="grid", slots=SLOTS[2:5])
     proc = run_module("train_expert", "--file_dir", data, "--video_root", f"{data}/main", "--word_root", f"{data}/main",
-                      "--out", tmp_path / "expert.pt", "--out_json", tmp_path / "expert.json", "--steps", 80,
+                      "--out", tmp_path / "expert.pt", "--out_json", tmp_path / "expert.json", "--steps", 65,
                       "--batch_size", 6, "--lr", 2e-3, "--viseme_root", f"{data}/gt", "--test_filelist",
                       f"{data}/test.txt", "--device", "cpu", "--no_progress", "--audio_visual")
     assert proc.returncode == 0, proc.stderr
@@ -161,8 +163,15 @@ def test_a_test_sentence_is_never_a_training_sentence_of_any_seed():
     assert not by_split["test"] & by_split["valid"]
 
 
+@pytest.fixture(scope="module")
+def fresh_corpus(tmp_path_factory):
+    """A grid corpus of a seed no shipped reader was trained on."""
+    data = str(tmp_path_factory.mktemp("fresh"))
+    return data, make_corpus(data, num_clips=40, seed=11, grammar="grid")
+
+
 @pytest.mark.parametrize("reader", ["expert", "observer"])
-def test_the_shipped_readers_read_a_fresh_corpus(reader, tmp_path):
+def test_the_shipped_readers_read_a_fresh_corpus(reader, fresh_corpus, tmp_path):
     """The quickstart's grid readers, trained once and shipped in weights/ (weights/README.md), still
     read the corpus this code draws: a corpus of another seed (its test clips hold sentences the readers
     never saw: the held-out fifth of the grammar is the same for every seed), read through
@@ -171,8 +180,7 @@ def test_the_shipped_readers_read_a_fresh_corpus(reader, tmp_path):
     import json
     from tests.conftest import ROOT, run_module
     shipped = f"{ROOT}/weights/grid_{reader}.pt"
-    data = str(tmp_path / "fresh")
-    splits = make_corpus(data, num_clips=40, seed=11, grammar="grid")
+    data, splits = fresh_corpus
     assert len(splits["test"]) >= 4
     proc = run_module("train_expert", "--evaluate", "--init", shipped, "--file_dir", data, "--video_root",
                       f"{data}/main", "--word_root", f"{data}/main", "--test_filelist", f"{data}/test.txt",
