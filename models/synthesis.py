@@ -47,7 +47,7 @@ def read_image(path: str) -> np.ndarray:
 AUDIO_WINDOW_OVERLAP = 150     # audio frames each side of a window that are run but not kept (6 s)
 SPILL_BYTES = 4 << 30          # a video replayed back and forth is kept on disk up to this size (24 s at 1080p)
 TRIM_EVERY_FRAMES = 32        # the heap is trimmed after this many frames (after every 4-frame chunk cost ~10-15%)
-CHUNK_BYTES = 12 << 20         # frames in one chunk at most (8 at 720p, 1 at 4K); up to ~4 chunks are in flight
+CHUNK_BYTES = 12 << 20         # frames in one chunk at most (4 at 720p, 1 at 4K); up to ~4 chunks are in flight
 
 
 @torch.no_grad()
