@@ -350,7 +350,7 @@ class FaceTrack:
 class HeapTrimmedDetector:
     """``detector``, with the heap trimmed (``release_free_memory``) before a call on frames larger
     than the last call's: a search at ``detect_max_side`` in the middle of a dub (the face lost at its
-    own scale) holds S3FD's full-view activations, ~130 MB at 640x360, on top of whatever the heap has
+    own scale) holds S3FD's full-view activations, ~120 MB at 640x360, on top of whatever the heap has
     grown since the dub's last trim (measured: a 300 s 720p dub's peak, 1027 MB, was such a search)."""
 
     def __init__(self, detector):
