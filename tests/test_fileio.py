@@ -45,3 +45,17 @@ def test_read_filelist(tmp_path):
         read_filelist(str(path))
     with pytest.raises(TalkLipError, match="nope.txt does not exist"):
         read_filelist(str(tmp_path / "nope.txt"))
+
+
+def test_a_byte_order_mark_comments_and_repeats_are_not_clip_names(tmp_path):
+    """Windows editors start a UTF-8 file with a BOM; it is not part of the first clip's name. '#' lines
+    are comments. A repeated name is read once (where it first appears), with one warning."""
+    path = tmp_path / "list.txt"
+    path.write_bytes("\ufeffspk/00001\n# held out below\nspk/00002\n  #spk/00009\nspk/00001\nspk/00003\nspk/00002\n"
+                     .encode("utf-8"))
+    said = []
+    assert read_filelist(str(path), warn=said.append) == ["spk/00001", "spk/00002", "spk/00003"]
+    assert len(said) == 1 and "2 clip(s) again (spk/00001, spk/00002)" in said[0] and "list.txt" in said[0]
+    path.write_text("spk/00001\nspk/00002\n")
+    said.clear()
+    assert read_filelist(str(path), warn=said.append) == ["spk/00001", "spk/00002"] and not said

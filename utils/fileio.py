@@ -6,10 +6,12 @@ temporary names its writer (host and process id), so runs writing the same outpu
 never touch each other's: the last to finish wins, complete; a temporary is removed as stale only
 when its writer's process is gone.
 """
+import collections
 import contextlib
 import math
 import os
 import socket
+import sys
 import uuid
 import zlib
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -85,13 +87,21 @@ def remove_stale_temps(path: str) -> int:
     return removed
 
 
-def read_filelist(path: str) -> List[str]:
-    """Sample names from an LRS2/LRW-style file list: the first token of each non-empty line."""
+def read_filelist(path: str, warn=None) -> List[str]:
+    """Sample names from an LRS2/LRW-style file list: the first token of each non-empty line. A UTF-8
+    byte-order mark (as Windows editors write) is not part of the first name; a line whose first
+    character (after spaces) is ``#`` is a comment; a name listed again is read once, where it first
+    appears, and ``warn`` (default: a line on stderr) says how many repeats were dropped."""
     if not os.path.isfile(path):
         raise TalkLipError(f"file list {path} does not exist: pass --filelist with a text file of "
                            f"<speaker>/<clip> lines")
-    with open(path, encoding="utf-8") as handle:
-        names = [line.split()[0] for line in handle if line.strip()]
+    with open(path, encoding="utf-8-sig") as handle:
+        listed = [line.split()[0] for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    names = list(dict.fromkeys(listed))
+    if len(names) < len(listed):
+        repeated = sorted(n for n, count in collections.Counter(listed).items() if count > 1)
+        (warn or _stderr)(f"warning: file list {path} names {len(listed) - len(names)} clip(s) again "
+                          f"({', '.join(repeated[:3])}{', ...' if len(repeated) > 3 else ''}): each is read once")
     if not names:
         raise TalkLipError(f"file list {path} is empty: it needs one <speaker>/<clip> per line")
     for number, name in enumerate(names, 1):
@@ -100,6 +110,10 @@ def read_filelist(path: str) -> List[str]:
             raise TalkLipError(f"file list {path}, entry {number} ({name!r}) leaves the data folders: "
                                f"names must be relative <speaker>/<clip> paths without '..'")
     return names
+
+
+def _stderr(text: str):
+    print(text, file=sys.stderr)
 
 
 def resolve_shard(rank: Optional[int] = None, nshard: Optional[int] = None,
