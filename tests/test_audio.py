@@ -109,3 +109,69 @@ def test_audio_visual_align(as_tensor):
     padded = to_np(audio_visual_align(feats, 12))
     assert padded.shape == (12, 2) and not padded[10:].any()
     np.testing.assert_array_equal(padded[:10], to_np(feats))
+
+
+def speech_like(seconds=1.0, rate=AUDIO_RATE_HZ):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [AUDIO_RATE_HZ, 22050])
+def test_speech_with_nan_or_inf_samples_is_refused_when_read(tmp_path, rate):
+    """A float WAV with a NaN (or an infinity) is refused by every reader, naming the file and where the
+    first bad sample is, before anything is made from it (read in place at 16 kHz, whole otherwise)."""
+    from utils.audio import SpeechSamples
+    for bad in (np.nan, np.inf):
+        wav = speech_like(2.0, rate)
+        wav[int(1.5 * rate)] = bad
+        path = tmp_path / f"bad_{rate}.wav"
+        soundfile.write(path, wav, rate, subtype="FLOAT")
+        with pytest.raises(MediaError, match=r"bad_\d+\.wav has NaN or infinite samples \(the first at 1\.50 s\)"):
+            load_audio(str(path))
+        with pytest.raises(MediaError, match="NaN or infinite"):
+            SpeechSamples(str(path), str(tmp_path))
+
+
+@pytest.mark.parametrize("rate", [AUDIO_RATE_HZ, 22050])
+def test_antiphase_stereo_is_read_from_one_channel_not_mixed_to_silence(tmp_path, rate, capsys):
+    """right = -left mixes to exactly zero; the readers take the louder channel instead and say so once.
+    Ordinary stereo is still averaged."""
+    from utils.audio import SpeechSamples
+    left = speech_like(1.0, rate)
+    path = tmp_path / "antiphase.wav"
+    soundfile.write(path, np.stack([left, -0.9 * left], 1), rate, subtype="FLOAT")
+    expected = resample_reference(left, rate)
+    np.testing.assert_allclose(load_audio(str(path)), expected, atol=1e-4)
+    with SpeechSamples(str(path), str(tmp_path)) as samples:
+        np.testing.assert_allclose(samples.read(0, samples.count), expected, atol=1e-4)
+    said = capsys.readouterr().err
+    assert said.count("channels cancel") == 2 and "channel 1 of 2, the loudest" in said
+    soundfile.write(path, np.stack([left, 0.5 * left], 1), rate, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(str(path)), resample_reference(0.75 * left, rate), atol=1e-4)
+    assert "cancel" not in capsys.readouterr().err
+
+
+def resample_reference(wav, rate):
+    from scipy.signal import resample_poly
+    if rate == AUDIO_RATE_HZ:
+        return wav
+    import math
+    g = math.gcd(rate, AUDIO_RATE_HZ)
+    return resample_poly(wav.astype(np.float64), AUDIO_RATE_HZ // g, rate // g).astype(np.float32)
+
+
+def test_a_full_temporary_folder_is_named_not_blamed_on_the_speech(tmp_path, monkeypatch):
+    """Speech that needs converting (here m4a) is written into the dub's temporary folder; when that folder
+    is full (its file is /dev/full here), the error names the folder and TMPDIR, not the speech file."""
+    from utils.audio import SpeechSamples
+    from utils.ffmpeg import run_ffmpeg
+    soundfile.write(tmp_path / "speech.wav", speech_like(1.0, 22050), 22050)
+    run_ffmpeg(["-i", str(tmp_path / "speech.wav"), "-c:a", "aac", str(tmp_path / "speech.m4a")], source="test")
+    workdir = tmp_path / "tmp"
+    workdir.mkdir()
+    (workdir / "speech_16k.wav").symlink_to("/dev/full")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    with pytest.raises(MediaError) as error:
+        SpeechSamples(str(tmp_path / "speech.m4a"), str(workdir))
+    message = str(error.value)
+    assert f"no space left in {workdir}" in message and "TMPDIR" in message and "re-encode" not in message

@@ -7,7 +7,8 @@ one per video frame at 25 fps), then layer-normalised over the feature axis.
 import math
 import os
 import subprocess
-from typing import Union
+import sys
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -39,9 +40,62 @@ def resample(wav: np.ndarray, rate_in: int, rate_out: int = AUDIO_RATE_HZ) -> np
 
 
 def _decode_with_ffmpeg(path: str, rate: int) -> np.ndarray:
-    raw = run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"],
+    """(T, 2) float32: ffmpeg's stereo (a mono track twice, more channels folded to two), downmixed here."""
+    raw = run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", "-ac", "2", "-ar", str(rate), "-f", "f32le", "-"],
                      source=path, stdout=subprocess.PIPE)
-    return np.frombuffer(raw, dtype="<f4").copy()
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, 2).copy()
+
+
+# A mix of the channels whose power is under this share of its loudest channel's cancels (antiphase
+# stereo, right = -left, mixes to silence): the loudest channel is used alone instead.
+CANCELLING_MIX = 0.01
+BLOCK_FRAMES = 1 << 20      # samples per channel read at a time when a whole file is checked
+
+
+class SampleCheck:
+    """Running checks over a speech file's (T, C) samples, block by block: every sample finite, and
+    the power of each channel and of their mean (the downmix)."""
+
+    def __init__(self, path: str, channels: int, rate: int):
+        self.path, self.rate = path, rate
+        self.seen, self.channel_power, self.mix_power = 0, np.zeros(channels), 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            at = (self.seen + int(np.argmin(finite))) / self.rate
+            raise MediaError(f"{self.path} has NaN or infinite samples (the first at {at:.2f} s): re-export the "
+                             f"speech (e.g. as 16-bit PCM WAV) from a clean source")
+        wide = block.astype(np.float64)
+        self.channel_power += (wide ** 2).sum(axis=0)
+        self.mix_power += float((wide.mean(axis=1) ** 2).sum())
+        self.seen += len(block)
+
+    def channel(self, say=None) -> Optional[int]:
+        """None: average the channels (the usual downmix); else the one channel to use, when the average
+        cancels (said once through ``say``, default stderr)."""
+        if len(self.channel_power) < 2 or self.channel_power.max() <= 0:
+            return None
+        loudest = int(np.argmax(self.channel_power))
+        if self.mix_power >= CANCELLING_MIX * self.channel_power[loudest]:
+            return None
+        (say or _stderr)(f"note: {self.path}: its channels cancel when mixed to mono (antiphase), so channel "
+                         f"{loudest + 1} of {len(self.channel_power)}, the loudest, is used alone")
+        return loudest
+
+
+def downmix(data: np.ndarray, path: str, rate: int) -> np.ndarray:
+    """(T, C) samples -> (T,) mono after SampleCheck's checks: the channels' mean, or the loudest channel
+    when the mean cancels."""
+    check = SampleCheck(path, data.shape[1], rate)
+    for start in range(0, len(data), BLOCK_FRAMES):
+        check.add(data[start:start + BLOCK_FRAMES])
+    channel = check.channel()
+    return data.mean(axis=1) if channel is None else data[:, channel]
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def load_audio(path: str, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
@@ -57,9 +111,9 @@ def load_audio(path: str, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
     try:
         data, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception:
-        wav = _decode_with_ffmpeg(path, rate)
+        wav = downmix(_decode_with_ffmpeg(path, rate), path, rate)
     else:
-        wav = resample(data.mean(axis=1), file_rate, rate)
+        wav = resample(downmix(data, path, file_rate), file_rate, rate)
     if wav.size == 0:
         raise MediaError(f"{path} has no audio samples: give a file with a speech track")
     return np.ascontiguousarray(wav, dtype=np.float32)
@@ -93,9 +147,12 @@ class SpeechSamples:
             self._wav = load_audio(path)
         else:
             converted = os.path.join(workdir, "speech_16k.wav")
-            run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(AUDIO_RATE_HZ),
+            run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", "-ac", "2", "-ar", str(AUDIO_RATE_HZ),
                         "-c:a", "pcm_f32le", "-f", "wav", converted], source=path)
             self._file = soundfile.SoundFile(converted)
+        self._channel = None
+        if self._file is not None:
+            self._channel = self._check_whole_file()
         self.count = self._file.frames if self._file is not None else len(self._wav)
         if self.count == 0:
             self.close()
@@ -106,7 +163,23 @@ class SpeechSamples:
             return self._wav[start:stop]
         self._file.seek(start)
         data = self._file.read(stop - start, dtype="float32", always_2d=True)
-        return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+        mono = data.mean(axis=1) if self._channel is None else data[:, self._channel]
+        return np.ascontiguousarray(mono, dtype=np.float32)
+
+    def _check_whole_file(self) -> Optional[int]:
+        """One pass over a file read in place, before any frame is made, when its samples can be non-finite
+        (float) or its channels can cancel (more than one): SampleCheck's checks, block by block."""
+        if self._file.channels < 2 and self._file.subtype not in ("FLOAT", "DOUBLE"):
+            return None
+        check = SampleCheck(self.path, self._file.channels, AUDIO_RATE_HZ)
+        try:
+            for block in self._file.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+                check.add(block)
+        except MediaError:
+            self.close()
+            raise
+        self._file.seek(0)
+        return check.channel()
 
     def close(self) -> None:
         if self._file is not None:

@@ -1,6 +1,8 @@
 """The ffmpeg binary that ships inside the imageio-ffmpeg wheel; no system ffmpeg needed."""
 import functools
+import os
 import subprocess
+import tempfile
 from typing import List
 
 from utils.errors import MediaError, TalkLipError
@@ -22,12 +24,22 @@ def last_error_line(stderr: bytes) -> str:
     return lines[-1] if lines else "ffmpeg failed"
 
 
+def _under_tmp(folder: str) -> bool:
+    """``folder`` lies in the temporary folder (TMPDIR), where conversions are written."""
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return os.path.realpath(folder) == tmp or os.path.realpath(folder).startswith(tmp + os.sep)
+
+
 def run_ffmpeg(args: List[str], source: str, stdout=subprocess.DEVNULL) -> bytes:
     """Run ffmpeg with ``args`` (without the executable); raise MediaError naming ``source``."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"] + args
     proc = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE)
     if proc.returncode != 0 and b"0:a:0" in proc.stderr and b"matches no streams" in proc.stderr:
         raise MediaError(f"{source} has no audio stream: give a file with a speech track")
+    if proc.returncode != 0 and b"No space left on device" in proc.stderr:
+        folder = os.path.dirname(os.path.abspath(args[-1])) if args and args[-1] != "-" else "the output folder"
+        raise MediaError(f"no space left in {folder} while ffmpeg wrote what it made of {source}: free space there"
+                         + (" or point TMPDIR at a folder with room" if _under_tmp(folder) else " or choose another folder"))
     if proc.returncode != 0:
         raise MediaError(f"ffmpeg could not process {source}: {last_error_line(proc.stderr)}; "
                          f"check the file plays, or re-encode it")
