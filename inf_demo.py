@@ -74,6 +74,10 @@ def main(args) -> int:
         print(f"warning: {args.video_path}'s frames stop after {info.decoded_frames} "
               f"of its {info.declared_s:.2f} s video stream (a damaged file?); the dub uses those "
               f"(--strict makes this an error)", file=sys.stderr)
+    if info.far_from_point:
+        print(f"warning: no detected face lies near the --follow point {args.follow}: the nearest face was dubbed "
+              f"(the detector may have missed the one there; check the output, or try the S3FD detector)",
+              file=sys.stderr)
     untouched = info.frames - info.frames_with_face
     print(f"wrote {out_path}: {info.frames} frames at {info.fps:g} fps ({info.duration_s:.2f} s) "
           f"in {time.time() - started:.1f}s; face detected on {info.detected_frames} frames"

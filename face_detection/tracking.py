@@ -30,6 +30,7 @@ not the frames), plus the gap and smoothing windows, are held.
 """
 import collections
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
@@ -37,7 +38,7 @@ from typing import Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, 
 import cv2
 import numpy as np
 
-from utils.errors import NoFaceError, TalkLipError
+from utils.errors import NoFaceError, TalkLipError, one_line
 
 DEFAULT_DETECT_EVERY = 8
 DEFAULT_DETECT_MAX_SIDE = 640
@@ -46,6 +47,7 @@ MATCH_IOU = 0.3      # a detection overlapping the followed face this much conti
 KEY_BATCH = 1        # key frames detected in one call
 KEY_STRETCH = 4      # while the motion is smooth, key frames are up to this many times detect_every apart
 DEFAULT_MAX_GAP_S = 0.2
+MIN_DETECT_SIDE = 32     # S3FD's smallest input side (its pool5 needs conv5_3 to be 2 px or more)
 DEFAULT_FACE_PX = 64     # a followed face is detected at the scale where its shorter side is this long
 SCALE_STEPS = 8          # ... rounded up to a power of 2 ** (1 / SCALE_STEPS): one clip gives the detector
                          # a few frame sizes, not one per key frame (each new size costs ~1 MB that
@@ -95,7 +97,23 @@ def parse_follow(text: str) -> Optional[Tuple[float, float]]:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
         raise TalkLipError(f"--follow must be 'largest' or a point 'X,Y' in pixels, got {text!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise TalkLipError(f"--follow needs a point 'X,Y' of finite pixel coordinates, got {text!r}")
     return x, y
+
+
+def check_follow_point(point: Optional[Tuple[float, float]], width: int, height: int, source: str) -> None:
+    """A --follow point must lie on the frame (0 <= x < width, 0 <= y < height)."""
+    if point is not None and not (0 <= point[0] < width and 0 <= point[1] < height):
+        raise TalkLipError(f"--follow {point[0]:g},{point[1]:g} lies outside the {width}x{height} frame of {source}: "
+                           f"give a point on the face to dub (x from 0 to {width - 1}, y from 0 to {height - 1})")
+
+
+def near_point(box: np.ndarray, point: Tuple[float, float]) -> bool:
+    """``point`` lies on the face box grown by half its size on every side."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    grow_x, grow_y = (x2 - x1) / 2.0, (y2 - y1) / 2.0
+    return x1 - grow_x <= point[0] <= x2 + grow_x and y1 - grow_y <= point[1] <= y2 + grow_y
 
 
 def add_tracking_args(parser, smooth_window: int, dubbing: bool) -> None:
@@ -189,11 +207,19 @@ class KeyFrameDetector:
         factor = 1.0
         if face_side and face_px:
             factor = 2.0 ** (np.ceil(np.log2(face_px / (face_side / self.back[0])) * SCALE_STEPS) / SCALE_STEPS)
+            factor = max(factor, MIN_DETECT_SIDE / min(views[0].shape[:2]))    # never below what S3FD takes
         small, back = _shrink(views, factor if factor < 0.9 else 1.0)
+        height, width = (side * scale for side, scale in zip(views[0].shape[:2], self.back[1::-1]))
+        try:
+            detections = self.detector.detect_faces(small)
+        except RuntimeError as exc:
+            raise TalkLipError(f"the face detector failed on a {small.shape[2]}x{small.shape[1]} view of the frame "
+                               f"({one_line(exc)}): try --detect_face_px 0 or another detector") from None
         found = []
-        for dets in self.detector.detect_faces(small):
+        for dets in detections:
             boxes = np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back * self.back
-            found.append(np.clip(boxes, 0, None).astype(np.int64))   # the original: clip at 0, truncate
+            # the original clips at 0 and truncates; boxes past the frame are clipped to it too
+            found.append(np.clip(boxes, 0, [width, height, width, height]).astype(np.int64))
         self.calls += len(views)
         self.pixels += small.shape[0] * small.shape[1] * small.shape[2]
         self.misses += sum(len(boxes) == 0 for boxes in found)
@@ -237,6 +263,7 @@ class _Follower:
     def __init__(self, follow, patience: int):
         self.follow, self.patience = follow, patience
         self.tracks = 0
+        self.far_from_point = 0     # faces chosen by the --follow point although none was near it
 
     def choose(self, index: int, faces: np.ndarray, before: Optional[Sighting]) -> Sighting:
         if before is not None and before.last_box is not None:
@@ -253,6 +280,7 @@ class _Follower:
             pick = int(np.argmax((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])))
         else:
             pick = nearest_face(faces, self.follow)
+            self.far_from_point += not near_point(faces[pick], self.follow)
         self.tracks += 1
         return Sighting(faces[pick], self.tracks, faces[pick], self.tracks, index)
 
@@ -493,9 +521,16 @@ class FaceTracker:
         detect = detector if isinstance(detector, KeyFrameDetector) else KeyFrameDetector(detector, opts.detect_max_side)
         max_gap = None if opts.max_gap_s is None else int(round(opts.max_gap_s * fps))
         patience = int(round((DEFAULT_MAX_GAP_S if opts.max_gap_s is None else opts.max_gap_s) * fps))
-        self.stages = [KeyFrameTracker(detect, opts, patience), _GapFiller(max_gap)]
+        self.keys = KeyFrameTracker(detect, opts, patience)
+        self.stages = [self.keys, _GapFiller(max_gap)]
         if opts.smooth_window > 1:
             self.stages.append(_BoxSmoother(opts.smooth_window))
+
+    @property
+    def far_from_point(self) -> int:
+        """Tracks started on a face chosen by the --follow point that lies far from it (a detector miss
+        on the face at the point?)."""
+        return self.keys.follower.far_from_point
 
     def push(self, frame: np.ndarray) -> List[FaceBox]:
         items = self.stages[0].push(frame)

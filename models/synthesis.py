@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from face_detection.boxes import crop_face
-from face_detection.tracking import FaceTracker, KeyFrameDetector, TrackingOptions, no_face
+from face_detection.tracking import FaceTracker, KeyFrameDetector, TrackingOptions, check_follow_point, no_face
 from models.talklip import FACE_SIZE, TalkLip
 from utils.audio import (FEATURE_RATE_HZ, AUDIO_RATE_HZ, SpeechSamples, audio_visual_align, feature_count,
                          load_audio, talklip_feature_rows, talklip_features)
@@ -330,6 +330,7 @@ class FaceTrack:
     damaged: bool                      # decoding stopped before the video stream's declared end
     detected_frames: int               # frames the detector ran on
     detection_misses: int              # of those, frames on which it found no face
+    far_from_point: int = 0            # tracks started on a face far from the --follow point
 
     @property
     def frames(self) -> int:
@@ -435,7 +436,7 @@ class FaceFollower:
         decoded = self.reader.decoded if self.reader is not None else 1
         damaged = self.reader is not None and self.reader.truncated
         return FaceTrack(self.boxes, np.asarray(self.source_index, np.int64), decoded, damaged,
-                         self.detect.calls, self.detect.misses)
+                         self.detect.calls, self.detect.misses, self.tracker.far_from_point)
 
 
 @dataclass
@@ -454,6 +455,7 @@ class DubResult:
     with_face: np.ndarray              # (frames,) bool: which output frames got a generated face
     first_frame_s: Optional[float] = None   # from the call to the first frame handed to the encoder
     detected_pixels: int = 0           # pixels the detector was given, in all
+    far_from_point: int = 0            # faces followed although none lay near the --follow point
 
 
 def open_face_source(path: str) -> FaceSource:
@@ -554,6 +556,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     with tempfile.TemporaryDirectory(prefix="talklip_dub_") as workdir, SpeechSamples(audio_path, workdir) as samples:
         speech = Speech(generator, samples, opts, clock)
         source = open_face_source(video_path)
+        check_follow_point(tracking.follow, source.width, source.height, video_path)
         num_out = speech.frames_at(source.fps)
         read_ahead = max(1, min(opts.read_ahead, frames_per_chunk(opts, source.width, source.height)))
         follower = FaceFollower(source, num_out, detector, tracking, clock, read_ahead, strict, opts.release_memory)
@@ -571,7 +574,8 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
                      decoded_frames=track.decoded_frames, damaged=track.damaged, frames_with_face=faced,
                      detected_frames=track.detected_frames, detection_misses=track.detection_misses,
                      seconds=clock.report(), with_face=np.array([track.boxes[i] is not None for i in order]),
-                     first_frame_s=first_frame_s, detected_pixels=follower.detect.pixels)
+                     first_frame_s=first_frame_s, detected_pixels=follower.detect.pixels,
+                     far_from_point=track.far_from_point)
 
 
 def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, boxes: np.ndarray,

@@ -411,3 +411,29 @@ def test_mapped_weights_pages_are_handed_back_and_read_again_unchanged(tmp_path)
     anonymous = torch.randn(8 << 20 >> 2)
     copy_ = anonymous.clone()
     assert drop_pages([anonymous]) == 0 and torch.equal(anonymous, copy_)
+
+
+def test_bad_speech_or_a_follow_point_off_the_frame_is_refused_before_anything_is_generated(tmp_path, cpu_generator):
+    """A --follow point off the frame, and speech with a NaN sample, are refused in one line naming the
+    cause, before the generator runs (it would raise if called) and with no output left."""
+    from utils.errors import MediaError, TalkLipError
+    head = np.full((200, 320, 3), 90, np.uint8)
+    head[20:180, 80:240] = astronaut_head(160, 160)
+    write_clip(str(tmp_path / "clip.mp4"), [head] * 5)
+    tone(str(tmp_path / "speech.wav"), 0.4)
+    wav = np.zeros(AUDIO_RATE_HZ // 2, np.float32)
+    wav[100] = np.nan
+    soundfile.write(tmp_path / "nan.wav", wav, AUDIO_RATE_HZ, subtype="FLOAT")
+
+    class NeverCalled(torch.nn.Module):
+        def __getattr__(self, name):
+            raise AssertionError(f"the generator was used ({name})")
+
+    out = str(tmp_path / "out.mp4")
+    with pytest.raises(TalkLipError, match=r"--follow 400,50 lies outside the 320x200 frame"):
+        dub(cpu_generator, str(tmp_path / "clip.mp4"), str(tmp_path / "speech.wav"), out, CascadeDetector(),
+            SynthesisOptions(progress=False), TrackingOptions(follow=(400, 50)))
+    with pytest.raises(MediaError, match=r"nan.wav has NaN or infinite samples"):
+        dub(NeverCalled(), str(tmp_path / "clip.mp4"), str(tmp_path / "nan.wav"), out, CascadeDetector(),
+            SynthesisOptions(progress=False))
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "nan.wav", "speech.wav"]

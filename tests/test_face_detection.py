@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from face_detection import CascadeDetector, S3FD, S3FDDetector, build_detector, crop_face
 from face_detection.tracking import KeyFrameDetector, TrackingOptions, boxes_for_video, track_faces
-from utils.errors import CheckpointError, NoFaceError
+from utils.errors import CheckpointError, NoFaceError, TalkLipError
 
 # The astronaut's face in skimage.data.astronaut(), labelled by hand: forehead to chin.
 ASTRONAUT_FACE = (172, 62, 274, 178)
@@ -312,3 +312,48 @@ def test_crop_face_clips_boxes_to_the_frame():
     frame[50:, 150:] = 255
     crop = crop_face(frame, (150, 50, 260, 140), size=32)   # extends past both edges
     assert crop.shape == (32, 32, 3) and crop.min() == 255
+
+
+def test_a_follow_point_must_be_finite_and_on_the_frame_and_a_far_pick_is_counted():
+    """--follow nan,1 / inf / garbage are refused in one line; a point off the frame is refused with the frame's
+    size; a face chosen by the point although none lies near it (the one there missed) is counted, so the
+    dub can say so."""
+    from face_detection.tracking import FaceTracker, check_follow_point, parse_follow
+    for text in ("nan,10", "10,inf", "-inf,3"):
+        with pytest.raises(TalkLipError, match="finite pixel coordinates"):
+            parse_follow(text)
+    assert parse_follow("12.5,40") == (12.5, 40.0)
+    check_follow_point((0, 359), 640, 360, "clip.mp4")
+    for point in ((640, 10), (-1, 10), (10, 360)):
+        with pytest.raises(TalkLipError, match=r"outside the 640x360 frame of clip.mp4"):
+            check_follow_point(point, 640, 360, "clip.mp4")
+    table = [[(300, 0, 450, 150)]] * 8
+    for point, far in (((20, 300), 1), ((380, 60), 0), ((470, 160), 0)):
+        tracker = FaceTracker(ScriptedDetector(table), TrackingOptions(detect_every=4, smooth_window=1, face_px=0,
+                                                                       detect_max_side=0, follow=point), fps=25)
+        for frame in indexed_frames(len(table)):
+            tracker.push(frame)
+        tracker.finish()
+        assert tracker.far_from_point == far, point
+
+
+def test_a_box_larger_than_the_frame_never_shrinks_the_view_below_s3fd_s_smallest_input():
+    """S3FD at random weights returns boxes larger than the frame; following such a face at its own scale
+    once shrank the next view below what S3FD can take (a traceback from its max_pool2d). Boxes are now
+    clipped to the frame, the scale floored at S3FD's smallest side, and a detector error is one line."""
+    from face_detection.tracking import MIN_DETECT_SIDE
+    torch.manual_seed(0)
+    s3fd = S3FDDetector(S3FD().state_dict(), device="cpu")          # random weights
+    frame = np.random.default_rng(0).integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    detect = KeyFrameDetector(s3fd, 640)
+    view = detect.view(frame)
+    for face_side in (360.0, 5000.0, 1e6):          # a face as large as the frame, or (wrongly) far larger
+        boxes = detect.detect_views([view], face_side=face_side, face_px=64)[0]
+        assert (boxes[:, [0, 2]] <= 640).all() and (boxes[:, [1, 3]] <= 360).all()
+    assert MIN_DETECT_SIDE == 32
+
+    class Failing:
+        def detect_faces(self, frames):
+            raise RuntimeError("max_pool2d: Given input size: (512x1x2). Calculated output size: (512x0x1)")
+    with pytest.raises(TalkLipError, match=r"^the face detector failed on a \d+x\d+ view of the frame \(RuntimeError: max_pool2d"):
+        KeyFrameDetector(Failing(), 640).detect_views([view])
