@@ -12,7 +12,8 @@ import argparse
 import json
 
 from models.presets import EXPERT_PRESETS
-from training.expert import evaluate_reader, train_expert
+from training.expert import AdversarialCrops, evaluate_reader, train_expert
+from training.mouth_augment import CropAugment
 from utils.cli import non_negative_float, non_negative_int, positive_float, positive_int
 from utils.device import add_device_arg, resolve_device
 from utils.errors import run_cli
@@ -43,6 +44,16 @@ def parse_args(argv=None):
     p.add_argument("--audio_visual", action="store_true",
                    help="also learn to read each clip's speech (AV-HuBERT's modality dropout: a quarter of the steps "
                         "audio only, a quarter both): the generator's audio encoder starts from this encoder")
+    p.add_argument("--noise_std", type=non_negative_float, default=0.0,
+                   help="randomized smoothing: Gaussian noise on every training clip's crops, of a std drawn from "
+                        "U(0, this) (normalised units: 1.0 is 42 grey levels); video only, never in evaluation")
+    p.add_argument("--blur_sigma", type=non_negative_float, default=0.0,
+                   help="also blur half the training clips' crops, sigma drawn from U(0.5, this) px")
+    p.add_argument("--shift_px", type=non_negative_int, default=0, help="also shift each training clip's crops by up to this many px")
+    p.add_argument("--adv_eps", type=non_negative_float, default=0.0,
+                   help="adversarial training: perturb the training crops against the expert within this many grey "
+                        "levels (0: off)")
+    p.add_argument("--adv_steps", type=positive_int, default=1, help="steps of the adversarial perturbation (1: FGSM, more: PGD)")
     p.add_argument("--evaluate", action="store_true",
                    help="do not train: read the --test_filelist clips (without one, the validation clips) with the "
                         "reader given by --init and report its WER, as training would (for readers trained once and shipped)")
@@ -68,7 +79,9 @@ def main(args) -> int:
                           vocab_size=args.vocab_size, seed=args.seed, device=resolve_device(args.device),
                           progress=not args.no_progress, viseme_root=args.viseme_root,
                           viseme_weight=args.viseme_weight, eval_every=args.eval_every,
-                          test_filelist=args.test_filelist, audio_visual=args.audio_visual)
+                          test_filelist=args.test_filelist, audio_visual=args.audio_visual,
+                          augment=CropAugment(noise_std=args.noise_std, blur_sigma=args.blur_sigma, shift_px=args.shift_px),
+                          adversarial=AdversarialCrops(eps_grey=args.adv_eps, steps=args.adv_steps))
     write_json(args.out_json, result)
     print(f"expert written to {args.out}: validation token accuracy {result['token_acc']:.3f} "
           f"(blank video {result['token_acc_blank']:.3f}), WER {result['wer']:.3f} "

@@ -216,6 +216,9 @@ def test_resume_refuses_other_settings_and_keeps_the_history(corpus, one_shard, 
     assert "\n" not in str(err.value)
     with pytest.raises(TalkLipError, match="--generator_preset 'cpu' -> 'paper'"):
         Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=3, generator_preset="paper")).run()
+    with pytest.raises(TalkLipError, match="--resume_anyway cannot change --generator_preset .* --generator_preset cpu"):
+        Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=3, generator_preset="paper",
+                       resume_anyway=True)).run()       # was a 238-line size-mismatch traceback
     summary = Trainer(config(corpus, one_shard, tiny_expert, tmp_path, max_steps=3, ckpt_interval=1)).run()
     assert [h["step"] for h in summary["history"]] == [1, 2, 3]          # validations from before the resume too
     anyway = config(corpus, one_shard, tiny_expert, tmp_path, max_steps=4, ckpt_interval=1, accum_steps=2,
@@ -471,3 +474,101 @@ def test_the_quickstart_refuses_bad_options_in_one_line_before_writing(tmp_path,
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}, not {flags[1]}"
     assert not out.exists()
+
+
+def test_missing_clip_inputs_and_a_missing_word_root_are_refused_before_training(corpus, one_shard, tiny_expert,
+                                                                                  tmp_path):
+    """A listed clip without face boxes (or audio, or video) stops train.py before any step, in one line
+    naming it; so does a --word_root that does not exist (it was accepted silently)."""
+    data, splits = corpus
+    bbx = tmp_path / "bbx"
+    shutil.copytree(one_shard / "bbx", bbx)
+    victim = splits["valid"][0]
+    os.remove(bbx / f"{victim}.npy")
+    with pytest.raises(TalkLipError, match=rf"1 of \d+ listed clips lack their inputs, e\.g\. {victim} \(face boxes"):
+        Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "ck", bbx_root=str(bbx)))
+    with pytest.raises(TalkLipError, match="--word_root .*nowhere is not a folder"):
+        Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=str(tmp_path / "nowhere")))
+    assert not (tmp_path / "ck").exists()
+
+
+def test_a_failed_pseudo_label_is_not_cached_and_stage_2_says_who_lacks_a_target(corpus, one_shard, tiny_expert,
+                                                                                   tmp_path):
+    """A clip whose video cannot be read gets no lip target in this run, and nothing is cached: once the
+    video is back, the next run labels it. A run that reaches the lip loss with unlabelled clips says so."""
+    from models.avhubert import load_lip_reader
+    from training.labels import NONE, PSEUDO, clip_labels, pseudo_label_path
+    data, splits = corpus
+    victim = splits["train"][0]
+    others = [n for part in splits.values() for n in part if n != victim]
+    words, bbx = without_transcripts(corpus, one_shard, tmp_path, keep=others)
+    videos = tmp_path / "videos"
+    shutil.copytree(f"{data}/main", videos)
+    os.replace(videos / f"{victim}.mp4", tmp_path / "away.mp4")
+    (videos / f"{victim}.mp4").write_bytes(b"not a video")
+    expert = load_lip_reader(tiny_expert, "")
+    said = []
+    labels = clip_labels([victim], words, bbx, str(videos), expert, ["id"], 1, True, said.append)
+    assert labels[victim] == (NONE, "") and not os.path.exists(pseudo_label_path(bbx, victim))
+    assert any("failed" in line and "in this run" in line for line in said)
+    os.replace(tmp_path / "away.mp4", videos / f"{victim}.mp4")
+    labels = clip_labels([victim], words, bbx, str(videos), expert, ["id"], 1, True, said.append)
+    assert labels[victim][0] in (PSEUDO, NONE) and os.path.exists(pseudo_label_path(bbx, victim))
+    trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=words, bbx_root=bbx,
+                             start_stage=2))
+    trainer.labels = {**trainer.labels, victim: (NONE, "")}
+    trainer.start()
+    log = open(tmp_path / "ck" / "talklip.log").read()
+    assert f"lacking a transcript or pseudo-label (e.g. {victim})" in log
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MB tmpfs (root only; skips elsewhere), unmounted after the test."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_prunes_old_steps_then_refuses_in_one_line(small_disk):
+    """Checkpoints on a full disk: older steps are removed to make room (the newest complete one stays)
+    and the write succeeds; when even that is not enough, one line names the folder and the fix, no
+    temporary is left, and the states already there still load."""
+    from training import checkpoints
+    def files(kb):
+        blob = torch.arange(kb * 256, dtype=torch.float32)          # kb KiB
+        return {"w": blob}, {"w": blob.clone()}, {"w": blob.clone(), "step": kb}
+    folder = str(small_disk)
+    for step in (1, 2):
+        checkpoints.write_step(folder, step, *files(200), keep_last=5)
+    checkpoints.write_step(folder, 3, *files(200), keep_last=5)      # 1.8 MB in all would not fit
+    assert [s for s, _ in checkpoints.state_files(folder)] == [2, 3]
+    with pytest.raises(checkpoints.NoSpaceError) as error:
+        checkpoints.write_step(folder, 4, *files(2000), keep_last=5)
+    assert str(error.value) == (f"no space left in {folder} to save checkpoint_step000000004.pth: free space there "
+                                f"or choose another --checkpoint_dir (then resume)")
+    assert not [f for f in os.listdir(folder) if f.startswith(".")]
+    assert torch.load(checkpoints.state_files(folder)[-1][1])["step"] == 200
+
+
+def test_an_unusable_checkpoint_folder_is_refused_in_one_line(corpus, one_shard, tiny_expert, tmp_path):
+    """--checkpoint_dir under a file, or on a read-only disk: one line naming it, before training."""
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(TalkLipError, match="a_file/ck cannot be a folder: a file stands in its path"):
+        Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "a_file" / "ck"))
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(readonly)], capture_output=True)
+    if mounted.returncode != 0:
+        os.chmod(readonly, 0o555)
+        if os.access(readonly, os.W_OK):
+            pytest.skip("neither a read-only mount nor a read-only folder can be made here")
+    try:
+        with pytest.raises(TalkLipError, match="ro is not writable: .* choose a writable folder"):
+            Trainer(config(corpus, one_shard, tiny_expert, readonly))
+    finally:
+        subprocess.run(["umount", "-l", str(readonly)], capture_output=True)

@@ -4,11 +4,13 @@ resume state, and the choice of the state to resume from.
 Every file goes through ``utils.checkpoint`` (atomic writes; ``weights_only`` reads, so a state file
 someone hands you cannot run code). RNG states are stored as plain tensors and lists for that reason.
 """
+import errno
 import glob
 import hashlib
 import os
 import random
 import re
+import shutil
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -55,18 +57,80 @@ def set_rng_state(state: Mapping) -> None:
 
 
 # ------------------------------------------------------------------------------------ writing
-def write_step(folder: str, step: int, generator_file: Dict, disc_file: Dict, state: Dict, keep_last: int) -> str:
-    """checkpoint_stepN.pth and disc_checkpoint_stepN.pth (the original layout: state_dict, optimizer,
-    global_step, global_epoch, plus the configs that rebuild the model) and state_stepN.pt; then
-    only the newest ``keep_last`` of each kind are kept. Returns the generator file's path."""
-    gen_path = os.path.join(folder, GENERATOR_FILE.format(step))
-    save_atomic(generator_file, gen_path)
-    save_atomic(disc_file, os.path.join(folder, DISCRIMINATOR_FILE.format(step)))
-    save_atomic(state, os.path.join(folder, STATE_FILE.format(step)))
+def prepare_folder(folder: str) -> None:
+    """Create the checkpoint folder, or refuse in one line: a file in its path, no permission, read-only."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        raise TalkLipError(f"--checkpoint_dir {folder} cannot be a folder: a file stands in its path; "
+                           f"choose another folder") from None
+    except PermissionError:
+        raise TalkLipError(f"--checkpoint_dir {folder} cannot be created (permission denied): "
+                           f"choose a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TalkLipError(f"--checkpoint_dir {folder} is not writable: training writes its checkpoints and log "
+                           f"there (a resume too); choose a writable folder or make this one writable")
+
+
+class NoSpaceError(TalkLipError):
+    """The checkpoint folder's disk is full."""
+
+
+def _disk_full(exc: BaseException, folder: str) -> bool:
+    """Did a write into ``folder`` fail for want of space? torch's zip writer reports a full disk as a
+    RuntimeError ('unexpected pos ...'), not as the OSError beneath it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    if "No space left" in text:
+        return True
+    try:
+        return isinstance(exc, RuntimeError) and shutil.disk_usage(folder).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+FULL_BELOW_BYTES = 16 << 20      # a failed torch.save with less free than this is taken for a full disk
+
+
+def _save(obj, path: str, folder: str) -> None:
+    try:
+        save_atomic(obj, path)
+    except (OSError, RuntimeError) as exc:
+        if _disk_full(exc, folder):
+            raise NoSpaceError(f"no space left in {folder} to save {os.path.basename(path)}: free space there or "
+                               f"choose another --checkpoint_dir (then resume)") from None
+        raise
+
+
+def prune(folder: str, keep_last: int) -> None:
+    """Keep only the newest ``keep_last`` files of each kind."""
     for pattern in PATTERNS:
         files = sorted(glob.glob(os.path.join(folder, pattern)))     # glob skips the dot-file temporaries
         for old in files[:-keep_last]:
             os.remove(old)
+
+
+def write_step(folder: str, step: int, generator_file: Dict, disc_file: Dict, state: Dict, keep_last: int) -> str:
+    """checkpoint_stepN.pth and disc_checkpoint_stepN.pth (the original layout: state_dict, optimizer,
+    global_step, global_epoch, plus the configs that rebuild the model) and state_stepN.pt; then
+    only the newest ``keep_last`` of each kind are kept. When the disk is full, the older steps but the
+    newest complete one (its state written) are removed and the write tried once more; still full:
+    ``NoSpaceError``, one line naming the folder, and no file of this step is left half written."""
+    gen_path = os.path.join(folder, GENERATOR_FILE.format(step))
+    files = ((generator_file, gen_path), (disc_file, os.path.join(folder, DISCRIMINATOR_FILE.format(step))),
+             (state, os.path.join(folder, STATE_FILE.format(step))))
+    try:
+        for obj, path in files:
+            _save(obj, path, folder)
+    except NoSpaceError:
+        older = [s for s, _ in state_files(folder) if s != step]
+        if len(older) < 2 and not any(os.path.exists(p) for _, p in files[:2]):
+            raise
+        prune(folder, 1)                  # room: only the newest complete step stays (and this one's)
+        for obj, path in files:
+            _save(obj, path, folder)
+    prune(folder, keep_last)
     return gen_path
 
 
@@ -120,6 +184,10 @@ def check_resume(stored: Mapping, current: Mapping, path: str, allow: bool,
     if not diffs:
         return
     text = f"{path} was written with other settings ({'; '.join(diffs)})"
+    if allow and stored.get("generator_preset") != current.get("generator_preset"):
+        raise TalkLipError(f"{text}: --resume_anyway cannot change --generator_preset (the saved weights have other "
+                           f"shapes); resume with --generator_preset {stored.get('generator_preset')}, or train the new "
+                           f"preset in another --checkpoint_dir")
     if not allow:
         raise TalkLipError(f"{text}: rerun with the original settings, use another --checkpoint_dir, "
                            f"or pass --resume_anyway")

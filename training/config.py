@@ -74,6 +74,15 @@ class TrainConfig:
                                help="no lip-reading cross-entropy (needs no text at all); the contrastive loss stays, and "
                                     "so do the other terms' weights (L1 keeps 1 - lip_w - perp_w): an ablation of the "
                                     "lip term alone, identical to the full run until stage 2")
+    lip_augment: int = option(
+        0, type=non_negative_int, group="losses and optimisation",
+        help="average the lip loss over this many randomly changed copies of the generated mouth crops (noise, "
+             "shift), as CLIP guidance averages over augmentations: only what survives them lowers the loss; 0: the "
+             "plain loss; never in validation. Costs this many more expert passes per stage-2 step")
+    lip_augment_noise: float = option(0.5, type=non_negative_float, group="losses and optimisation",
+                                      help="the copies' Gaussian noise: std drawn from U(0, this), normalised units")
+    lip_augment_shift: int = option(2, type=non_negative_int, group="losses and optimisation",
+                                    help="the copies' random shift, up to this many px")
     pseudo_label_beam: int = option(
         1, type=positive_int, group="losses and optimisation",
         help="beam of the expert's decoding of real mouths for clips without a transcript (1: greedy)")
@@ -122,7 +131,7 @@ class TrainConfig:
              "stage 2 begins and equals a run of its own from step 0")
     resume_anyway: bool = option(False, group="checkpoints and robustness",
                                  help="resume even when the state was written with another batch size, accumulation, "
-                                      "process count, preset or expert")
+                                      "process count or expert (not another --generator_preset: its weights do not fit)")
     diverge_threshold: float = option(20.0, type=positive_float, group="checkpoints and robustness",
                                       help="a discriminator loss above this counts as diverging")
     diverge_steps: int = option(50, type=positive_int, group="checkpoints and robustness",

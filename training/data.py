@@ -52,6 +52,25 @@ def window_starts(num_frames: int, train: bool, rng: np.random.Generator, per_cl
     return spread_starts(range(0, last + 1, step)), None
 
 
+def check_inputs(names: List[str], video_root: str, audio_root: str, bbx_root: str,
+                 word_root: Optional[str] = None, shown: int = 3) -> None:
+    """Refuse, before training starts, listed clips whose video, audio (preprocess.sh's .wav) or face boxes
+    (.npy) are missing, and a --word_root that is no folder: one line naming the first few and how many."""
+    if word_root is not None and not os.path.isdir(word_root):
+        raise MediaError(f"--word_root {word_root} is not a folder: give the folder of <spk>/<clip>.txt transcripts, "
+                         f"or leave it out to use the expert's pseudo-labels")
+    missing = []
+    for name in names:
+        for path, what in ((f"{video_root}/{name}.mp4", "video"), (f"{audio_root}/{name}.wav", "audio"),
+                           (f"{bbx_root}/{name}.npy", "face boxes")):
+            if not os.path.isfile(path):
+                missing.append(f"{name} ({what}: {path})")
+                break
+    if missing:
+        raise MediaError(f"{len(missing)} of {len(names)} listed clips lack their inputs, e.g. "
+                         + "; ".join(missing[:shown]) + ": run preprocess.sh for them, or remove them from the lists")
+
+
 class TalkLipDataset(torch.utils.data.Dataset):
     """Samples of ``<file_dir>/<split>.txt``; item -> dict (see ``__getitem__``)."""
 

@@ -4,6 +4,7 @@ uses as its expert, on an LRS2-layout corpus. The result loads with ``load_avhub
 plain-dict version of fairseq's (``cfg``, ``model``, ``task_state`` with dictionary + sentencepiece).
 """
 import dataclasses
+from dataclasses import dataclass
 import io
 import os
 import time
@@ -17,11 +18,12 @@ from utils.corpus import read_transcript
 from models.avhubert import AVHubertSeq2Seq, load_avhubert, load_lip_reader
 from models.avhubert.model import AVHubertModel
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec
-from models.avhubert.training import collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
+from models.avhubert.training import ROI_STD, collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
 from models.presets import decoder_preset, encoder_preset
+from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment
 from utils.audio import AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.checkpoint import load_torch_file, save_atomic
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, TalkLipError
 from utils.fileio import read_filelist
 from utils.video import VideoReader
 
@@ -76,6 +78,30 @@ def save_expert(model: AVHubertSeq2Seq, codec: TextCodec, path: str, extra: Opti
                  **(extra or {})}, path)
 
 
+@dataclass(frozen=True)
+class AdversarialCrops:
+    """Adversarial training on the crops: ``steps`` signed-gradient steps (1: FGSM, more: PGD with step
+    2.5 eps / steps) that raise the expert's own loss, within ``eps_grey`` grey levels of the given crops
+    and inside [black, white]. ``eps_grey`` 0: off (the crops are returned as they are)."""
+    eps_grey: float = 0.0
+    steps: int = 1
+
+    def __call__(self, model, video, mask, target, prev, audio=None) -> torch.Tensor:
+        if self.eps_grey <= 0 or self.steps <= 0:
+            return video
+        eps = self.eps_grey / 255.0 / ROI_STD
+        step = eps if self.steps == 1 else 2.5 * eps / self.steps
+        clean = video.detach()
+        attacked = clean.clone()
+        for _ in range(self.steps):
+            attacked.requires_grad_(True)
+            loss = lip_reading_loss(model, attacked, mask, target, prev, audio=audio)["loss"]
+            grad, = torch.autograd.grad(loss, attacked)
+            attacked = attacked.detach() + step * grad.sign()
+            attacked = torch.minimum(torch.maximum(attacked, clean - eps), clean + eps).clamp(ROI_LOW, ROI_HIGH)
+        return attacked.detach()
+
+
 class ClipCache:
     """Mouth crops and targets of a split, read once (the corpora this is for are small); with
     ``viseme_root`` (a synthetic corpus' gt/ folder) also each frame's viseme id; with ``audio`` also
@@ -118,6 +144,39 @@ class ClipCache:
         return out
 
 
+UNK_SHARE = 0.25    # a target more than this share <unk> (the vocabulary misses its words) teaches <unk>
+
+
+def usable_clips(names: List[str], word_root: str, codec: TextCodec, longest: int, split: str, log=print) -> List[str]:
+    """The clips of ``split`` whose transcript makes a target: clips with an empty transcript, or one longer
+    than the decoder's ``longest`` positions, are left out (counted in one line); targets more than ``UNK_SHARE``
+    <unk> (the vocabulary of --init does not cover the text) are kept and counted in a warning. No clip left: an error."""
+    empty, long, unknown, kept = [], [], [], []
+    for name in names:
+        ids = codec.encode(read_transcript(word_root, name))[:-1]          # without </s>
+        if not ids:
+            empty.append(name)
+        elif len(ids) + 1 > longest:
+            long.append(name)
+        else:
+            kept.append(name)
+            if sum(i == codec.dictionary.unk_index for i in ids) > UNK_SHARE * len(ids):
+                unknown.append(name)
+    if empty or long:
+        log(f"warning: {split}: left out {len(empty)} clip(s) with an empty transcript"
+            + (f" ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''})" if empty else "")
+            + f" and {len(long)} with a target longer than the decoder's {longest} positions"
+            + (f" ({', '.join(long[:3])}{', ...' if len(long) > 3 else ''})" if long else ""))
+    if unknown:
+        log(f"warning: {split}: {len(unknown)} of {len(kept)} clips' transcripts are over {UNK_SHARE:.0%} <unk> in this vocabulary "
+            f"(e.g. {unknown[0]}): --init's dictionary does not cover the text; train without --init's decoder, or "
+            f"fix the transcripts")
+    if not kept:
+        raise TalkLipError(f"no {split} clip of {word_root} has a usable transcript (all empty or too long): "
+                           f"check the .txt files")
+    return kept
+
+
 # AV-HuBERT's modality dropout as the expert uses it (--audio_visual): the share of steps that show the
 # video alone, the audio alone, or both. Reading lips stays the main task (every evaluation is video only).
 MODALITY_SHARES = {"video": 0.5, "audio": 0.25, "both": 0.25}
@@ -126,7 +185,8 @@ MODALITY_SHARES = {"video": 0.5, "audio": 0.25, "both": 0.25}
 def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="tiny", steps=300, batch_size=4,
                  lr=1e-3, vocab_size=100, seed=0, device="cpu", progress=True, log=print,
                  viseme_root: Optional[str] = None, viseme_weight: float = 1.0, eval_every: int = 0,
-                 test_filelist: Optional[str] = None, audio_visual: bool = False) -> Dict:
+                 test_filelist: Optional[str] = None, audio_visual: bool = False,
+                 augment: CropAugment = CropAugment(), adversarial: AdversarialCrops = AdversarialCrops()) -> Dict:
     """Train and save the expert; return its validation results. With ``viseme_root`` (the synthetic
     corpus' gt/ folder) a linear head on the encoder also learns each frame's viseme (weight
     ``viseme_weight``): frame-level supervision that gets the visual front end reading sooner. The
@@ -136,9 +196,16 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
     those clips as ``test_wer`` / ``test_wer_blank``. ``audio_visual`` also trains the encoder on each
     clip's speech (AV-HuBERT's modality dropout, ``MODALITY_SHARES``): the released AV-HuBERT encoders
     read both, and TalkLip's audio encoder starts from the expert's, so a small expert trained on
-    video alone would hand the generator an audio path that never learnt anything."""
+    video alone would hand the generator an audio path that never learnt anything.
+
+    Robustness, so that the expert's gradient draws mouths rather than patterns only it reads
+    (evaluation.expert_transfer measures it): ``augment`` changes every training clip's crops by a random
+    draw (noise, blur, shift: randomized smoothing); ``adversarial`` trains on crops perturbed against the
+    expert itself (FGSM / PGD within a few grey levels), after the augmentation. Both act on the video
+    only, and never in evaluation. Their settings are kept in the result (and so in the file)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    draws = torch.Generator().manual_seed(seed)       # the augmentations' own stream: the batch order stays the seed's
     train_names = read_filelist(os.path.join(file_dir, "train.txt"))
     valid_names = read_filelist(os.path.join(file_dir, "valid.txt"))
     lines = [read_transcript(word_root, n).lower() for n in train_names]
@@ -150,6 +217,9 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
         vocab = len(codec.dictionary)
         model = from_init(base, vocab) if base is not None else new_model(preset, vocab)
     model = model.to(device).train()
+    longest = model.decoder.cfg.max_target_positions
+    train_names = usable_clips(train_names, word_root, codec, longest, "train", log)
+    valid_names = usable_clips(valid_names, word_root, codec, longest, "valid", log)
     train = ClipCache(train_names, video_root, word_root, codec, progress, viseme_root, audio=audio_visual)
     valid = ClipCache(valid_names, video_root, word_root, codec, progress, audio=audio_visual)
     head = None
@@ -171,6 +241,8 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
                 audio = train.audio_batch(idx, video.shape[2]).to(device)
             if shown == "audio":
                 video = None
+        if video is not None:
+            video = adversarial(model, augment(video, draws), mask, target, prev, audio)
         out = lip_reading_loss(model, video, mask, target, prev, audio=audio)
         loss = out["loss"] / ntokens
         if head is not None:
@@ -190,7 +262,8 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
             curve.append(point)
             log(f"expert step {point['step']} ({point['seconds']} s): validation WER {point['wer']:.3f}, "
                 f"token accuracy {point['token_acc']:.3f}")
-    result = {"steps": steps, "seconds": round(time.time() - started, 1), **evaluate_expert(model, valid, device),
+    result = {"steps": steps, "augment": dataclasses.asdict(augment), "adversarial": dataclasses.asdict(adversarial),
+              "seconds": round(time.time() - started, 1), **evaluate_expert(model, valid, device),
               **{f"train_{k}": v for k, v in evaluate_expert(model, train, device, decode=False).items()},
               "curve": curve}
     if test_filelist:

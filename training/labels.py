@@ -5,7 +5,8 @@ the expert's own decoding of the clip's real mouth frames (the same mouth crops 
 it), greedy or with a small beam. Pseudo-labels are cached next to the face boxes as
 ``<bbx_root>/<name>.pseudo.json`` (with the expert file and beam they came from), so they are
 computed once and reused on resume; a different expert or beam recomputes them. A clip whose
-pseudo-label is empty or cannot be made gets the other losses only. With ``--no_lip_loss`` no clip
+pseudo-label is empty or cannot be made gets the other losses only; a failure (e.g. the video
+unreadable) is not cached, so a later run tries again. With ``--no_lip_loss`` no clip
 needs a label.
 """
 import json
@@ -52,8 +53,10 @@ def clip_labels(names: List[str], word_root: str, bbx_root: str, video_root: str
             try:
                 text = decode_clip(expert, mouth_rois(os.path.join(video_root, f"{name}.mp4")), beam=beam)
             except (TalkLipError, ValueError, RuntimeError) as exc:
-                log(f"pseudo-label of {name} failed ({one_line(exc)}): it trains without the lip loss")
-                text = ""
+                # not cached: the next run tries again (the video may be back by then)
+                log(f"pseudo-label of {name} failed ({one_line(exc)}): it trains without the lip loss in this run")
+                labels[name] = (NONE, "")
+                continue
             text = " ".join(text.split())
             with atomic_output(pseudo_label_path(bbx_root, name)) as tmp, open(tmp, "w") as handle:
                 json.dump({"text": text, "expert": expert_id, "beam": beam}, handle)

@@ -15,15 +15,18 @@ from models.avhubert.training import images_to_avhubert, lip_reading_loss
 from models.talklip import TalkLip, TalkLipDiscriminator, bce
 from training.config import LossWeights
 from training.curriculum import StagePlan
+from training.mouth_augment import CropAugment
 
 class Objective(nn.Module):
     """The generator's loss for one batch; the only module DDP wraps on the generator side. The
     expert and the discriminator are used, not owned (their parameters get no gradient here)."""
 
-    def __init__(self, generator: TalkLip, expert: AVHubertSeq2Seq, disc: TalkLipDiscriminator):
+    def __init__(self, generator: TalkLip, expert: AVHubertSeq2Seq, disc: TalkLipDiscriminator,
+                 lip_copies: int = 0, lip_augment: CropAugment = CropAugment()):
         super().__init__()
         self.gen = generator
         self._frozen = (expert, disc)
+        self.lip_copies, self.lip_augment = lip_copies, lip_augment
 
     def forward(self, batch: Dict, plan: StagePlan, w: LossWeights) -> Dict[str, torch.Tensor]:
         """-> {'loss', 'l1', 'perc', 'lip', 'cont', 'n_correct', 'total', 'syn' (N, 3, 96, 96)}. In eval
@@ -41,6 +44,8 @@ class Objective(nn.Module):
                                           batch["picked"], batch["audio"].shape[2])
             res = lip_reading_loss(expert, video, batch["padding_mask"], batch["target"], batch["prev_output_tokens"])
             out.update(lip=res["loss"], n_correct=res["n_correct"], total=res["total"])
+            if expert_on and gen.training and self.lip_copies > 0 and self.lip_augment.active:
+                out["lip"] = self.augmented_lip_loss(expert, video, batch)
             if w.cont_w > 0:
                 idx = batch["audio_index"]
                 vid = res["encoder_out"].transpose(0, 1).reshape(-1, res["encoder_out"].shape[-1]).index_select(0, idx)
@@ -59,6 +64,16 @@ class Objective(nn.Module):
         out["loss"] = (lip_term + w.perp_w * out["perc"]
                        + (1.0 - w.lip_w - w.perp_w) * out["l1"] + w.cont_w * out["cont"] * expert_on)
         return out
+
+
+    def augmented_lip_loss(self, expert, video: torch.Tensor, batch: Dict) -> torch.Tensor:
+        """The lip loss averaged over ``lip_copies`` randomly changed copies of the mouth crops ``video``
+        (B, 1, T, 88, 88) (torch's global generator, which the trainer seeds per step)."""
+        k = self.lip_copies
+        copies = self.lip_augment(video.repeat_interleave(k, 0))
+        res = lip_reading_loss(expert, copies, batch["padding_mask"].repeat_interleave(k, 0),
+                               batch["target"].repeat_interleave(k, 0), batch["prev_output_tokens"].repeat_interleave(k, 0))
+        return res["loss"] / k
 
 
 def disc_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:

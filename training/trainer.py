@@ -27,8 +27,9 @@ from models.avhubert import freeze_all_but, load_lip_reader
 from models.presets import talklip_preset
 from models.talklip import TalkLip, TalkLipDiscriminator, to_channels_last
 from training import checkpoints
-from training.data import ResumableBatchSampler, TalkLipDataset, collate
-from training.labels import clip_labels, label_counts
+from training.data import ResumableBatchSampler, TalkLipDataset, check_inputs, collate
+from training.labels import NONE, clip_labels, label_counts
+from training.mouth_augment import CropAugment
 from training.config import TrainConfig
 from training.curriculum import DONE, FINETUNED_LAYERS, STAGES, Curriculum, stage_plan
 from training.objective import Objective, disc_loss
@@ -99,11 +100,15 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.dist, self.device = init_distributed(cfg.device)
+        train_names = read_filelist(os.path.join(cfg.file_dir, "train.txt"))
+        valid_names = read_filelist(os.path.join(cfg.file_dir, "valid.txt"))[:cfg.valid_clips or None]
+        check_inputs(train_names + valid_names, cfg.video_root, cfg.audio_root, cfg.bbx_root, cfg.word_root)
         torch.manual_seed(cfg.seed)                  # the same initial weights in every process and run
         m = build_models(cfg, self.device)           # bad inputs fail here, before anything is written
         self.expert_sha256 = checkpoints.file_sha256(cfg.avhubert_path)
         self.gen, self.disc, self.expert = m["gen"], m["disc"], m["expert"]
-        self.objective = Objective(self.gen, self.expert, self.disc)
+        self.objective = Objective(self.gen, self.expert, self.disc, cfg.lip_augment,
+                                   CropAugment(noise_std=cfg.lip_augment_noise, shift_px=cfg.lip_augment_shift))
         self.opt_g = torch.optim.Adam([p for p in self.gen.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=(0.5, 0.999))
         if cfg.lr_warmdown and cfg.max_steps is None:
@@ -113,9 +118,7 @@ class Trainer:
         self.saved_step: Optional[int] = None     # the step whose files were written last
         self.ooms, self.high_disc, self.history, self.train_log = 0, 0, [], []
         self.recent: List[Dict[str, float]] = []    # train losses since the last log line
-        train_names = read_filelist(os.path.join(cfg.file_dir, "train.txt"))
-        valid_names = read_filelist(os.path.join(cfg.file_dir, "valid.txt"))[:cfg.valid_clips or None]
-        os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+        checkpoints.prepare_folder(cfg.checkpoint_dir)
         self.log = self._logger()
         if cfg.bf16 and not has_native_bf16(self.device):
             self.note(f"warning: --bf16 on {self.device}, which has no bf16 instructions: emulated, slower than fp32")
@@ -226,6 +229,15 @@ class Trainer:
             self.save()
         self.note(f"training on {self.device} x{self.dist.world}: {len(self.train_set)} train / "
                   f"{len(self.valid_set)} valid clips, stage {self.stage} ({STAGES[self.stage]})")
+        if stage_plan(self.stage).expert_losses:
+            self.warn_unlabelled()
+
+    def warn_unlabelled(self):
+        """Say when the lip loss begins (stage 2) with training clips that have no lip target."""
+        without = [n for n in self.train_set.names if self.labels[n][0] == NONE]
+        if without and not self.cfg.no_lip_loss:
+            self.note(f"warning: the lip loss starts with {len(without)} of {len(self.train_set)} training clips "
+                      f"lacking a transcript or pseudo-label (e.g. {without[0]}): they train without it")
 
     def finished(self) -> bool:
         cfg = self.cfg
@@ -294,6 +306,8 @@ class Trainer:
         if self.curriculum.stepped(self.step):
             self.note(f"step {self.step}: stage {before} -> {self.stage} ({STAGES[self.stage]}), "
                       f"after {self.cfg.stage_max_steps[before]} steps (--stage_max_steps)")
+        if self.stage != first and stage_plan(self.stage).expert_losses and not stage_plan(first).expert_losses:
+            self.warn_unlabelled()
         if validate or self.stage != first:
             self.save()        # after the curriculum moved: a resume, or a branch, starts the new stage here
 

@@ -1,0 +1,73 @@
+"""Does the lip loss help, beyond the seed spread? The quickstart with and without it, over several seeds.
+
+    python bench/lip_loss_sweep.py --out_dir runs/sweep [--seeds 0 1 2] [-- QUICKSTART FLAGS ...]
+
+Each seed runs `quickstart.sh --seed S --ablation` (its own corpus, the lip-loss run and the ablation
+branched where stage 2 begins) with the flags after `--` (e.g. `--stage_steps 150,75,150 --lip_w 1e-4
+--lip_augment 4`); a seed whose summary.json exists is read, not run again. Prints a markdown table
+(per seed and mean +- std: the observer's WER after training with the lip loss and without, mouth sync,
+PSNR) and one JSON line with the effect (ablation - lip loss, in observer WER) and whether it exceeds
+twice the larger of the two arms' seed standard deviations.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARMS = ("after", "ablation")
+
+
+def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out_dir", required=True, help="one quickstart run per seed goes to <out_dir>/seed<S>")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds (at least 3 to claim an effect)")
+    args = p.parse_args(argv)
+    args.quickstart_flags = passthrough
+    return args
+
+
+def run_seed(out_dir: str, seed: int, flags) -> dict:
+    run_dir = os.path.join(out_dir, f"seed{seed}")
+    summary = os.path.join(run_dir, "summary.json")
+    if not os.path.isfile(summary):
+        with open(os.path.join(out_dir, f"seed{seed}.log"), "w") as log:
+            subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", run_dir, "--seed", str(seed),
+                            "--ablation", *flags], stdout=log, stderr=subprocess.STDOUT, check=True)
+    with open(summary) as handle:
+        return json.load(handle)
+
+
+def spread(values):
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def main(args) -> int:
+    os.makedirs(args.out_dir, exist_ok=True)
+    rows = {s: run_seed(args.out_dir, s, args.quickstart_flags) for s in args.seeds}
+    wer = {arm: [rows[s]["observer"]["wer"][arm] for s in args.seeds] for arm in ARMS}
+    print(f"| seed | observer WER, lip loss | observer WER, no lip loss | mouth sync r (lip / no lip) | PSNR dB (lip / no lip) |")
+    print("| --- | --- | --- | --- | --- |")
+    for s in args.seeds:
+        m = rows[s]["metrics"]
+        print(f"| {s} | {wer['after'][args.seeds.index(s)]:.3f} | {wer['ablation'][args.seeds.index(s)]:.3f} | "
+              f"{m['after']['mouth_sync']:.3f} / {m['ablation']['mouth_sync']:.3f} | "
+              f"{m['after']['psnr']:.2f} / {m['ablation']['psnr']:.2f} |")
+    stats = {arm: spread(wer[arm]) for arm in ARMS}
+    print(f"| mean +- std | {stats['after']['mean']:.3f} +- {stats['after']['std']:.3f} | "
+          f"{stats['ablation']['mean']:.3f} +- {stats['ablation']['std']:.3f} | | |")
+    effect = stats["ablation"]["mean"] - stats["after"]["mean"]
+    bound = 2 * max(stats["after"]["std"], stats["ablation"]["std"])
+    print(json.dumps({"seeds": args.seeds, "quickstart_flags": args.quickstart_flags, "observer_wer": wer,
+                      "spread": stats, "effect": effect, "twice_larger_std": bound,
+                      "beyond_spread": effect > bound, "meets_0.10": effect >= 0.10 and effect > bound}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,151 @@
+"""The expert-transfer probe and the expert's robustness options: the probe's gradient reaches the crops
+and lowers the expert's loss, the start's blur is the blur it says, each expert-training option changes
+what the expert learns, and the lip loss's augmentations act in training only."""
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+
+from evaluation.expert_transfer import ProbeOptions, lip_loss, optimise_crops
+from models.avhubert.training import collate_targets, lip_reading_loss
+from training.expert import AdversarialCrops, train_expert
+from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment, blur_rois, shift
+from tests.test_train import config, tiny_expert  # noqa: F401  (a fixture)
+from training.trainer import Trainer
+
+
+def test_the_blurred_start_is_a_gaussian_then_a_moving_average_edges_repeated():
+    """Against scipy's own filters (truncated at 3 sigma, edges repeated: mode 'nearest')."""
+    rois = torch.from_numpy(np.random.default_rng(0).normal(size=(12, 30, 30)).astype(np.float32))
+    ours = blur_rois(rois, 3.0, 9).numpy()
+    spatial = scipy.ndimage.gaussian_filter(rois.numpy().astype(np.float64), sigma=(0, 3.0, 3.0), truncate=3.0,
+                                            mode="nearest")
+    expected = scipy.ndimage.uniform_filter1d(spatial, size=9, axis=0, mode="nearest")
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_a_shift_moves_the_picture_and_repeats_the_edge():
+    image = torch.arange(20.0).view(1, 4, 5)
+    moved = shift(image, 2, -1)        # right by 2, up by 1
+    assert torch.equal(moved[0, :3, 2:], image[0, 1:, :3])
+    assert torch.equal(moved[0, :3, :2], image[0, 1:, :1].expand(3, 2))
+    assert torch.equal(moved[0, 3], moved[0, 2])
+
+
+def test_the_probe_s_gradient_reaches_the_crops_and_lowers_the_expert_s_loss(seq2seq_checkpoint):
+    """Adam on the crops alone (the expert frozen) lowers the expert's loss for the target, changes every
+    clip, keeps the pixels inside [black, white], and treats each clip as if it were alone: a clip
+    optimised beside another ends where it ends by itself."""
+    _, model = seq2seq_checkpoint
+    model = model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(0)
+    rois = [torch.randn(n, 24, 24, generator=gen).clamp(ROI_LOW, ROI_HIGH) for n in (2, 3)]   # small: any size reads
+    targets = [[5, 7, 9, 2], [6, 8, 2]]
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    opts = ProbeOptions(steps=3, lr=0.3)
+    out = optimise_crops(model, rois, targets, opts)
+    assert all(a < b - 0.01 for a, b in zip(out["loss_after"], out["loss_before"])), (out["loss_before"], out["loss_after"])
+    for before, after in zip(rois, out["rois"]):
+        assert after.shape == before.shape and (after - before).abs().mean() > 1e-3
+        assert after.min() >= ROI_LOW - 1e-6 and after.max() <= ROI_HIGH + 1e-6
+    alone = optimise_crops(model, rois[1:], targets[1:], opts)
+    torch.testing.assert_close(alone["rois"][0], out["rois"][1], atol=1e-4, rtol=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())   # the expert is untouched
+
+
+def test_the_augmented_lip_loss_averages_its_copies(seq2seq_checkpoint):
+    """copies=K with no active augmentation is the plain loss (K identical copies averaged); an active one
+    gives another value, reproducible from its generator's seed."""
+    _, model = seq2seq_checkpoint
+    model = model.eval()
+    rois = [torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(1))]
+    targets = [[5, 7, 2]]
+    plain = lip_loss(model, rois, targets)
+    assert float(lip_loss(model, rois, targets, copies=3)) == pytest.approx(float(plain), rel=1e-5)
+    noisy = CropAugment(noise_std=1.0, shift_px=3)
+    first = lip_loss(model, rois, targets, 3, noisy, torch.Generator().manual_seed(4))
+    again = lip_loss(model, rois, targets, 3, noisy, torch.Generator().manual_seed(4))
+    assert float(first) == float(again) and abs(float(first) - float(plain)) > 1e-3
+
+
+def test_adversarial_crops_raise_the_expert_s_loss_within_epsilon(seq2seq_checkpoint):
+    _, model = seq2seq_checkpoint
+    model = model.eval()
+    video = torch.randn(2, 1, 3, 24, 24, generator=torch.Generator().manual_seed(2)).clamp(ROI_LOW, ROI_HIGH)
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    target, prev, _, _ = collate_targets([[5, 7, 2], [6, 2]])
+    clean = float(lip_reading_loss(model, video, mask, target, prev)["loss"])
+    for steps in (1, 3):
+        attack = AdversarialCrops(eps_grey=4.0, steps=steps)
+        attacked = attack(model, video, mask, target, prev)
+        eps = 4.0 / 255.0 / 0.165
+        assert (attacked - video).abs().max() <= eps + 1e-5
+        assert float(lip_reading_loss(model, attacked, mask, target, prev)["loss"]) > clean + 1e-3, steps
+    assert AdversarialCrops()(model, video, mask, target, prev) is video
+
+
+def test_each_robustness_option_changes_what_the_expert_learns(corpus, tmp_path):
+    """A few steps on the corpus: the same seed gives the same expert, and each option (noise, blur,
+    shift, adversarial crops) gives another one, recorded in the result."""
+    data, _ = corpus
+    def expert(name, **options):
+        result = train_expert(data, f"{data}/main", f"{data}/main", str(tmp_path / f"{name}.pt"), steps=3,
+                              batch_size=2, seed=0, progress=False, log=lambda *_: None, **options)
+        return torch.load(tmp_path / f"{name}.pt", map_location="cpu")["model"], result
+    plain, _ = expert("plain")
+    again, _ = expert("again")
+    assert all(torch.equal(plain[k], again[k]) for k in plain)
+    for name, options in {"noise": {"augment": CropAugment(noise_std=1.0)},
+                          "blur": {"augment": CropAugment(blur_sigma=2.0, blur_p=1.0)},
+                          "shift": {"augment": CropAugment(shift_px=3)},
+                          "adversarial": {"adversarial": AdversarialCrops(eps_grey=8.0, steps=1)}}.items():
+        weights, result = expert(name, **options)
+        assert not all(torch.equal(plain[k], weights[k]) for k in plain), name
+        for key, value in options.items():
+            assert result[key] == dataclasses.asdict(value), name
+
+
+def test_the_lip_loss_augmentation_acts_in_training_only(corpus, one_shard, tiny_expert, tmp_path):  # noqa: F811
+    """--lip_augment changes a stage-2 training step's lip loss (and so the weights), and nothing else:
+    the validation reading of the generated mouths is the same as without it, bit for bit."""
+    def trainer(copies):
+        return Trainer(config(corpus, one_shard, tiny_expert, tmp_path / f"ck{copies}", start_stage=2, lip_w=0.5,
+                              seed=3, lip_augment=copies, lip_augment_noise=1.0))
+    plain, augmented = trainer(0), trainer(4)
+    assert plain.validate() == augmented.validate()
+    plain_logs = plain.train_step(plain.next_micro_batches())
+    augmented_logs = augmented.train_step(augmented.next_micro_batches())
+    assert abs(plain_logs["lip"] - augmented_logs["lip"]) > 1e-4
+    assert plain_logs["l1"] == augmented_logs["l1"]
+
+
+def test_bad_targets_are_left_out_or_warned_about(corpus, tmp_path):
+    """train_expert's targets: an empty transcript and one longer than the decoder's positions are left
+    out with a count; a transcript the vocabulary does not cover (over a quarter <unk>) is kept with a warning; no
+    usable clip at all is an error naming the folder."""
+    from training.expert import build_codec, usable_clips
+    from utils.corpus import read_transcript
+    from utils.errors import TalkLipError
+    data, splits = corpus
+    names = splits["train"]
+    words = tmp_path / "words"
+    for name in names:
+        (words / name).parent.mkdir(parents=True, exist_ok=True)
+        (words / f"{name}.txt").write_text(f"Text:  {read_transcript(f'{data}/main', name)}\n")
+    (words / f"{names[0]}.txt").write_text("Text:  \n")
+    (words / f"{names[1]}.txt").write_text("Text:  " + " ".join(["ABOUT"] * 40) + "\n")
+    (words / f"{names[2]}.txt").write_text("Text:  ÆØÅ ŒŒ ÞÞ\n")           # letters no transcript has
+    codec = build_codec([read_transcript(f"{data}/main", n).lower() for n in names], 40)
+    said = []
+    kept = usable_clips(names, str(words), codec, 30, "train", said.append)
+    assert kept == names[2:]
+    assert len(said) == 2 and "left out 1 clip(s) with an empty transcript" in said[0] and "1 with a target longer" in said[0]
+    assert f"1 of {len(kept)} clips' transcripts are over 25% <unk>" in said[1] and names[2] in said[1]
+    for name in names[2:]:
+        (words / f"{name}.txt").write_text("Text:  \n")
+    with pytest.raises(TalkLipError, match="no train clip of .* has a usable transcript"):
+        usable_clips(names, str(words), codec, 30, "train", said.append)
