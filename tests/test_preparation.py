@@ -158,3 +158,28 @@ def test_preprocess_sh_checks_paths_before_starting(tmp_path):
         assert proc.returncode == 2 and expected in proc.stderr
         assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "a").exists()
+
+
+def test_ctrl_c_stops_every_shard_of_preprocess_sh_and_a_rerun_resumes(corpus, one_shard, tmp_path):
+    """Ctrl-C reaches the whole foreground process group, but bash starts its background shards with SIGINT
+    ignored: they ran on to the end after the prompt came back. Now preprocess.sh stops them all within
+    seconds (exit 130), no partial file is left, and a rerun completes the outputs."""
+    import time
+    data, _ = corpus
+    args = ["bash", os.path.join(ROOT, "preprocess.sh"), "--filelist", f"{data}/filelist.txt", "--video_root",
+            f"{data}/main", "--audio_root", str(tmp_path / "audio"), "--bbx_root", str(tmp_path / "bbx"), "--nshard", "2"]
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    time.sleep(2.5)                                     # the shards are importing torch, or working
+    os.killpg(proc.pid, signal.SIGINT)                  # what the terminal does on Ctrl-C
+    began = time.time()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.time() - began < 15, err.decode()
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)                          # nothing of the group is left running
+    assert not [rel for rel in outputs_under(tmp_path) if TMP_MARK in rel]
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    assert again.returncode == 0, again.stderr.decode()
+    assert sorted(outputs_under(tmp_path / "bbx")) == sorted(outputs_under(one_shard / "bbx"))
