@@ -27,7 +27,7 @@ from face_detection.tracking import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_MAX_SID
 from face_detection.tracking import KeyFrameDetector, nearest_face
 from models.synthesis import SynthesisOptions, dub, is_image, read_image
 from models.talklip import load_talklip, prepare_for_inference
-from utils.audio import AUDIO_RATE_HZ, load_audio
+from utils.audio import speech_seconds
 from utils.cli import positive_float, positive_int
 from utils.device import add_device_arg, resolve_device
 from utils.errors import TalkLipError, one_line, run_cli
@@ -118,9 +118,8 @@ def check_limits(video: str, speech: str, max_upload_mb: float, max_seconds: flo
         if size_mb > max_upload_mb:
             raise TalkLipError(f"the {what} {os.path.basename(path)} is {size_mb:.0f} MB, over this page's "
                                f"{max_upload_mb:g} MB limit: upload a shorter or smaller file")
-    seconds = len(load_audio(speech)) / AUDIO_RATE_HZ
-    if seconds > max_seconds:
-        raise TalkLipError(f"the speech lasts {seconds:.1f} s, over this page's {max_seconds:g} s limit: "
+    if speech_seconds(speech, max_seconds) > max_seconds:       # decoded as a stream, stopping at the limit
+        raise TalkLipError(f"the speech lasts over this page's {max_seconds:g} s limit: "
                            f"upload a shorter clip (or start the page with a larger --max_seconds)")
     if not is_image(video):
         info = probe_video(video)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from python_speech_features import logfbank
 from scipy.signal import resample_poly
 
-from utils.errors import MediaError
+from utils.errors import MediaError, one_line
 from utils.ffmpeg import run_ffmpeg
 from utils.fileio import atomic_output
 
@@ -117,6 +117,30 @@ def load_audio(path: str, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
     if wav.size == 0:
         raise MediaError(f"{path} has no audio samples: give a file with a speech track")
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def speech_seconds(path: str, stop_after_s: float) -> float:
+    """How long the first audio stream of ``path`` plays, decoding it packet by packet (memory does not
+    grow with its length) and stopping as soon as it passes ``stop_after_s``: then a value above that
+    bound is returned, not the whole length. A container's declared duration is not trusted."""
+    import av
+    if not os.path.isfile(path):
+        raise MediaError(f"audio file {path} does not exist: check the path")
+    seconds = 0.0
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path} has no audio stream: give a file with a speech track")
+            for frame in container.decode(audio=0):
+                seconds += frame.samples / float(frame.sample_rate)
+                if seconds > stop_after_s:
+                    break
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(f"cannot read the speech in {path} ({one_line(exc)}): give a WAV, MP3, M4A or another "
+                         f"common audio file") from None
+    if seconds == 0:
+        raise MediaError(f"{path} has no audio samples: give a file with a speech track")
+    return seconds
 
 
 FBANK_WINDOW = 400             # samples per filterbank frame (25 ms)
