@@ -7,6 +7,7 @@ clip. Audio features (25 Hz) are mapped to video frames by time, so any frame ra
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,13 +36,56 @@ def is_image(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
-def read_image(path: str) -> np.ndarray:
+# H.264's largest frame (level 6.2, the highest: 139264 macroblocks of 16 x 16, e.g. 8192 x 4320); players
+# refuse a stream beyond it.
+H264_MAX_MACROBLOCKS = 139264
+
+
+def h264_fit(width: int, height: int) -> float:
+    """The scale (<= 1) at which a width x height frame fits in H.264's largest frame."""
+    blocks = -(-width // 16) * -(-height // 16)
+    if blocks <= H264_MAX_MACROBLOCKS:
+        return 1.0
+    scale = (H264_MAX_MACROBLOCKS / blocks) ** 0.5
+    while -(-int(width * scale) // 16) * -(-int(height * scale) // 16) > H264_MAX_MACROBLOCKS:
+        scale *= 0.995
+    return scale
+
+
+def read_image(path: str, say=None) -> np.ndarray:
+    """A still as BGR uint8; one larger than H.264 can carry is decoded reduced (OpenCV's 1/2, 1/4 or 1/8
+    decoding where it fits) and scaled down to fit, said once through ``say`` (default stderr)."""
     if not os.path.isfile(path):
         raise MediaError(f"image file {path} does not exist: check --video_path")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    try:
+        from PIL import Image
+        with Image.open(path) as header:          # the size from the header, before decoding
+            width, height = header.size
+    except Exception:
+        width = height = 0
+    scale = h264_fit(width, height) if width and height else 1.0
+    flag = cv2.IMREAD_COLOR
+    for reduced, factor in ((cv2.IMREAD_REDUCED_COLOR_8, 8), (cv2.IMREAD_REDUCED_COLOR_4, 4),
+                            (cv2.IMREAD_REDUCED_COLOR_2, 2)):
+        if scale <= 1.0 / factor:
+            flag = reduced
+            break
+    image = cv2.imread(path, flag)
     if image is None:
         raise MediaError(f"cannot decode image {path}: give a JPEG/PNG picture or a video")
+    if not width:                                  # no header read: the decoded size decides
+        height, width = image.shape[:2]
+        scale = h264_fit(width, height)
+    if scale < 1.0:
+        size = (int(width * scale) // 2 * 2, int(height * scale) // 2 * 2)
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        (say or _stderr)(f"note: {path} is {width}x{height}, larger than an H.264 video can be; it is dubbed "
+                         f"at {size[0]}x{size[1]}")
     return image
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 AUDIO_WINDOW_OVERLAP = 150     # audio frames each side of a window that are run but not kept (6 s)
@@ -463,6 +507,9 @@ def open_face_source(path: str) -> FaceSource:
         image = read_image(path)
         return FaceSource(path, STILL_IMAGE_FPS, image.shape[1], image.shape[0], image=image)
     with VideoReader(path, allow_truncated=True) as reader:
+        if h264_fit(reader.width, reader.height) < 1.0:
+            raise MediaError(f"{path} is {reader.width}x{reader.height}, larger than an H.264 video can be (level "
+                             f"6.2: 8192x4320 or the same area): scale it down first (e.g. ffmpeg -vf scale=-2:4320)")
         return FaceSource(path, reader.fps, reader.width, reader.height, reader.info.duration_s)
 
 

@@ -437,3 +437,22 @@ def test_bad_speech_or_a_follow_point_off_the_frame_is_refused_before_anything_i
         dub(NeverCalled(), str(tmp_path / "clip.mp4"), str(tmp_path / "nan.wav"), out, CascadeDetector(),
             SynthesisOptions(progress=False))
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "nan.wav", "speech.wav"]
+
+
+def test_a_still_larger_than_h264_can_carry_is_scaled_down_to_fit(tmp_path, capsys):
+    """A 9000 x 9000 PNG was dubbed into an H.264 file beyond level 6.2's frame size (players refuse it),
+    holding the full picture: it is now decoded reduced and scaled to fit, saying so. A still that fits is
+    read as it is."""
+    from models.synthesis import H264_MAX_MACROBLOCKS, h264_fit, open_face_source
+    big = np.zeros((9000, 9000, 3), np.uint8)
+    big[3000:6000, 3000:6000] = (40, 90, 200)
+    cv2.imwrite(str(tmp_path / "big.png"), big)
+    source = open_face_source(str(tmp_path / "big.png"))
+    assert -(-source.width // 16) * -(-source.height // 16) <= H264_MAX_MACROBLOCKS
+    assert source.width > 5000 and source.image.shape == (source.height, source.width, 3)
+    assert tuple(source.image[source.height // 2, source.width // 2]) == (40, 90, 200)
+    assert "big.png is 9000x9000, larger than an H.264 video can be" in capsys.readouterr().err
+    assert h264_fit(8192, 4320) == 1.0 and h264_fit(3840, 2160) == 1.0 and h264_fit(8192, 4368) < 1.0
+    cv2.imwrite(str(tmp_path / "small.png"), big[:90, :160])
+    assert open_face_source(str(tmp_path / "small.png")).image.shape == (90, 160, 3)
+    assert "larger" not in capsys.readouterr().err
