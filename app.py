@@ -150,6 +150,24 @@ def timeline_strip(with_face: List[bool], width: int = 600, height: int = 24) ->
     return np.ascontiguousarray(np.broadcast_to(strip, (height, width, 3)))
 
 
+# Advice written for the command-line tools that means nothing to someone using the page.
+TOOL_ADVICE = (("or remove it from the file list", "or upload another file"),
+               ("check --video_path", "upload it again"), ("check --video_root and the file list", "upload it again"))
+
+
+def for_visitor(message: str, uploads: dict) -> str:
+    """An error as the page shows it: each upload's server-side path becomes what the visitor sent (its
+    file name, or ``uploads[path]`` when it has none), and advice about file lists or flags becomes
+    advice about the upload."""
+    for path, what in uploads.items():
+        if path:
+            name = os.path.basename(path)
+            message = message.replace(path, f"{what} ({name})" if name else what)
+    for tool, page in TOOL_ADVICE:
+        message = message.replace(tool, page)
+    return message
+
+
 def clean_old_jobs(workdir: str, keep_s: float) -> None:
     now = time.time()
     for job in glob.glob(os.path.join(workdir, "job-*")):
@@ -171,7 +189,7 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
             frame = first_frame(video_file)
             faces = find_faces(frame, detector)
         except TalkLipError as exc:
-            return *nothing, f"error: {one_line(exc)}"
+            return *nothing, f"error: {for_visitor(one_line(exc), {video_file: 'the face video'})}"
         choices = ["largest"] + [str(k) for k in range(1, len(faces.boxes) + 1)]
         note = (f"{len(faces.boxes)} face(s) found on the first frame; click one to dub it"
                 if len(faces.boxes) else "no face found on the first frame")
@@ -210,7 +228,7 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
             result = dub(generator, video_file, speech_file, out, detector, opts, tracking)
             shown, note = browser_playable(out, job)
         except TalkLipError as exc:
-            return None, None, None, f"error: {one_line(exc)}"
+            return None, None, None, f"error: {for_visitor(one_line(exc), {video_file: 'the face video', speech_file: 'the speech'})}"
         untouched = result.frames - result.frames_with_face
         lines = [f"**{result.frames} frames** at {result.fps:g} fps ({result.duration_s:.2f} s) in "
                  f"{time.time() - started:.1f} s",

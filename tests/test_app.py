@@ -254,3 +254,17 @@ def test_the_page_serves_no_file_outside_its_folder(page_url):
                     assert answer.status != 200 or b"root:" not in answer.read()
             except urllib.error.HTTPError as refused:
                 assert refused.code in (403, 404), refused.code
+
+
+def test_errors_speak_of_the_upload_not_the_server_s_paths_or_file_lists(tmp_path):
+    """A non-video upload: the message names the upload (not the server's temporary path) and gives
+    advice for the page (not preprocessing's 'remove it from the file list')."""
+    from app import first_frame, for_visitor
+    upload = tmp_path / "gradio" / "abc123" / "notes.mp4"
+    upload.parent.mkdir(parents=True)
+    upload.write_text("this is not a video")
+    with pytest.raises(TalkLipError) as error:
+        first_frame(str(upload))
+    shown = for_visitor(str(error.value), {str(upload): "the face video"})
+    assert "the face video (notes.mp4)" in shown and str(tmp_path) not in shown
+    assert "file list" not in shown and "upload another file" in shown
