@@ -288,6 +288,10 @@ def main(args) -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix="talklip-app-")
     os.makedirs(workdir, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = os.path.join(workdir, "uploads")     # uploads and results: inside workdir
+    # gradio spools a request's files into Python's temporary folder before it checks their names (an upload
+    # named '..' was refused but stayed there): that folder is inside workdir too, removed with it
+    tempfile.tempdir = os.path.join(workdir, "spool")
+    os.makedirs(tempfile.tempdir, exist_ok=True)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")          # the page phones nowhere
     page = build_page(generator, detector, device, workdir, args.max_upload_mb, args.max_seconds, args.keep_minutes)
     page.queue(default_concurrency_limit=1, max_size=32)

@@ -136,11 +136,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+APP = {}
+
+
 @pytest.fixture(scope="module")
 def page_url(talklip_checkpoint, tmp_path_factory):
     """app.py serving a small random generator on a free port, for this module's cases."""
     port, workdir = free_port(), tmp_path_factory.mktemp("app")
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    APP["system_tmp"] = workdir / "system_tmp"          # the page's TMPDIR: nothing of an upload may stay there
+    APP["system_tmp"].mkdir()
+    env = {**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(APP["system_tmp"])}
     log = open(workdir / "app.log", "w")
     ckpt = os.environ.get("TALKLIP_APP_CKPT", talklip_checkpoint[0])     # a trained one for the README's picture
     proc = subprocess.Popen([sys.executable, "app.py", "--ckpt_path", ckpt, "--port", str(port),
@@ -254,6 +259,35 @@ def test_the_page_serves_no_file_outside_its_folder(page_url):
                     assert answer.status != 200 or b"root:" not in answer.read()
             except urllib.error.HTTPError as refused:
                 assert refused.code in (403, 404), refused.code
+
+
+def upload(url: str, name: str, size: int):
+    """POST one file to the page's upload route; -> (HTTP status, body)."""
+    boundary = "talkliptestboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode("utf-8", "replace")
+
+
+def test_refused_uploads_leave_nothing_in_the_system_temporary_folder(page_url):
+    """An upload named '..' is refused in a short answer; one named '' is refused or kept under a name of the
+    page's own; none leaves its bytes in the system temporary folder (they spool inside the page's own
+    folder, removed when it stops)."""
+    answers = {name: upload(page_url, name, 2 << 20) for name in ("..", "", "fine.wav")}
+    status, body = answers[".."]
+    assert 400 <= status < 500 and "Traceback" not in body and len(body) < 300, (status, body[:300])
+    status, body = answers[""]
+    assert "Traceback" not in body and (400 <= status < 500 or (status == 200 and "/jobs/uploads/" in body)), body
+    assert answers["fine.wav"][0] == 200, answers["fine.wav"]
+    left = [os.path.join(d, f) for d, _, files in os.walk(APP["system_tmp"]) for f in files
+            if os.path.getsize(os.path.join(d, f)) >= 1 << 20]
+    assert not left, left
 
 
 def test_errors_speak_of_the_upload_not_the_server_s_paths_or_file_lists(tmp_path):
