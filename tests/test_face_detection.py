@@ -172,11 +172,12 @@ class ScriptedDetector:
         return out
 
 
-def indexed_frames(count):
-    frames = np.zeros((count, 4, 4, 3), np.uint8)
-    frames[:, 0, 0, 0] = np.arange(count) % 256
-    frames[:, 0, 0, 1] = np.arange(count) // 256
-    return list(frames)
+def indexed_frames(count, height=480, width=800):
+    """Uniform frames whose every pixel carries the frame's index (no memory: each is a broadcast view),
+    large enough that the scripted boxes lie on them (boxes are clipped to the frame)."""
+    pixels = np.zeros((count, 3), np.uint8)
+    pixels[:, 0], pixels[:, 1] = np.arange(count) % 256, np.arange(count) // 256
+    return [np.broadcast_to(pixel, (height, width, 3)) for pixel in pixels]
 
 
 def tracked(table, **options):
