@@ -51,7 +51,7 @@ def main(args) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     rows = {s: run_seed(args.out_dir, s, args.quickstart_flags) for s in args.seeds}
     wer = {arm: [rows[s]["observer"]["wer"][arm] for s in args.seeds] for arm in ARMS}
-    print(f"| seed | observer WER, lip loss | observer WER, no lip loss | mouth sync r (lip / no lip) | PSNR dB (lip / no lip) |")
+    print("| seed | observer WER, lip loss | observer WER, no lip loss | mouth sync r (lip / no lip) | PSNR dB (lip / no lip) |")
     print("| --- | --- | --- | --- | --- |")
     for s in args.seeds:
         m = rows[s]["metrics"]

@@ -5,6 +5,13 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs in two worker processes (pytest -n 2, README): each gets one core's worth of threads,
+    # for torch and for the processes the tests start, instead of both fighting over both cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+    torch.set_num_threads(1)
 SHARED_FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures")
 
 
@@ -104,3 +111,17 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="module")
+def tiny_expert(corpus, tmp_path_factory):
+    """A tiny random expert over the corpus's transcripts, in the format train_expert.py writes."""
+    import torch
+    from training.expert import build_codec, new_model, save_expert
+    from utils.corpus import read_transcript
+    data, splits = corpus
+    codec = build_codec([read_transcript(f"{data}/main", n).lower() for n in splits["train"]], 60)
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("expert") / "expert.pt")
+    save_expert(new_model("tiny", len(codec.dictionary)), codec, path)
+    return path

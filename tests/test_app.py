@@ -261,7 +261,7 @@ def test_the_page_serves_no_file_outside_its_folder(page_url):
                 assert refused.code in (403, 404), refused.code
 
 
-def upload(url: str, name: str, size: int):
+def post_upload(url: str, name: str, size: int):
     """POST one file to the page's upload route; -> (HTTP status, body)."""
     boundary = "talkliptestboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
@@ -279,7 +279,7 @@ def test_refused_uploads_leave_nothing_in_the_system_temporary_folder(page_url):
     """An upload named '..' is refused in a short answer; one named '' is refused or kept under a name of the
     page's own; none leaves its bytes in the system temporary folder (they spool inside the page's own
     folder, removed when it stops)."""
-    answers = {name: upload(page_url, name, 2 << 20) for name in ("..", "", "fine.wav")}
+    answers = {name: post_upload(page_url, name, 2 << 20) for name in ("..", "", "fine.wav")}
     status, body = answers[".."]
     assert 400 <= status < 500 and "Traceback" not in body and len(body) < 300, (status, body[:300])
     status, body = answers[""]

@@ -12,7 +12,7 @@ from evaluation.expert_transfer import ProbeOptions, lip_loss, optimise_crops
 from models.avhubert.training import collate_targets, lip_reading_loss
 from training.expert import AdversarialCrops, train_expert
 from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment, blur_rois, shift
-from tests.test_train import config, tiny_expert  # noqa: F401  (a fixture)
+from tests.test_train import config
 from training.trainer import Trainer
 
 
@@ -109,7 +109,7 @@ def test_each_robustness_option_changes_what_the_expert_learns(corpus, tmp_path)
             assert result[key] == dataclasses.asdict(value), name
 
 
-def test_the_lip_loss_augmentation_acts_in_training_only(corpus, one_shard, tiny_expert, tmp_path):  # noqa: F811
+def test_the_lip_loss_augmentation_acts_in_training_only(corpus, one_shard, tiny_expert, tmp_path):
     """--lip_augment changes a stage-2 training step's lip loss (and so the weights), and nothing else:
     the validation reading of the generated mouths is the same as without it, bit for bit."""
     def trainer(copies):

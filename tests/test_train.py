@@ -14,22 +14,11 @@ from models.avhubert import load_avhubert
 from models.presets import talklip_preset
 from models.talklip import load_talklip
 from tests.conftest import ROOT, run_module
-from training.expert import build_codec, new_model, save_expert
+from training.expert import new_model
 from training.trainer import Curriculum, TrainConfig, Trainer, warmdown_scale
 from utils.corpus import read_transcript
 from utils.device import has_native_bf16
 from utils.errors import TalkLipError
-
-
-@pytest.fixture(scope="module")
-def tiny_expert(corpus, tmp_path_factory):
-    """A tiny random expert over the corpus's transcripts, in the format train_expert.py writes."""
-    data, splits = corpus
-    codec = build_codec([read_transcript(f"{data}/main", n).lower() for n in splits["train"]], 60)
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("expert") / "expert.pt")
-    save_expert(new_model("tiny", len(codec.dictionary)), codec, path)
-    return path
 
 
 def config(corpus, one_shard, expert, ckpt_dir, **kw):
