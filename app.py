@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -30,7 +31,7 @@ from models.talklip import load_talklip, prepare_for_inference
 from utils.audio import speech_seconds
 from utils.cli import positive_float, positive_int
 from utils.device import add_device_arg, resolve_device
-from utils.errors import TalkLipError, one_line, run_cli
+from utils.errors import TalkLipError, Terminated, one_line, run_cli
 from utils.ffmpeg import run_ffmpeg
 from utils.video import VideoReader, probe_video
 
@@ -38,6 +39,7 @@ QUICKSTART_CHECKPOINTS = "runs/quickstart/train/checkpoint_step*.pth"
 DEFAULT_MAX_UPLOAD_MB = 200
 DEFAULT_MAX_SECONDS = 300.0
 DEFAULT_KEEP_MINUTES = 60.0
+STOP_WAIT_S = 10.0        # on SIGTERM, how long a running dub gets to stop at its next progress report
 
 
 def parse_args(argv=None):
@@ -176,9 +178,28 @@ def clean_old_jobs(workdir: str, keep_s: float) -> None:
 
 
 # ------------------------------------------------------------------------------- the page
+class Stopping:
+    """Tells a running dub that the page is stopping (SIGTERM), and when no dub runs any more."""
+
+    def __init__(self):
+        self.asked, self.idle = threading.Event(), threading.Event()
+        self.idle.set()
+
+    def check(self) -> None:
+        if self.asked.is_set():
+            raise TalkLipError("the page is stopping: the dub was cancelled")
+
+
 def build_page(generator, detector, device, workdir: str, max_upload_mb: float, max_seconds: float,
-               keep_minutes: float):
+               keep_minutes: float, stopping: Optional[Stopping] = None):
     import gradio as gr
+    stopping = stopping or Stopping()
+
+    def progress_report(progress):
+        def report(stage, done, total):
+            stopping.check()                  # SIGTERM: the dub stops at its next progress report
+            progress((done, total), desc=stage, unit="frames")
+        return report
 
     def preview(video_file):
         """The first frame with its faces drawn; the frame and boxes are kept for clicks and the dub."""
@@ -222,10 +243,13 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
             tracking = TrackingOptions(detect_every=int(detect_every), detect_max_side=int(detect_max_side),
                                        max_gap_s=float(max_gap), smooth_window=int(smooth_window), follow=follow)
             opts = SynthesisOptions(feather=int(blend), device=str(device), progress=False,
-                                    on_progress=lambda stage, done, total: progress((done, total), desc=stage,
-                                                                                     unit="frames"))
+                                    on_progress=progress_report(progress))
             out = os.path.join(job, "dubbed.mp4")
-            result = dub(generator, video_file, speech_file, out, detector, opts, tracking)
+            stopping.idle.clear()
+            try:
+                result = dub(generator, video_file, speech_file, out, detector, opts, tracking)
+            finally:
+                stopping.idle.set()
             shown, note = browser_playable(out, job)
         except TalkLipError as exc:
             return None, None, None, f"error: {for_visitor(one_line(exc), {video_file: 'the face video', speech_file: 'the speech'})}"
@@ -293,12 +317,25 @@ def main(args) -> int:
     tempfile.tempdir = os.path.join(workdir, "spool")
     os.makedirs(tempfile.tempdir, exist_ok=True)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")          # the page phones nowhere
-    page = build_page(generator, detector, device, workdir, args.max_upload_mb, args.max_seconds, args.keep_minutes)
+    stopping = Stopping()
+    page = build_page(generator, detector, device, workdir, args.max_upload_mb, args.max_seconds, args.keep_minutes,
+                      stopping)
     page.queue(default_concurrency_limit=1, max_size=32)
     print(f"talklip page on http://{args.host}:{args.port} (generator {ckpt}); files in {workdir}", file=sys.stderr)
     try:
         page.launch(server_name=args.host, server_port=args.port, max_file_size=f"{args.max_upload_mb}mb",
                     share=False, inbrowser=False)
+    except (Terminated, KeyboardInterrupt) as stop:
+        # A dub may be running in gradio's worker thread: let it stop and clean up, then leave without the
+        # interpreter's shutdown, which tore down threads still running (abort: "terminate called without an
+        # active exception", signal 6, instead of exit 143).
+        stopping.asked.set()
+        stopping.idle.wait(timeout=STOP_WAIT_S)
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print("terminated" if isinstance(stop, Terminated) else "interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(143 if isinstance(stop, Terminated) else 130)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -1,8 +1,10 @@
 """The web page (app.py): its helpers, and the page itself in a real browser (Debian's chromium driven
 by Playwright through executable_path; no browser is downloaded). The browser cases skip, saying why,
 only where no chromium or Playwright can be had; .ci/run installs chromium."""
+import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -302,3 +304,51 @@ def test_errors_speak_of_the_upload_not_the_server_s_paths_or_file_lists(tmp_pat
     shown = for_visitor(str(error.value), {str(upload): "the face video"})
     assert "the face video (notes.mp4)" in shown and str(tmp_path) not in shown
     assert "file list" not in shown and "upload another file" in shown
+
+
+def test_sigterm_during_a_dub_stops_it_and_exits_143(browser, talklip_checkpoint, tmp_path):
+    """SIGTERM while the page dubs: the dub stops at its next progress report, the page's folder is removed,
+    and the process exits 143 (it aborted with signal 6: 'terminate called without an active exception')."""
+    port, system_tmp = free_port(), tmp_path / "tmp"
+    system_tmp.mkdir()
+    log_path = tmp_path / "app.log"
+    env = {**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(system_tmp)}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--ckpt_path", talklip_checkpoint[0], "--port", str(port),
+                                 "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            for _ in range(240):
+                try:
+                    urllib.request.urlopen(url, timeout=1)
+                    break
+                except OSError:
+                    assert proc.poll() is None, log_path.read_text()
+                    time.sleep(0.25)
+            write_clip(str(tmp_path / "two.mp4"), [two_faces_frame()] * 25)
+            tone(str(tmp_path / "speech.wav"), 20.0)                  # a dub long enough to stop halfway
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            tab = context.new_page()
+            tab.goto(url)
+            upload(tab, "face_input", str(tmp_path / "two.mp4"))
+            tab.get_by_text("face(s) found on the first frame").wait_for(timeout=60_000)
+            upload(tab, "speech_input", str(tmp_path / "speech.wav"))
+            tab.locator("#speech_input audio").first.wait_for(state="attached", timeout=60_000)
+            tab.locator("#run").click()
+            for _ in range(600):                       # until the dub writes its output (a temporary: a dot-file)
+                if glob.glob(str(system_tmp / "talklip-app-*" / "job-*" / ".dubbed*")):
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"the dub did not start: {tab.locator('#report').inner_text()} {log_path.read_text()[-2000:]}")
+            proc.send_signal(signal.SIGTERM)
+            began = time.time()
+            code = proc.wait(timeout=30)
+            context.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log_path.read_text()
+    assert code == 143 and time.time() - began < 20, (code, text[-2000:])
+    assert "terminated" in text and "terminate called" not in text
+    assert not glob.glob(str(system_tmp / "talklip-app-*")), os.listdir(system_tmp)
