@@ -48,6 +48,8 @@ def parse_args(argv=None):
                    help="average the loss over this many augmented copies (train.py --lip_augment)")
     p.add_argument("--augment_noise", type=non_negative_float, default=0.0, help="the copies' noise std (train.py --lip_augment_noise)")
     p.add_argument("--augment_shift", type=non_negative_int, default=0, help="the copies' shift in px (train.py --lip_augment_shift)")
+    p.add_argument("--augment_blur", type=non_negative_float, default=0.0,
+                   help="also blur half the copies, sigma drawn from U(0.5, this) px (a low-pass on the gradient)")
     p.add_argument("--starts", nargs="+", choices=["blurred", "untrained"], default=["blurred", "untrained"],
                    help="which starts to probe (untrained needs <run_dir>/synt_before)")
     args = p.parse_args(argv)
@@ -63,7 +65,8 @@ def main(args) -> int:
     observer = load_lip_reader(args.observer, "give the observer as train_expert.py writes it")
     opts = ProbeOptions(steps=args.steps, lr=args.lr, blur_sigma_px=args.blur_sigma, blur_frames=args.blur_frames,
                         lip_augment=args.lip_augment,
-                        augment=CropAugment(noise_std=args.augment_noise, shift_px=args.augment_shift))
+                        augment=CropAugment(noise_std=args.augment_noise, shift_px=args.augment_shift,
+                                            blur_sigma=args.augment_blur))
     refs = [read_transcript(corpus, n).upper() for n in names]
     truth = [mouth_rois(f"{corpus}/{n}.mp4") for n in names]
     line = {"expert": args.expert, "observer": args.observer, "run_dir": args.run_dir,
