@@ -394,8 +394,10 @@ def test_the_ablation_removes_the_lip_term_and_nothing_else(corpus, one_shard, t
 def test_an_ablation_branched_where_stage_2_begins_equals_one_trained_from_step_0(corpus, one_shard, tiny_expert,
                                                                                   tmp_path):
     """The quickstart's ablation: --branch_from the main run's state at the start of stage 2 (saved
-    there because the stage changed) with --no_lip_loss gives, bit for bit, the ablation trained alone."""
-    kw = dict(stage_min_steps=(1, 1, 2), stage_max_steps=(1, 1, 2), patience=100, lip_w=0.5, seed=3)
+    there because the stage changed) with --no_lip_loss gives, bit for bit, the ablation trained alone. The
+    branch logs its first mean at step 3, with the main run's step-1 and -2 losses (which had a lip term)
+    not carried over: a branch at a step off the log interval stopped with KeyError: 'lip'."""
+    kw = dict(stage_min_steps=(1, 1, 2), stage_max_steps=(1, 1, 2), patience=100, lip_w=0.5, seed=3, log_interval=3)
     Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "main", **kw)).run()
     alone = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "alone", no_lip_loss=True, **kw)).run()
     start = tmp_path / "main" / "state_step000000002.pt"

@@ -472,6 +472,7 @@ class Trainer:
         differ = [f"{key} {stored.get(key)!r} -> {value!r}" for key, value in current.items()
                   if key not in unlogged and stored.get(key) != value]
         self.resume(path, state)
+        self.recent = []              # the other run's losses since its last log line are not this run's
         self.note(f"branched from {path} at step {self.step}, stage {self.stage}; settings that differ from that "
                   f"run's: {'; '.join(differ) or 'none'}")
         self.save()
