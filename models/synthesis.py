@@ -26,7 +26,7 @@ from utils.audio import (FEATURE_RATE_HZ, AUDIO_RATE_HZ, SpeechSamples, audio_vi
 from utils.errors import MediaError
 from utils.memory import released_after_use
 from utils.pipeline import BackgroundWriter, StageClock, in_background, release_free_memory
-from utils.video import FrameSeeker, SourceFrame, VideoReader, VideoWriter
+from utils.video import FrameSeeker, SourceFrame, VideoReader, VideoWriter, keep_video_stream, real_video_stream
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 STILL_IMAGE_FPS = 25.0
@@ -502,6 +502,21 @@ class DubResult:
     far_from_point: int = 0            # faces followed although none lay near the --follow point
 
 
+def decodable_stream(video_path: str, workdir: str, say=None) -> str:
+    """``video_path``, or, when its first video stream is cover art and another is the real video, a copy
+    in ``workdir`` holding only the real one (the decoder reads the first video stream); said once."""
+    if is_image(video_path):
+        return video_path
+    found = real_video_stream(video_path)
+    if found is None:
+        return video_path
+    stream, note = found
+    copy = os.path.join(workdir, "video_stream.mkv")
+    keep_video_stream(video_path, stream, copy)
+    (say or _stderr)(note)
+    return copy
+
+
 def open_face_source(path: str) -> FaceSource:
     if is_image(path):
         image = read_image(path)
@@ -602,7 +617,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="talklip_dub_") as workdir, SpeechSamples(audio_path, workdir) as samples:
         speech = Speech(generator, samples, opts, clock)
-        source = open_face_source(video_path)
+        source = open_face_source(decodable_stream(video_path, workdir))
         check_follow_point(tracking.follow, source.width, source.height, video_path)
         num_out = speech.frames_at(source.fps)
         read_ahead = max(1, min(opts.read_ahead, frames_per_chunk(opts, source.width, source.height)))

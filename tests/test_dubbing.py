@@ -456,3 +456,23 @@ def test_a_still_larger_than_h264_can_carry_is_scaled_down_to_fit(tmp_path, caps
     cv2.imwrite(str(tmp_path / "small.png"), big[:90, :160])
     assert open_face_source(str(tmp_path / "small.png")).image.shape == (90, 160, 3)
     assert "larger" not in capsys.readouterr().err
+
+
+def test_a_cover_picture_stored_as_the_first_video_track_is_not_what_gets_dubbed(tmp_path, cpu_generator, capsys):
+    """An mp4 or mkv whose first video stream is a one-frame picture (cover art) and whose second is the real,
+    default-flagged video: the real one is dubbed (its size, its frames), and the dub says which stream."""
+    from utils.ffmpeg import run_ffmpeg
+    cv2.imwrite(str(tmp_path / "cover.png"), np.full((320, 320, 3), (0, 0, 255), np.uint8))
+    head = np.full((200, 320, 3), 90, np.uint8)
+    head[20:180, 80:240] = astronaut_head(160, 160)
+    write_clip(str(tmp_path / "real.mp4"), [head] * 12)
+    tone(str(tmp_path / "speech.wav"), 0.4)
+    for ext in ("mp4", "mkv"):
+        both = str(tmp_path / f"both.{ext}")
+        run_ffmpeg(["-i", str(tmp_path / "cover.png"), "-i", str(tmp_path / "real.mp4"), "-map", "0:v", "-map", "1:v",
+                    "-c:v", "libx264", "-disposition:v:0", "0", "-disposition:v:1", "default", both], source="test")
+        out = str(tmp_path / f"out_{ext}.mp4")
+        dub(cpu_generator, both, str(tmp_path / "speech.wav"), out, CascadeDetector(), SynthesisOptions(progress=False))
+        info = probe_video(out)
+        assert (info.width, info.height, info.num_frames) == (320, 200, 10), ext
+        assert "video stream 1 (320x200) is dubbed" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")     # AV_LOG_QUIET; read when OpenCV first opens a file
 import cv2  # noqa: E402
@@ -274,6 +274,50 @@ class FrameSeeker(_Capture):
             self.spilled += 1
         self.next_index += 1
         return frame
+
+
+STREAM_SCAN_PACKETS = 2000     # packets read to tell a one-frame picture stream from a real video
+
+
+def real_video_stream(path: str) -> Optional[Tuple[int, str]]:
+    """When the first video stream of ``path`` is not the real video (cover art stored as a video track: an
+    attached picture, or a stream of one frame) and another is, that one as (its index among the video
+    streams, a note saying which and why); None when the first stream is the one to decode (OpenCV decodes
+    the first). ``default``-flagged real streams win; of several real streams the first is taken."""
+    import av
+    try:
+        with av.open(path) as container:
+            streams = list(container.streams.video)
+            if len(streams) < 2:
+                return None
+            packets = dict.fromkeys(range(len(streams)), 0)
+            position = {s.index: k for k, s in enumerate(streams)}
+            for number, packet in enumerate(container.demux(*streams)):
+                if packet.size and packet.stream.index in position:
+                    packets[position[packet.stream.index]] += 1
+                if number >= STREAM_SCAN_PACKETS:
+                    break
+            attached = av.stream.Disposition.attached_pic
+            default = av.stream.Disposition.default
+            real = [k for k, s in enumerate(streams) if not (s.disposition & attached) and packets[k] > 1]
+            if not real:
+                return None
+            chosen = next((k for k in real if streams[k].disposition & default), real[0])
+            if chosen == 0:
+                return None
+            others = f"; {len(real)} real video streams, the default-flagged one" if len(real) > 1 else ""
+            size = f"{streams[chosen].width}x{streams[chosen].height}"
+            return chosen, (f"note: {path}: its first video stream is a still picture (cover art); video stream "
+                            f"{chosen} ({size}) is dubbed{others}")
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+
+
+def keep_video_stream(path: str, stream: int, out_path: str) -> None:
+    """Copy ``path`` with only its ``stream``-th video stream (no re-encoding), for a decoder that takes the
+    first one."""
+    from utils.ffmpeg import run_ffmpeg
+    run_ffmpeg(["-i", path, "-map", f"0:v:{stream}", "-c", "copy", out_path], source=path)
 
 
 def probe_video(path: str) -> VideoInfo:
