@@ -563,3 +563,38 @@ def test_an_unusable_checkpoint_folder_is_refused_in_one_line(corpus, one_shard,
             Trainer(config(corpus, one_shard, tiny_expert, readonly))
     finally:
         subprocess.run(["umount", "-l", str(readonly)], capture_output=True)
+
+
+def test_a_long_clip_trains_on_a_bounded_segment(corpus, one_shard, tiny_expert, monkeypatch, capsys):
+    """A clip longer than MAX_CLIP_FRAMES is read as one segment of that many frames (random in training,
+    the first in validation), its boxes and audio rows cut to match, without the lip target (its transcript
+    covers the whole clip): what a step holds no longer grows with the clip (a 61 s clip: 0.8 -> 7.1 GB)."""
+    import numpy as np
+    from training import data as training_data
+    from training.data import TalkLipDataset
+    from training.labels import TRANSCRIPT
+    from utils.audio import AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
+    from utils.video import VideoReader
+    data, splits = corpus
+    name = splits["train"][0]
+    labels = {name: (TRANSCRIPT, read_transcript(f"{data}/main", name))}
+    codec = load_avhubert(tiny_expert).codec
+
+    def item(train):
+        dataset = TalkLipDataset("train", data, f"{data}/main", str(one_shard / "audio"), str(one_shard / "bbx"),
+                                 labels, codec, train=train, names=[name], windows_per_clip=2)
+        return dataset[0]
+    whole = item(True)
+    assert len(whole["target"]) > 0
+    monkeypatch.setattr(training_data, "MAX_CLIP_FRAMES", 20)
+    frames = np.stack(list(VideoReader(f"{data}/main/{name}.mp4")))
+    feats = audio_visual_align(talklip_features(load_audio(f"{one_shard}/audio/{name}.wav"), AUDIO_RATE_HZ),
+                               len(frames), mode="end")
+    for train in (True, False):
+        cut = item(train)
+        assert cut["frames"].shape[0] == cut["boxes"].shape[0] == cut["audio"].shape[0] == 20
+        assert cut["target"] == [] and int(cut["picked"].max()) < 20
+        first = next(k for k in range(len(frames) - 19) if np.array_equal(frames[k], cut["frames"][0].numpy()))
+        assert first == 0 or train
+        np.testing.assert_array_equal(cut["audio"].numpy(), feats[first:first + 20])
+    assert capsys.readouterr().err.count("trains on 20-frame segments") == 2      # once per dataset

@@ -4,7 +4,9 @@ Every random choice of a sample (which 5-frame windows, which reference windows)
 generator seeded by (seed, epoch, index, rollbacks), and the order of samples from
 ``ResumableBatchSampler``; so a resumed run and a run on more processes see exactly the same data.
 """
+import itertools
 import os
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,6 +32,13 @@ def spread_starts(starts: Sequence[int]) -> List[int]:
         if not kept or s - kept[-1] > WINDOW - 1:
             kept.append(int(s))
     return kept
+
+
+# A clip longer than this trains on one random segment of this many frames per draw (validation: its
+# first): every frame of a training clip is held, pasted and read by the expert, so a 61 s clip among
+# short ones took a step from 0.8 to 7.1 GB. The lip loss is left out for such a segment (its transcript
+# covers the whole clip). LRS2's main clips are all shorter.
+MAX_CLIP_FRAMES = 250
 
 
 def window_starts(num_frames: int, train: bool, rng: np.random.Generator, per_clip: Optional[int] = None):
@@ -83,6 +92,7 @@ class TalkLipDataset(torch.utils.data.Dataset):
         self.codec, self.seed, self.windows_per_clip = codec, seed, windows_per_clip
         self.train = split == "train" if train is None else train
         self.epoch, self.rollbacks = 0, 0
+        self.segmented = set()        # long clips already said to train on segments
 
     def __len__(self):
         return len(self.names)
@@ -97,13 +107,25 @@ class TalkLipDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, idx, self.rollbacks])
         video = f"{self.video_root}/{name}.mp4"
         boxes = load_boxes(self.bbx_root, name)
+        first, stop = 0, None                # a long clip: one segment of it (see MAX_CLIP_FRAMES)
+        if len(boxes) > MAX_CLIP_FRAMES:
+            first = int(rng.integers(0, len(boxes) - MAX_CLIP_FRAMES + 1)) if self.train else 0
+            stop = first + MAX_CLIP_FRAMES
+            if name not in self.segmented:
+                self.segmented.add(name)
+                print(f"note: {name} has {len(boxes)} frames; it trains on {MAX_CLIP_FRAMES}-frame segments "
+                      f"({MAX_CLIP_FRAMES / 25:g} s at 25 fps) without the lip loss, whose transcript covers the "
+                      f"whole clip: memory stays that of a short clip", file=sys.stderr)
         with VideoReader(video) as reader:
-            frames = np.stack(list(reader))
-        if len(boxes) < len(frames):
+            frames = np.stack(list(reader) if stop is None else list(itertools.islice(reader, first, stop)))
+        if len(boxes) < first + len(frames):
             raise MediaError(f"{self.bbx_root}/{name}.npy has {len(boxes)} boxes for {len(frames)} frames: "
                              f"rerun bbx_extract")
         wav = load_audio(f"{self.audio_root}/{name}.wav")
-        audio = torch.from_numpy(audio_visual_align(talklip_features(wav, AUDIO_RATE_HZ), len(frames), mode="end"))
+        feats = audio_visual_align(talklip_features(wav, AUDIO_RATE_HZ), first + len(frames) if stop else len(frames),
+                                   mode="end")
+        audio = torch.from_numpy(np.ascontiguousarray(feats[first:]))
+        boxes = boxes[first:]
         starts, refs = window_starts(len(frames), self.train, rng, self.windows_per_clip)
         picked = np.concatenate([np.arange(s, s + WINDOW) for s in starts])
         ref_idx = (np.concatenate([np.arange(r, r + WINDOW) for r in refs]) if refs is not None
@@ -113,7 +135,7 @@ class TalkLipDataset(torch.utils.data.Dataset):
         gt = crop(picked)
         masked = gt.clone()
         masked[:, :, gt.shape[2] // 2:] = 0.0
-        text = self.labels[name][1]
+        text = self.labels[name][1] if stop is None else ""
         target = self.codec.encode(text) if text else []
         return {"faces_in": torch.cat([masked, crop(ref_idx)], dim=1), "faces_gt": gt, "audio": audio,
                 "target": target, "frames": torch.from_numpy(frames), "boxes": torch.from_numpy(boxes[:len(frames)]),
