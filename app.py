@@ -323,8 +323,10 @@ def main(args) -> int:
     page.queue(default_concurrency_limit=1, max_size=32)
     print(f"talklip page on http://{args.host}:{args.port} (generator {ckpt}); files in {workdir}", file=sys.stderr)
     try:
+        # the jobs' results lie in workdir, no longer inside Python's temporary folder (the spool is): gradio
+        # hands back only files it is allowed to
         page.launch(server_name=args.host, server_port=args.port, max_file_size=f"{args.max_upload_mb}mb",
-                    share=False, inbrowser=False)
+                    share=False, inbrowser=False, allowed_paths=[workdir])
     except (Terminated, KeyboardInterrupt) as stop:
         # A dub may be running in gradio's worker thread: let it stop and clean up, then leave without the
         # interpreter's shutdown, which tore down threads still running (abort: "terminate called without an
