@@ -141,6 +141,21 @@ def free_port() -> int:
 APP = {}
 
 
+def wait_for_page(proc, port: int, log_path) -> str:
+    """The URL of app.py's page once it answers; fails (killing it) if it exits or stays silent for 60 s."""
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return url
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited: {log_path.read_text()}")
+            time.sleep(0.25)
+    proc.kill()
+    pytest.fail(f"app.py did not answer on {url}: {log_path.read_text()}")
+
+
 @pytest.fixture(scope="module")
 def page_url(talklip_checkpoint, tmp_path_factory):
     """app.py serving a small random generator on a free port, for this module's cases."""
@@ -153,18 +168,7 @@ def page_url(talklip_checkpoint, tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "app.py", "--ckpt_path", ckpt, "--port", str(port),
                              "--device", "cpu", "--workdir", str(workdir / "jobs"), "--max_seconds", "20"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited: {(workdir / 'app.log').read_text()}")
-            time.sleep(0.25)
-    else:
-        proc.kill()
-        pytest.fail(f"app.py did not answer on {url}: {(workdir / 'app.log').read_text()}")
+    url = wait_for_page(proc, port, workdir / "app.log")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -317,14 +321,7 @@ def test_sigterm_during_a_dub_stops_it_and_exits_143(browser, talklip_checkpoint
         proc = subprocess.Popen([sys.executable, "app.py", "--ckpt_path", talklip_checkpoint[0], "--port", str(port),
                                  "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            url = f"http://127.0.0.1:{port}/"
-            for _ in range(240):
-                try:
-                    urllib.request.urlopen(url, timeout=1)
-                    break
-                except OSError:
-                    assert proc.poll() is None, log_path.read_text()
-                    time.sleep(0.25)
+            url = wait_for_page(proc, port, log_path)
             write_clip(str(tmp_path / "two.mp4"), [two_faces_frame()] * 25)
             tone(str(tmp_path / "speech.wav"), 20.0)                  # a dub long enough to stop halfway
             context = browser.new_context(viewport={"width": 1280, "height": 1000})
