@@ -7,7 +7,6 @@ clip. Audio features (25 Hz) are mapped to video frames by time, so any frame ra
 import itertools
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from face_detection.tracking import FaceTracker, KeyFrameDetector, TrackingOptio
 from models.talklip import FACE_SIZE, TalkLip
 from utils.audio import (FEATURE_RATE_HZ, AUDIO_RATE_HZ, SpeechSamples, audio_visual_align, feature_count,
                          load_audio, talklip_feature_rows, talklip_features)
-from utils.errors import MediaError
+from utils.errors import MediaError, say_on_stderr
 from utils.memory import released_after_use
 from utils.pipeline import BackgroundWriter, StageClock, in_background, release_free_memory
 from utils.video import FrameSeeker, SourceFrame, VideoReader, VideoWriter, keep_video_stream, real_video_stream
@@ -79,13 +78,10 @@ def read_image(path: str, say=None) -> np.ndarray:
     if scale < 1.0:
         size = (int(width * scale) // 2 * 2, int(height * scale) // 2 * 2)
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        (say or _stderr)(f"note: {path} is {width}x{height}, larger than an H.264 video can be; it is dubbed "
+        (say or say_on_stderr)(f"note: {path} is {width}x{height}, larger than an H.264 video can be; it is dubbed "
                          f"at {size[0]}x{size[1]}")
     return image
 
-
-def _stderr(text: str) -> None:
-    print(text, file=sys.stderr)
 
 
 AUDIO_WINDOW_OVERLAP = 150     # audio frames each side of a window that are run but not kept (6 s)
@@ -513,7 +509,7 @@ def decodable_stream(video_path: str, workdir: str, say=None) -> str:
     stream, note = found
     copy = os.path.join(workdir, "video_stream.mkv")
     keep_video_stream(video_path, stream, copy)
-    (say or _stderr)(note)
+    (say or say_on_stderr)(note)
     return copy
 
 

@@ -7,7 +7,6 @@ one per video frame at 25 fps), then layer-normalised over the feature axis.
 import math
 import os
 import subprocess
-import sys
 from typing import Optional, Union
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from python_speech_features import logfbank
 from scipy.signal import resample_poly
 
-from utils.errors import MediaError, one_line
+from utils.errors import MediaError, one_line, say_on_stderr
 from utils.ffmpeg import run_ffmpeg
 from utils.fileio import atomic_output
 
@@ -79,7 +78,7 @@ class SampleCheck:
         loudest = int(np.argmax(self.channel_power))
         if self.mix_power >= CANCELLING_MIX * self.channel_power[loudest]:
             return None
-        (say or _stderr)(f"note: {self.path}: its channels cancel when mixed to mono (antiphase), so channel "
+        (say or say_on_stderr)(f"note: {self.path}: its channels cancel when mixed to mono (antiphase), so channel "
                          f"{loudest + 1} of {len(self.channel_power)}, the loudest, is used alone")
         return loudest
 
@@ -93,9 +92,6 @@ def downmix(data: np.ndarray, path: str, rate: int) -> np.ndarray:
     channel = check.channel()
     return data.mean(axis=1) if channel is None else data[:, channel]
 
-
-def _stderr(text: str) -> None:
-    print(text, file=sys.stderr)
 
 
 def load_audio(path: str, rate: int = AUDIO_RATE_HZ) -> np.ndarray:

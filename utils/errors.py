@@ -32,6 +32,11 @@ class NoFaceError(TalkLipError):
     """No face was found in any frame of a video."""
 
 
+def say_on_stderr(text: str) -> None:
+    """The default way library code says a one-line note or warning: a line on stderr."""
+    print(text, file=sys.stderr)
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an exception's message, prefixed with its type for non-TalkLip errors."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

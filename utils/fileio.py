@@ -11,12 +11,11 @@ import contextlib
 import math
 import os
 import socket
-import sys
 import uuid
 import zlib
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-from utils.errors import TalkLipError
+from utils.errors import TalkLipError, say_on_stderr
 
 TMP_MARK = ".tmp-"
 
@@ -100,7 +99,7 @@ def read_filelist(path: str, warn=None) -> List[str]:
     names = list(dict.fromkeys(listed))
     if len(names) < len(listed):
         repeated = sorted(n for n, count in collections.Counter(listed).items() if count > 1)
-        (warn or _stderr)(f"warning: file list {path} names {len(listed) - len(names)} clip(s) again "
+        (warn or say_on_stderr)(f"warning: file list {path} names {len(listed) - len(names)} clip(s) again "
                           f"({', '.join(repeated[:3])}{', ...' if len(repeated) > 3 else ''}): each is read once")
     if not names:
         raise TalkLipError(f"file list {path} is empty: it needs one <speaker>/<clip> per line")
@@ -111,9 +110,6 @@ def read_filelist(path: str, warn=None) -> List[str]:
                                f"names must be relative <speaker>/<clip> paths without '..'")
     return names
 
-
-def _stderr(text: str):
-    print(text, file=sys.stderr)
 
 
 def resolve_shard(rank: Optional[int] = None, nshard: Optional[int] = None,
