@@ -25,7 +25,8 @@ from utils.audio import (FEATURE_RATE_HZ, AUDIO_RATE_HZ, SpeechSamples, audio_vi
 from utils.errors import MediaError, say_on_stderr
 from utils.memory import released_after_use
 from utils.pipeline import BackgroundWriter, StageClock, in_background, release_free_memory
-from utils.video import FrameSeeker, SourceFrame, VideoReader, VideoWriter, keep_video_stream, real_video_stream
+from utils.video import (FrameSeeker, SourceFrame, VideoReader, VideoWriter, colour_conversion, convert_video_stream,
+                         keep_video_stream, real_video_stream)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 STILL_IMAGE_FPS = 25.0
@@ -499,17 +500,27 @@ class DubResult:
 
 
 def decodable_stream(video_path: str, workdir: str, say=None) -> str:
-    """``video_path``, or, when its first video stream is cover art and another is the real video, a copy
-    in ``workdir`` holding only the real one (the decoder reads the first video stream); said once."""
+    """``video_path``, or a copy in ``workdir`` that the decoder reads as it should, said once: when its first
+    video stream is cover art and another is the real video, a copy holding only the real one (the decoder
+    reads the first video stream); when the stream is HDR or BT.2020, that stream converted to BT.709 SDR
+    (``colour_conversion``), which is what a dub is."""
     if is_image(video_path):
         return video_path
+    say = say or say_on_stderr
     found = real_video_stream(video_path)
+    stream = 0 if found is None else found[0]
+    if found is not None:
+        say(found[1])
+    conversion = colour_conversion(video_path, stream)
+    if conversion is not None:
+        copy = os.path.join(workdir, "video_bt709.mp4")
+        convert_video_stream(video_path, stream, conversion, copy)
+        say(conversion.note)
+        return copy
     if found is None:
         return video_path
-    stream, note = found
     copy = os.path.join(workdir, "video_stream.mkv")
     keep_video_stream(video_path, stream, copy)
-    (say or say_on_stderr)(note)
     return copy
 
 

@@ -476,3 +476,77 @@ def test_a_cover_picture_stored_as_the_first_video_track_is_not_what_gets_dubbed
         info = probe_video(out)
         assert (info.width, info.height, info.num_frames) == (320, 200, 10), ext
         assert "video stream 1 (320x200) is dubbed" in capsys.readouterr().err
+
+
+def decoded_by_ffmpeg(path, filters, size):
+    """The first frame of ``path`` as ffmpeg itself decodes it through ``filters`` (BGR uint8)."""
+    from utils.ffmpeg import ffmpeg_exe
+    import subprocess
+    out = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", path, "-frames:v", "1", "-vf", filters,
+                          "-f", "rawvideo", "-pix_fmt", "bgr24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(size[1], size[0], 3)
+
+
+@pytest.mark.parametrize("transfer", ["smpte2084", "arib-std-b67", "bt709"])
+def test_hdr_and_bt2020_video_is_dubbed_in_bt709_with_its_colours(tmp_path, cpu_generator, capsys, transfer):
+    """HEVC 10-bit with BT.2020 primaries and a PQ, HLG or SDR transfer: the stream is converted to BT.709
+    (tone mapped when HDR) before anything decodes it, the dub is tagged BT.709, and the colours away from
+    the face are within a few levels of ffmpeg's own conversion of the input, and of the SDR picture the
+    HDR clip was made from (SDR white placed at 203 nits: the tone map gives it back). Said once."""
+    import av
+    from models.synthesis import decodable_stream
+    from utils.ffmpeg import run_ffmpeg
+    from utils.video import TO_BT709, TONE_MAP
+    frame = np.full((200, 320, 3), 90, np.uint8)
+    frame[20:180, 100:220] = astronaut_head(120, 160)
+    swatches = [(40, 30, 180), (60, 160, 60), (200, 120, 40), (90, 130, 200)]    # BGR: a red suit, green, ...
+    for k, colour in enumerate(swatches):
+        frame[10 + 45 * k:45 + 45 * k, 10:80] = colour
+    cv2.imwrite(str(tmp_path / "sdr.png"), frame)
+    clip = str(tmp_path / f"{transfer}.mp4")
+    run_ffmpeg(["-loop", "1", "-framerate", "25", "-i", str(tmp_path / "sdr.png"), "-frames:v", "12", "-vf",
+                f"setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709,zscale=t=linear:npl=203,"
+                f"format=gbrpf32le,zscale=p=bt2020:t={transfer}:"
+                "m=bt2020nc:r=tv:npl=203,format=yuv420p10le", "-c:v", "libx265", "-x265-params",
+                f"log-level=0:colorprim=bt2020:transfer={transfer}:colormatrix=bt2020nc", clip], source="test")
+    tone(str(tmp_path / "speech.wav"), 0.4)
+    out = str(tmp_path / "out.mp4")
+    dub(cpu_generator, clip, str(tmp_path / "speech.wav"), out, CascadeDetector(), SynthesisOptions(progress=False))
+    said = capsys.readouterr().err
+    assert said.count("converted to") == 1
+    assert ("HDR" in said) == (transfer != "bt709") and "BT.2020" in said
+    with av.open(out) as container:
+        codec = container.streams.video[0].codec_context
+        assert (codec.color_primaries, codec.color_trc, codec.colorspace) == (1, 1, 1)     # BT.709
+    dubbed = next(iter(VideoReader(out)))
+    reference = decoded_by_ffmpeg(clip, TONE_MAP if transfer != "bt709" else TO_BT709, (320, 200))
+    made_from = frame.astype(float)
+    errors = []
+    for k in range(len(swatches)):
+        patch = (slice(18 + 45 * k, 37 + 45 * k), slice(18, 72))
+        ours, ffmpegs, sdr = (image[patch].reshape(-1, 3).mean(0) for image in (dubbed, reference, made_from))
+        errors.append(np.abs(ours - ffmpegs))
+        assert np.abs(ours - ffmpegs).max() <= 6, (swatches[k], ours, ffmpegs)     # H.264 at crf 18: 2-5
+        # not washed out (PQ decoded as if SDR is 40-60 levels off); the clip's own 10-bit encode moves up to 13
+        assert np.abs(ours - sdr).max() <= 15, (swatches[k], ours, sdr)
+    assert np.mean(errors) <= 3
+    write_clip(str(tmp_path / "sdr.mp4"), [frame] * 2)
+    assert decodable_stream(str(tmp_path / "sdr.mp4"), str(tmp_path)) == str(tmp_path / "sdr.mp4")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_written_video_is_tagged_bt709_and_decodes_to_its_colours(tmp_path):
+    """VideoWriter encodes with BT.709's matrix and says so in the stream: ffmpeg and OpenCV, which both
+    honour the tags, decode the colours written (within H.264's loss at crf 18: 2-4 levels on flat colour)."""
+    import av
+    frame = np.zeros((64, 128, 3), np.uint8)
+    for k, colour in enumerate([(40, 30, 180), (60, 160, 60), (200, 120, 40), (250, 250, 250)]):
+        frame[:, 32 * k:32 * k + 32] = colour
+    write_clip(str(tmp_path / "c.mp4"), [frame] * 3)
+    with av.open(str(tmp_path / "c.mp4")) as container:
+        codec = container.streams.video[0].codec_context
+        assert (codec.color_primaries, codec.color_trc, codec.colorspace, codec.color_range) == (1, 1, 1, 1)
+    by_ffmpeg = decoded_by_ffmpeg(str(tmp_path / "c.mp4"), "null", (128, 64))
+    by_opencv = next(iter(VideoReader(str(tmp_path / "c.mp4"))))
+    for decoded in (by_ffmpeg, by_opencv):
+        assert np.abs(decoded[8:56, 4::32][:, :4].astype(int) - frame[8:56, 4::32][:, :4]).max() <= 4   # crf 18

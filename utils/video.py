@@ -320,6 +320,61 @@ def keep_video_stream(path: str, stream: int, out_path: str) -> None:
     run_ffmpeg(["-i", path, "-map", f"0:v:{stream}", "-c", "copy", out_path], source=path)
 
 
+# Colour: a dub is BT.709 SDR (what players assume of an H.264 file, and what the frames in memory are).
+# A stream tagged otherwise is converted by ffmpeg's zscale, which reads the stream's own tags, before
+# anything decodes it: BT.2020 primaries are mapped to BT.709, and an HDR transfer (PQ, HLG) is tone
+# mapped to SDR. AVCOL_* numbers, as PyAV reports them:
+PRIMARIES_BT2020 = 9
+HDR_TRANSFERS = {16: "PQ (HDR10)", 18: "HLG"}
+REFERENCE_WHITE_NITS = 203      # BT.2408: SDR white in an HDR signal; it maps to SDR white
+# mobius keeps the light linear up to 0.8 of SDR white (8-bit ~230: skin, the picture below white) and rolls
+# off what lies above it into the last levels instead of clipping the highlights; desat=0 keeps their colour
+TONE_MAP = (f"zscale=t=linear:npl={REFERENCE_WHITE_NITS},format=gbrpf32le,zscale=p=bt709,"
+            "tonemap=mobius:param=0.8:desat=0,zscale=t=bt709:m=bt709:r=tv")
+TO_BT709 = "zscale=p=bt709:t=bt709:m=bt709:r=tv"
+BT709_TAGS = "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"
+INTERMEDIATE_CRF = 8            # the converted copy: x264 4:4:4 at this quality decodes within ~1 level
+
+
+@dataclass(frozen=True)
+class ColourConversion:
+    """How a stream that is not BT.709 SDR becomes BT.709 SDR: ffmpeg's filter chain and a note for the user."""
+    filters: str
+    note: str
+
+
+def colour_conversion(path: str, stream: int = 0) -> Optional[ColourConversion]:
+    """The conversion the ``stream``-th video stream of ``path`` needs to be BT.709 SDR, from the stream's
+    colour tags: a tone map for an HDR transfer (PQ, HLG), a primaries conversion for BT.2020 SDR; None
+    for BT.709, BT.601 and untagged streams (decoded as they are)."""
+    import av
+    try:
+        with av.open(path) as container:
+            codec = container.streams.video[stream].codec_context
+            primaries, transfer = codec.color_primaries, codec.color_trc
+    except (av.FFmpegError, OSError, ValueError, IndexError):
+        return None
+    if transfer in HDR_TRANSFERS:
+        return ColourConversion(TONE_MAP, f"note: {path} is HDR ({HDR_TRANSFERS[transfer]}"
+                                          f"{', BT.2020' if primaries == PRIMARIES_BT2020 else ''}): converted "
+                                          f"to SDR BT.709 with a tone map (SDR white at {REFERENCE_WHITE_NITS} nits,"
+                                          f" highlights rolled off); the dub is BT.709")
+    if primaries == PRIMARIES_BT2020:
+        return ColourConversion(TO_BT709, f"note: {path} has BT.2020 colours: converted to BT.709; the dub is "
+                                          f"BT.709")
+    return None
+
+
+def convert_video_stream(path: str, stream: int, conversion: ColourConversion, out_path: str) -> None:
+    """Write the ``stream``-th video stream of ``path`` converted to BT.709 SDR (``conversion``) as a
+    near-lossless, BT.709-tagged H.264 4:4:4 file for the decoder (OpenCV honours the tags)."""
+    from utils.ffmpeg import run_ffmpeg
+    run_ffmpeg(["-i", path, "-map", f"0:v:{stream}", "-an", "-vf",
+                f"{conversion.filters},format=yuv444p,{BT709_TAGS}", "-c:v", "libx264", "-preset", "veryfast",
+                "-crf", str(INTERMEDIATE_CRF), "-x264-params", "colorprim=bt709:transfer=bt709:colormatrix=bt709",
+                out_path], source=path)
+
+
 def probe_video(path: str) -> VideoInfo:
     """Frame rate, expected frame count, size and declared duration of a video without decoding it."""
     reader = VideoReader(path)
@@ -331,7 +386,7 @@ class VideoWriter:
     """Encode BGR uint8 frames to an H.264 mp4, optionally muxing an audio file (any format).
 
     Use as a context manager; the file appears under ``path`` only when the block ends
-    without an exception. Even sizes are encoded yuv420p (plays everywhere); an odd width or height
+    without an exception. Frames are taken as BT.709 RGB and the file is tagged BT.709. Even sizes are encoded yuv420p (plays everywhere); an odd width or height
     is kept exactly by encoding yuv444p (4:2:0 chroma needs even sizes), which ffmpeg-based players
     (VLC, mpv) play but some browsers do not.
     """
@@ -356,7 +411,9 @@ class VideoWriter:
         if self.audio_path:
             cmd += ["-i", self.audio_path, "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
         pix_fmt = "yuv420p" if self.width % 2 == 0 and self.height % 2 == 0 else "yuv444p"
-        cmd += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", pix_fmt,
+        cmd += ["-vf", f"scale=out_color_matrix=bt709:out_range=tv,format={pix_fmt},{BT709_TAGS}",
+                "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", pix_fmt,
+                "-x264-params", "colorprim=bt709:transfer=bt709:colormatrix=bt709",
                 "-movflags", "+faststart", "-f", "mp4", tmp]
         self._log = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
