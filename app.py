@@ -3,7 +3,7 @@
     python app.py --ckpt_path talklip.pth [--host 127.0.0.1] [--port 7860] [--device cpu]
 
 Without --ckpt_path the quickstart's last checkpoint is used when runs/quickstart exists. The page
-calls the same dubbing function as inf_demo.py (models.synthesis.dub). It listens on 127.0.0.1
+calls the same dubbing function as inf_demo.py (dubbing.dub). It listens on 127.0.0.1
 unless --host says otherwise, refuses uploads past --max_upload_mb and speech or video past
 --max_seconds, runs one dub at a time (others wait in a queue that shows their place), and keeps
 each job's files in its own folder under one temporary folder, removed after --keep_minutes and when
@@ -26,7 +26,8 @@ import numpy as np
 from face_detection import DEFAULT_S3FD_PATH, build_detector
 from face_detection.tracking import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_MAX_SIDE, DEFAULT_MAX_GAP_S, TrackingOptions
 from face_detection.tracking import KeyFrameDetector, nearest_face
-from models.synthesis import SynthesisOptions, dub, is_image, read_image
+from dubbing import SynthesisOptions, dub
+from dubbing.source import is_image, read_image
 from models.talklip import load_talklip, prepare_for_inference
 from utils.audio import speech_seconds
 from utils.cli import positive_float, positive_int

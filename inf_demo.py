@@ -11,7 +11,8 @@ import time
 
 from face_detection import DEFAULT_S3FD_PATH, build_detector
 from face_detection.tracking import add_tracking_args, tracking_options
-from models.synthesis import AUDIO_WINDOW_OVERLAP, SynthesisOptions, dub
+from dubbing import SynthesisOptions, dub
+from dubbing.speech import AUDIO_WINDOW_OVERLAP
 from models.talklip import load_talklip, prepare_for_inference
 from utils.cli import int_at_least, non_negative_int, positive_int
 from utils.device import add_device_arg, autocast_dtype, resolve_device

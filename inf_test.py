@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from models.synthesis import SynthesisOptions, synthesize_test_clip
+from dubbing import SynthesisOptions, synthesize_test_clip
 from models.talklip import load_talklip, prepare_for_inference
 from preparation.runner import run_shard
 from utils.cli import positive_int

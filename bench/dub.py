@@ -127,7 +127,7 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool)
     frame, full resolution); ``release``: SynthesisOptions.release_memory."""
     started = time.perf_counter()
     from face_detection.tracking import TrackingOptions
-    from models.synthesis import SynthesisOptions, dub
+    from dubbing import SynthesisOptions, dub
     from models.talklip import load_talklip, prepare_for_inference
     generator = prepare_for_inference(load_talklip(ckpt))
     detector = S3FDCostCascadeBoxes(s3fd)
@@ -180,7 +180,7 @@ def generator_speed_folded(batches=(4, 8, 32), repeat: int = 4) -> dict:
     the dub's batch (4), 8 and 32; ``best`` is the folded model's best."""
     import copy
     import torch
-    from models.synthesis import render_faces
+    from dubbing.render import render_faces
     from models.talklip import TalkLip, prepare_for_inference
     torch.manual_seed(0)
     model = TalkLip().eval()

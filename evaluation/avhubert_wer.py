@@ -19,7 +19,7 @@ import jiwer
 
 from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, file_identity,
                                from_args, scored)
-from evaluation.wer import normalise
+from utils.wer import normalise
 from models.avhubert import load_avhubert
 from models.avhubert.reading import decode_clip, mouth_rois
 from utils.cli import any_float, non_negative_float, non_negative_int, positive_int

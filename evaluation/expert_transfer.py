@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from evaluation.wer import error_rates
+from utils.wer import error_rates
 from models.avhubert.generate import EOS
 from models.avhubert.reading import decode_clip
 from models.avhubert.training import ROI_STD, collate_targets, collate_videos, lip_reading_loss

@@ -28,7 +28,7 @@ import numpy as np
 
 from evaluation.common import ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, from_args, scored
 from preparation.mouth_pixels import mouth_darkness
-from utils.audio import FEATURE_RATE_HZ
+from utils.timeline import frame_feature_rows, ping_pong
 from utils.errors import MediaError, run_cli
 from utils.fileio import atomic_output
 from utils.video import VideoReader
@@ -85,10 +85,9 @@ def dub_mouth_sync(video_path: str, face_gt: Mapping[str, np.ndarray], speech_gt
                    fps: Optional[float] = None) -> Dict:
     """A dub of the face clip (ground truth ``face_gt``) driven by the speech clip's audio (``speech_gt``):
     output frame k shows face frame ping_pong(k) and should open as the speech clip's frame at k / fps."""
-    from models.synthesis import ping_pong
     with VideoReader(video_path) as reader:
         fps, declared = fps or reader.fps, reader.num_frames
-    speech_rows = np.floor(np.arange(declared) * FEATURE_RATE_HZ / fps + 1e-6).astype(np.int64)
+    speech_rows = frame_feature_rows(declared, fps)
     count = int(np.sum(speech_rows < len(speech_gt["mouth_opening"])))   # frames the speech truth covers
     source = ping_pong(declared, len(face_gt["mouth_opening"]))[:count]
     darkness = darkness_series(video_path, face_gt, source)

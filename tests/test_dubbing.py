@@ -13,7 +13,7 @@ import torch
 from face_detection import CascadeDetector
 from face_detection.tracking import KeyFrameDetector, TrackingOptions, track_faces
 from models.presets import talklip_preset
-from models.synthesis import SynthesisOptions, dub
+from dubbing import SynthesisOptions, dub
 from models.talklip import ConvBlock, TalkLip, prepare_for_inference
 from utils.audio import AUDIO_RATE_HZ, load_audio
 from utils.video import VideoReader, VideoWriter, probe_video
@@ -97,13 +97,13 @@ def test_the_heap_is_trimmed_before_a_detection_larger_than_the_last(monkeypatch
     """The follower's detector trims the heap before a search at the full view in mid-dub (its
     activations would come on top of the heap grown since the last trim), not before the face-scale
     key frames, and finds what the detector finds."""
-    import models.synthesis as synthesis
+    import dubbing.follower as follower
     trims = []
-    monkeypatch.setattr(synthesis, "release_free_memory", lambda: trims.append(1) or True)
+    monkeypatch.setattr(follower, "release_free_memory", lambda: trims.append(1) or True)
     cascade = CascadeDetector()
     frame = moving_face_720p(1)[0][0]
     view, small = cv2.resize(frame, (640, 360)), cv2.resize(frame, (415, 233))
-    detector = synthesis.HeapTrimmedDetector(cascade)
+    detector = follower.HeapTrimmedDetector(cascade)
     counts = []
     for image in (view, small, small, view, small):
         found = detector.detect_faces(image[None])
@@ -217,8 +217,9 @@ def test_the_streaming_dub_equals_a_plain_frame_by_frame_dub(tmp_path, cpu_gener
     speech's row for its time, pasted, then encoded. A cut to a faceless shot, and speech longer than
     the video (played back and forth), with chunks that do not divide the clip."""
     from face_detection.boxes import crop_face
-    from models.synthesis import (encode_audio, face_inputs, frame_feature_rows, paste_faces, ping_pong,
-                                  render_faces)
+    from dubbing.render import face_inputs, paste_faces, render_faces
+    from dubbing.speech import encode_audio
+    from utils.timeline import frame_feature_rows, ping_pong
     from utils.audio import talklip_features
     head = astronaut_head(260, 300)
     frames = []
@@ -303,7 +304,7 @@ if sys.argv[1] == "after_dub":                         # a library call must lea
     import torch
     from face_detection import CascadeDetector
     from models.presets import encoder_preset, talklip_preset
-    from models.synthesis import SynthesisOptions, dub
+    from dubbing import SynthesisOptions, dub
     from models.talklip import TalkLip
     from utils.video import VideoWriter
     import soundfile
@@ -365,7 +366,7 @@ def test_dub_leaves_the_process_allocator_as_it_found_it(tmp_path):
 
 
 def test_a_face_track_lists_the_frames_that_pass_through():
-    from models.synthesis import FaceTrack
+    from dubbing.follower import FaceTrack
     box = np.array([0, 0, 10, 10])
     track = FaceTrack([None, box, None, None, box, None], np.arange(6), 6, False, 2, 0)
     assert track.frames == 6 and track.passthrough_spans() == [(0, 1), (2, 4), (5, 6)]
@@ -376,14 +377,14 @@ def test_speech_encoded_window_by_window_as_frames_ask_equals_the_whole_at_once(
     """Speech.embeddings (features read by range from the file, windows encoded when first asked,
     the encoder's pages released after each) gives exactly encode_audio's rows on the whole file's
     features, for 20 s of speech in windows of 320 rows."""
-    from models.synthesis import Speech, encode_audio
+    from dubbing.speech import Speech, encode_audio
     from utils.audio import SpeechSamples, talklip_features
     from utils.pipeline import StageClock
     path = str(tmp_path / "speech.wav")
     tone(path, 20.0)
     whole = encode_audio(cpu_generator, talklip_features(load_audio(path), AUDIO_RATE_HZ), "cpu", max_frames=320)
     with SpeechSamples(path, str(tmp_path)) as samples:
-        speech = Speech(cpu_generator, samples, SynthesisOptions(audio_window=320), StageClock())
+        speech = Speech.of_samples(cpu_generator, samples, SynthesisOptions(audio_window=320), StageClock())
         assert speech.rows == len(whole) == 500
         parts = [speech.embeddings(np.arange(start, min(500, start + 37))) for start in range(0, 500, 37)]
     assert torch.equal(torch.cat(parts), whole)
@@ -443,7 +444,7 @@ def test_a_still_larger_than_h264_can_carry_is_scaled_down_to_fit(tmp_path, caps
     """A 9000 x 9000 PNG was dubbed into an H.264 file beyond level 6.2's frame size (players refuse it),
     holding the full picture: it is now decoded reduced and scaled to fit, saying so. A still that fits is
     read as it is."""
-    from models.synthesis import H264_MAX_MACROBLOCKS, h264_fit, open_face_source
+    from dubbing.source import H264_MAX_MACROBLOCKS, h264_fit, open_face_source
     big = np.zeros((9000, 9000, 3), np.uint8)
     big[3000:6000, 3000:6000] = (40, 90, 200)
     cv2.imwrite(str(tmp_path / "big.png"), big)
@@ -494,7 +495,7 @@ def test_hdr_and_bt2020_video_is_dubbed_in_bt709_with_its_colours(tmp_path, cpu_
     the face are within a few levels of ffmpeg's own conversion of the input, and of the SDR picture the
     HDR clip was made from (SDR white placed at 203 nits: the tone map gives it back). Said once."""
     import av
-    from models.synthesis import decodable_stream
+    from dubbing.source import decodable_stream
     from utils.ffmpeg import run_ffmpeg
     from utils.video import TO_BT709, TONE_MAP
     frame = np.full((200, 320, 3), 90, np.uint8)

@@ -13,7 +13,7 @@ from skimage.metrics import structural_similarity
 
 from evaluation.sync_eval import SyncNet, load_syncnet, lse, offset_scores
 from evaluation.visual_quality import psnr, ssim
-from evaluation.wer import error_rates
+from utils.wer import error_rates
 from models.conformer_lip_reading import (CHAR_TO_INDEX, ConformerConfig, ConformerLipReader,
                                           RelPositionMultiHeadedAttention, load_conformer_lip_reader,
                                           required_length, teacher_forced_error_rates, text_to_indices)

@@ -12,7 +12,7 @@ import pytest
 
 from face_detection import CascadeDetector
 from face_detection.tracking import TrackingOptions, boxes_for_video
-from models.synthesis import SynthesisOptions, synthesize_test_clip
+from dubbing import SynthesisOptions, synthesize_test_clip
 from tests.conftest import ROOT, run_module
 from tests.media import head_frames, tone, write_clip
 from utils.errors import MediaError

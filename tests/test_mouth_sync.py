@@ -8,7 +8,7 @@ from evaluation import mouth_sync
 from evaluation.common import ClipRun
 from evaluation.mouth_sync import clip_mouth_sync, dub_mouth_sync, load_ground_truth, pearson
 from evaluation.report import gan_health, mouth_sync_figure, sample_grid
-from models.synthesis import ping_pong
+from utils.timeline import ping_pong
 from preparation.make_synthetic import FRAME_SIZE, draw_mouth, frame_transform, neutral_face, render_clip
 from utils.errors import MediaError
 from utils.video import VideoWriter

@@ -17,7 +17,7 @@ import torch
 
 from face_detection import CascadeDetector
 from face_detection.tracking import TrackingOptions
-from models.synthesis import SynthesisOptions, dub
+from dubbing import SynthesisOptions, dub
 from tests.conftest import ROOT, run_module
 from tests.media import ffmpeg, head_frames, tone, write_clip
 from training import checkpoints

@@ -8,7 +8,10 @@ import soundfile
 import torch
 
 from face_detection import CascadeDetector, crop_face
-from models.synthesis import SynthesisOptions, dub, encode_audio, frame_feature_rows, ping_pong, render_into
+from dubbing import SynthesisOptions, dub
+from dubbing.render import render_into
+from dubbing.speech import encode_audio
+from utils.timeline import frame_feature_rows, ping_pong
 from utils.pipeline import StageClock
 from models.presets import talklip_preset
 from models.talklip import AVSync, TalkLip, TalkLipDiscriminator, bce, load_discriminator, load_talklip
@@ -282,7 +285,7 @@ class ReferenceEcho(TalkLip):
 
 def test_inf_test_regenerates_each_frame_from_the_first_frame_as_reference(tmp_path, corpus, one_shard):
     from models.presets import encoder_preset
-    from models.synthesis import synthesize_test_clip
+    from dubbing import synthesize_test_clip
     from utils.corpus import load_boxes
     data, splits = corpus
     name = splits["test"][0]

@@ -309,7 +309,7 @@ def evaluate_expert(model, clips: ClipCache, device, decode: bool = True, blank:
     blanked ('token_acc_blank': what the decoder's text prior alone gets, the chance level of lip
     reading) and, for clips read with their audio, from the speech alone ('token_acc_audio'); and
     (``decode``) the WER of greedy decoding ('wer', and 'wer_blank' with ``blank``)."""
-    from evaluation.wer import error_rates
+    from utils.wer import error_rates
     model.eval()
     shows = ["token_acc"] + (["token_acc_blank"] if blank else []) + (["token_acc_audio"] if clips.audio else [])
     correct = dict.fromkeys(shows, 0)

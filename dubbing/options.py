@@ -1,0 +1,38 @@
+"""What a dub or a test-set synthesis is asked to do (``SynthesisOptions``), and how its progress shows."""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+
+@dataclass
+class SynthesisOptions:
+    batch_size: int = 4           # faces per generator batch (on 2 CPU cores 4-8 ran faster than 32, with 1/3-1/6 of the memory)
+    chunk_frames: int = 32        # frames cropped / generated / pasted / handed to the encoder at a time
+    feather: int = 0              # blend width in pixels (0: paste the face box as the original)
+    audio_window: int = 1500      # audio frames (25 Hz) the transformer sees at once
+    device: str = "cpu"
+    dtype: Optional[torch.dtype] = None   # e.g. torch.bfloat16 on GPU
+    progress: bool = True         # tqdm bars on stderr
+    read_ahead: int = 8           # decoded frames waiting for the model
+    on_progress: Optional[Callable[[str, int, int], None]] = None   # (stage, frames done, frames in all)
+    release_memory: bool = True   # hand freed heap pages and the audio encoder's mapped pages back as it goes
+
+
+class StageProgress:
+    """One stage's progress: a tqdm bar (``show``) and ``on_progress(stage, done, total)``, advanced together."""
+
+    def __init__(self, stage: str, total: int, show: bool, on_progress=None):
+        self.stage, self.total, self.done, self.on_progress = stage, total, 0, on_progress
+        self.bar = tqdm(total=total, desc=stage, unit="frame", disable=not show)
+        self.update(0)
+
+    def update(self, frames: int) -> None:
+        self.done += frames
+        self.bar.update(frames)
+        if self.on_progress is not None:
+            self.on_progress(self.stage, self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
