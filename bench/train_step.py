@@ -33,7 +33,7 @@ def measure(data, expert, device, batch, steps, stage, bf16):
                       batch_size=batch, num_worker=0, tensorboard=False, no_progress=True, device=device, bf16=bf16)
     trainer = Trainer(cfg)
     trainer.curriculum.stage = stage
-    items = [trainer.train_set[i % len(trainer.train_set)] for i in range(batch)]
+    items = [trainer.data.train_set[i % len(trainer.data.train_set)] for i in range(batch)]
     batch_data = trainer.to_device(collate(items))
     trainer.train_step([batch_data])                          # warm-up
     if device == "cuda":

@@ -117,8 +117,8 @@ def test_the_lip_loss_augmentation_acts_in_training_only(corpus, one_shard, tiny
                               seed=3, lip_augment=copies, lip_augment_noise=1.0))
     plain, augmented = trainer(0), trainer(4)
     assert plain.validate() == augmented.validate()
-    plain_logs = plain.train_step(plain.next_micro_batches())
-    augmented_logs = augmented.train_step(augmented.next_micro_batches())
+    plain_logs = plain.train_step(plain.next_micro_batches()).logs
+    augmented_logs = augmented.train_step(augmented.next_micro_batches()).logs
     assert abs(plain_logs["lip"] - augmented_logs["lip"]) > 1e-4
     assert plain_logs["l1"] == augmented_logs["l1"]
 

@@ -78,6 +78,27 @@ def test_resumed_run_equals_an_uninterrupted_one(corpus, one_shard, tiny_expert,
     assert load_talklip(str(tmp_path / "b" / "checkpoint_step000000004.pth")).audio_dim == 64
 
 
+def test_a_state_file_written_before_the_run_state_object_resumes_the_same(corpus, one_shard, tiny_expert, tmp_path):
+    """State files written before RunState held the run's progress as flat entries (step, epoch, epoch_step,
+    rollbacks, ooms, history, train_log, recent) at the top of the dict: one in that layout resumes to the
+    same step-4 weights, history and log as the uninterrupted run."""
+    kw = dict(ckpt_interval=2, patience=0, lr=1e-3, log_interval=1)
+    whole = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "a", max_steps=4, **kw)).run()
+    Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "b", max_steps=2, **kw)).run()
+    path = tmp_path / "b" / "state_step000000002.pt"
+    state = torch.load(path, weights_only=True)
+    run = state.pop("run")
+    assert set(run) - {"high_disc"} == {"step", "epoch", "epoch_step", "rollbacks", "ooms", "history", "train_log",
+                                        "recent"}
+    state.update({k: v for k, v in run.items() if k != "high_disc"})          # the layout before
+    torch.save(state, path)
+    resumed = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "b", max_steps=4, **kw)).run()
+    assert (resumed["step"], resumed["history"], resumed["train_log"]) == (4, whole["history"], whole["train_log"])
+    a, b = (torch.load(tmp_path / run / "state_step000000004.pt", weights_only=True) for run in ("a", "b"))
+    for part in ("gen", "disc"):
+        assert all(torch.equal(v, b[part][k]) for k, v in a[part].items()), part
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,10 +133,10 @@ def test_two_process_ddp_equals_one_process_with_the_doubled_batch(corpus, one_s
 def test_a_short_run_lowers_the_validation_l1(corpus, one_shard, tiny_expert, tmp_path):
     trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path, lr=2e-3, perp_w=0.0))   # the quickstart's lr
     before = trainer.validate()["l1"]
-    batches = [trainer.next_micro_batches()[0] for _ in range(trainer.sampler.steps_per_epoch())]
+    batches = [trainer.next_micro_batches()[0] for _ in range(trainer.data.sampler.steps_per_epoch())]
     for i in range(12):
         trainer.train_step([batches[i % len(batches)]])
-        trainer.step += 1
+        trainer.state.step += 1
     assert trainer.validate()["l1"] < before * 0.95
 
 
@@ -127,7 +148,7 @@ def test_injected_divergence_rolls_back_then_gives_up(corpus, one_shard, tiny_ex
         trainer.run()
     log = (tmp_path / "talklip.log").read_text()
     assert "rolling back to" in log and "state_step000000000.pt" in log and "(rollback 1)" in log
-    assert trainer.rollbacks == 1
+    assert trainer.state.rollbacks == 1
 
 
 def test_bad_inputs_give_one_line_errors_and_write_nothing(corpus, one_shard, tmp_path):
@@ -343,21 +364,22 @@ def test_without_transcripts_pseudo_labels_are_made_once_and_the_expert_stage_le
     cfg = config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=words, bbx_root=bbx, start_stage=2,
                  lr=2e-3, perp_w=0.0, lip_w=0.5)          # a lip weight that lets 16 steps show the trend
     trainer = Trainer(cfg)
-    names = trainer.train_set.names + trainer.valid_set.names
+    names = trainer.data.train_set.names + trainer.data.valid_set.names
     files = {n: pseudo_label_path(bbx, n) for n in names}
     assert all(os.path.isfile(f) for f in files.values())
-    assert any(kind == PSEUDO for kind, _ in trainer.labels.values())
+    assert any(kind == PSEUDO for kind, _ in trainer.data.labels.values())
     stamps = {n: os.path.getmtime(f) for n, f in files.items()}
     lips = []
     for _ in range(16):
-        logs = trainer.train_step(trainer.next_micro_batches())
+        result = trainer.train_step(trainer.next_micro_batches())
         trainer.count_step()
-        trainer.after_step(logs)
+        trainer.after_step(result)
+        logs = result.logs
         assert torch.isfinite(torch.tensor(logs["lip"]))
         lips.append(logs["lip"])
     assert sum(lips[-4:]) < sum(lips[:4])                  # the expert's loss on the pseudo-labels decreases
     again = Trainer(cfg)                                   # a resumed run reads the cache
-    assert again.labels == trainer.labels
+    assert again.data.labels == trainer.data.labels
     assert {n: os.path.getmtime(f) for n, f in files.items()} == stamps
     log = open(tmp_path / "ck" / "talklip.log").read()
     assert log.count("pseudo-labelling") == 1 and "with pseudo-labels" in log
@@ -367,7 +389,7 @@ def test_no_lip_loss_needs_no_text_and_keeps_the_contrastive_loss(corpus, one_sh
     words, bbx = without_transcripts(corpus, one_shard, tmp_path)
     trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=None, bbx_root=bbx,
                              start_stage=2, no_lip_loss=True))
-    logs = trainer.train_step(trainer.next_micro_batches())
+    logs = trainer.train_step(trainer.next_micro_batches()).logs
     assert "lip" not in logs and logs["cont"] > 0
     valid = trainer.validate()
     assert "lip" not in valid and "token_acc" not in valid and valid["cont"] > 0
@@ -380,7 +402,7 @@ def test_the_ablation_removes_the_lip_term_and_nothing_else(corpus, one_shard, t
     def one_step(stage, ablation):
         trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / f"ck{stage}{ablation}", start_stage=stage,
                                  lip_w=0.5, no_lip_loss=ablation, seed=3))
-        logs = trainer.train_step(trainer.next_micro_batches())
+        logs = trainer.train_step(trainer.next_micro_batches()).logs
         return snapshot(trainer.gen), logs
     for stage in (0, 1):
         (full, _), (ablated, _) = one_step(stage, False), one_step(stage, True)
@@ -424,7 +446,7 @@ def test_a_bf16_step_computes_the_fp32_losses_within_bf16_precision(corpus, one_
     logs = {}
     for bf16 in (False, True):
         trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / f"ck{bf16}", start_stage=2, bf16=bf16))
-        logs[bf16] = trainer.train_step(trainer.next_micro_batches())
+        logs[bf16] = trainer.train_step(trainer.next_micro_batches()).logs
     for key in ("l1", "perc", "lip", "cont", "disc"):
         assert logs[True][key] == pytest.approx(logs[False][key], rel=0.02), key
 
@@ -444,9 +466,9 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
     words, bbx = without_transcripts(corpus, one_shard, tmp_path, keep=train[::2])
     trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=words, bbx_root=bbx))
     codec = trainer.expert.codec
-    for i, name in enumerate(trainer.train_set.names):
-        kind, text = trainer.labels[name]
-        target = trainer.train_set[i]["target"]
+    for i, name in enumerate(trainer.data.train_set.names):
+        kind, text = trainer.data.labels[name]
+        target = trainer.data.train_set[i]["target"]
         if name in train[::2]:
             assert kind == TRANSCRIPT and text == read_transcript(f"{data}/main", name)
         else:
@@ -507,7 +529,7 @@ def test_a_failed_pseudo_label_is_not_cached_and_stage_2_says_who_lacks_a_target
     assert labels[victim][0] in (PSEUDO, NONE) and os.path.exists(pseudo_label_path(bbx, victim))
     trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "ck", word_root=words, bbx_root=bbx,
                              start_stage=2))
-    trainer.labels = {**trainer.labels, victim: (NONE, "")}
+    trainer.data.labels = {**trainer.data.labels, victim: (NONE, "")}
     trainer.start()
     log = open(tmp_path / "ck" / "talklip.log").read()
     assert f"lacking a transcript or pseudo-label (e.g. {victim})" in log

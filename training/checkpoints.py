@@ -147,7 +147,9 @@ def state_files(folder: str) -> List[Tuple[int, str]]:
 
 def load_state(path: str) -> Dict:
     state = load_torch_file(path, what="training state")
-    missing = {"gen", "disc", "opt_g", "opt_d", "curriculum", "step", "config", "rng"} - set(state)
+    missing = {"gen", "disc", "opt_g", "opt_d", "curriculum", "config", "rng"} - set(state)
+    if "run" not in state and "step" not in state:     # the run's progress: one entry, or flat (older files)
+        missing.add("run")
     if missing:
         raise CheckpointError(f"training state {path} lacks {', '.join(sorted(missing))}: "
                               f"it was not written by this train.py")

@@ -33,6 +33,10 @@ class Curriculum:
         self.min_steps, self.max_steps = tuple(min_steps), tuple(max_steps)
         self.stage_start = 0        # the step at which the current stage began
 
+    def begin_stage_at(self, step: int) -> None:
+        """The current stage counts its steps from ``step`` (a run started from a checkpoint of that step)."""
+        self.stage_start = step
+
     def _bound(self, bounds) -> int:
         return bounds[self.stage] if self.stage < len(bounds) else 0
 

@@ -33,6 +33,7 @@ from training.mouth_augment import CropAugment
 from training.config import TrainConfig
 from training.curriculum import DONE, FINETUNED_LAYERS, STAGES, Curriculum, stage_plan
 from training.objective import Objective, disc_loss
+from training.run_state import RunState
 from utils.checkpoint import load_checkpoint_file, load_strict
 from utils.device import has_native_bf16, resolve_device
 from utils.errors import TalkLipError
@@ -95,6 +96,39 @@ def _micro_seed(*parts) -> int:
     return int(np.random.default_rng(list(parts)).integers(0, 2 ** 62))
 
 
+@dataclass
+class Optimizers:
+    gen: torch.optim.Optimizer
+    disc: torch.optim.Optimizer
+
+    def zero_grad(self):
+        self.gen.zero_grad(set_to_none=True)
+        self.disc.zero_grad(set_to_none=True)
+
+
+@dataclass
+class TrainData:
+    """The clips a run trains and validates on, their lip targets, and the order of the training batches."""
+    labels: Dict[str, Tuple[str, str]]
+    train_set: TalkLipDataset
+    valid_set: TalkLipDataset
+    sampler: ResumableBatchSampler
+
+
+@dataclass
+class Parallel:
+    """The objective and the discriminator as the step runs them: DDP-wrapped with several processes."""
+    objective: nn.Module
+    disc: nn.Module
+
+
+@dataclass
+class StepResult:
+    """What one optimisation step produced: its losses, and one micro-batch's faces for the sample images."""
+    logs: Dict[str, float]
+    samples: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]    # (generator input, generated, ground truth)
+
+
 # ------------------------------------------------------------------------------------ trainer
 class Trainer:
     def __init__(self, cfg: TrainConfig):
@@ -109,31 +143,391 @@ class Trainer:
         self.gen, self.disc, self.expert = m["gen"], m["disc"], m["expert"]
         self.objective = Objective(self.gen, self.expert, self.disc, cfg.lip_augment,
                                    CropAugment(noise_std=cfg.lip_augment_noise, shift_px=cfg.lip_augment_shift))
-        self.opt_g = torch.optim.Adam([p for p in self.gen.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=(0.5, 0.999))
+        self.optim = Optimizers(
+            torch.optim.Adam([p for p in self.gen.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.999)),
+            torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=(0.5, 0.999)))
         if cfg.lr_warmdown and cfg.max_steps is None:
             raise TalkLipError("--lr_warmdown counts back from --max_steps: give --max_steps too")
         self.curriculum = Curriculum(cfg.patience, cfg.start_stage, cfg.stage_min_steps, cfg.stage_max_steps)
-        self.step, self.epoch, self.epoch_step, self.rollbacks = 0, 0, 0, 0
-        self.saved_step: Optional[int] = None     # the step whose files were written last
-        self.ooms, self.high_disc, self.history, self.train_log = 0, 0, [], []
-        self.recent: List[Dict[str, float]] = []    # train losses since the last log line
+        self.state = RunState()                      # the run's progress: saved and restored whole
+        self.saved_step: Optional[int] = None        # the step whose files were written last
         checkpoints.prepare_folder(cfg.checkpoint_dir)
         self.log = self._logger()
         if cfg.bf16 and not has_native_bf16(self.device):
             self.note(f"warning: --bf16 on {self.device}, which has no bf16 instructions: emulated, slower than fp32")
-        self.labels = self._labels(train_names + valid_names)
-        common = dict(file_dir=cfg.file_dir, video_root=cfg.video_root, audio_root=cfg.audio_root,
-                      bbx_root=cfg.bbx_root, labels=self.labels, codec=self.expert.codec, seed=cfg.seed)
-        self.train_set = TalkLipDataset("train", windows_per_clip=cfg.windows_per_clip, names=train_names, **common)
-        self.valid_set = TalkLipDataset("valid", names=valid_names, **common)
-        self.sampler = ResumableBatchSampler(len(self.train_set), cfg.batch_size, self.dist.world, self.dist.rank,
-                                             cfg.accum_steps, cfg.seed)
-        self._wrap()
+        self.data = self._data(train_names, valid_names)
+        self.parallel = self._wrap()
         self.tb = self._tensorboard()
         self._batches = None                         # this epoch's batch iterator, made when needed
 
+    # ---- the loop
+    def run(self) -> Dict:
+        """Train until the curriculum is done, ``max_steps`` or ``n_epoch``; resume first if a state exists."""
+        self.start()
+        started = time.time()
+        bar = tqdm(total=self.total_steps(), initial=self.state.step, unit="step", desc="train",
+                   disable=self.cfg.no_progress or not self.dist.main)
+        while not self.finished():
+            result = self.train_step_or_skip(self.next_micro_batches())
+            self.count_step()
+            if result is not None and self.diverged(result.logs):
+                self.rollback(result.logs)
+                bar.n = self.state.step
+                continue
+            self.after_step(result)
+            bar.update(1)
+            if result is not None:
+                bar.set_postfix_str(fmt(result.logs, ("l1", "perc", "lip", "disc")))
+        bar.close()
+        return self.finish(time.time() - started)
+
+    def note(self, text: str):
+        if self.dist.main:
+            tqdm.write(text)
+            self.log.info(text)
+
+    @property
+    def stage(self) -> int:
+        return self.curriculum.stage
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def to_device(self, batch: Dict) -> Dict:
+        return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+    def start(self):
+        """Resume from the newest readable state, or load --gen/--disc_checkpoint_path and save step 0
+        (the first rollback target)."""
+        found = checkpoints.newest_state(self.cfg.checkpoint_dir, warn=self.note)
+        if found:
+            self.resume(*found)
+        elif self.cfg.branch_from:
+            self.branch(self.cfg.branch_from)
+        else:
+            self.load_original()
+            self.save()
+        self.note(f"training on {self.device} x{self.dist.world}: {len(self.data.train_set)} train / "
+                  f"{len(self.data.valid_set)} valid clips, stage {self.stage} ({STAGES[self.stage]})")
+        if stage_plan(self.stage).expert_losses:
+            self.warn_unlabelled()
+
+    def warn_unlabelled(self):
+        """Say when the lip loss begins (stage 2) with training clips that have no lip target."""
+        without = [n for n in self.data.train_set.names if self.data.labels[n][0] == NONE]
+        if without and not self.cfg.no_lip_loss:
+            self.note(f"warning: the lip loss starts with {len(without)} of {len(self.data.train_set)} training clips "
+                      f"lacking a transcript or pseudo-label (e.g. {without[0]}): they train without it")
+
+    def finished(self) -> bool:
+        cfg = self.cfg
+        return (self.stage >= DONE or self.state.epoch >= cfg.n_epoch
+                or (cfg.max_steps is not None and self.state.step >= cfg.max_steps))
+
+    def total_steps(self) -> int:
+        total = self.cfg.n_epoch * self.data.sampler.steps_per_epoch()
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps is not None else total
+
+    def next_micro_batches(self) -> List[Dict]:
+        """The next step's ``accum_steps`` micro-batches of this process (the sampler's epochs hold
+        whole steps, so an epoch never ends inside one)."""
+        if self._batches is None:
+            data, run = self.data, self.state
+            self.note(f"epoch {run.epoch}: {len(data.train_set)} train clips, "
+                      f"{label_counts(data.labels, data.train_set.names)}"
+                      + (" (--no_lip_loss: no lip loss)" if self.cfg.no_lip_loss else ""))
+            data.sampler.set_epoch(run.epoch, run.rollbacks, run.epoch_step)
+            data.train_set.set_epoch(run.epoch, run.rollbacks)
+            self._batches = iter(torch.utils.data.DataLoader(data.train_set, batch_sampler=data.sampler,
+                                                             collate_fn=collate, num_workers=self.cfg.num_worker))
+        return [self.to_device(next(self._batches)) for _ in range(self.cfg.accum_steps)]
+
+    def train_step_or_skip(self, micro: List[Dict]) -> Optional[StepResult]:
+        """One step; None when it ran out of memory (skipped; too many in a row stop the run)."""
+        run = self.state
+        try:
+            result = self.train_step(micro)
+        except torch.OutOfMemoryError:
+            del micro
+            self.optim.zero_grad()
+            torch.cuda.empty_cache()
+            run.ooms += 1
+            self.note(f"step {run.step}: out of memory, step skipped ({run.ooms} in a row)")
+            if run.ooms >= self.cfg.max_oom or self.dist.world > 1:
+                raise TalkLipError(f"out of memory {run.ooms} times in a row at batch {self.cfg.batch_size}: "
+                                   f"use a smaller --batch_size with --accum_steps to keep the batch, "
+                                   f"or --bf16") from None
+            return None
+        run.ooms = 0
+        if all(math.isfinite(v) for v in result.logs.values()):
+            run.count_disc(result.logs["disc"], self.cfg.diverge_threshold)
+        return result
+
+    def count_step(self):
+        """The step just taken (or skipped) counts: ``state.step`` is the number of steps taken."""
+        if self.state.count_step(self.data.sampler.steps_per_epoch()):
+            self._batches = None
+
+    def after_step(self, result: Optional[StepResult]):
+        """Log the step just counted; every ``ckpt_interval`` steps validate and save; move the curriculum."""
+        run = self.state
+        if result is not None:
+            self.log_scalars("train", result.logs)
+            run.recent.append(result.logs)
+        if run.step % self.cfg.log_interval == 0 and run.recent:
+            mean = {k: float(np.mean([r[k] for r in run.recent])) for k in run.recent[0]}
+            self.note(f"step {run.step} stage {self.stage}: {fmt(mean)} (mean of {len(run.recent)} steps)")
+            run.train_log.append({"step": run.step, "stage": self.stage, **mean})
+            run.recent = []
+        validate = run.step % self.cfg.ckpt_interval == 0
+        first = self.stage
+        if validate:
+            if result is not None:
+                self.save_samples(result.samples)
+            self.validate_and_advance()
+        before = self.stage
+        if self.curriculum.stepped(run.step):
+            self.note(f"step {run.step}: stage {before} -> {self.stage} ({STAGES[self.stage]}), "
+                      f"after {self.cfg.stage_max_steps[before]} steps (--stage_max_steps)")
+        if self.stage != first and stage_plan(self.stage).expert_losses and not stage_plan(first).expert_losses:
+            self.warn_unlabelled()
+        if validate or self.stage != first:
+            self.save()        # after the curriculum moved: a resume, or a branch, starts the new stage here
+
+    def finish(self, seconds: float) -> Dict:
+        if self.stage >= DONE:
+            self.note("training done: the last stage ended")
+        run = self.state
+        if self.saved_step != run.step:               # the last step may have been saved already
+            self.save()
+        summary = {"step": run.step, "epoch": run.epoch, "stage": self.stage, "stage_name": STAGES[self.stage],
+                   "precision": "bf16" if self.cfg.bf16 else "fp32",
+                   "rollbacks": run.rollbacks, "seconds": round(seconds, 1), "history": run.history,
+                   "train_log": run.train_log,
+                   "checkpoint": os.path.join(self.cfg.checkpoint_dir, checkpoints.GENERATOR_FILE.format(run.step))}
+        if self.dist.main:
+            with open(os.path.join(self.cfg.checkpoint_dir, "train_summary.json"), "w") as h:
+                json.dump(summary, h, indent=1)
+        if self.tb is not None:
+            self.tb.close()
+        return summary
+
+    # ---- one optimisation step (accum_steps micro-batches on this process)
+    def train_step(self, micro_batches: List[Dict]) -> StepResult:
+        w, plan, step = self.cfg.weights, stage_plan(self.stage), self.state.step
+        scale = warmdown_scale(step, self.cfg.max_steps, self.cfg.lr_warmdown)
+        for opt, lr in ((self.optim.gen, self.cfg.lr), (self.optim.disc, self.cfg.disc_lr or self.cfg.lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+        self.objective.train()
+        self.disc.train()
+        self.optim.zero_grad()
+        logs: Dict[str, float] = {}
+        outs = []
+        n = len(micro_batches)
+        for a, batch in enumerate(micro_batches):
+            torch.manual_seed(_micro_seed(self.cfg.seed, step, a * self.dist.world + self.dist.rank,
+                                          self.state.rollbacks))
+            last = a == n - 1
+            ctx = self.parallel.objective.no_sync() if (self.dist.world > 1 and not last) else contextlib.nullcontext()
+            with ctx, self.autocast():
+                out = self.parallel.objective(batch, plan, w)
+                (out["loss"] / n).backward()
+            outs.append(out["syn"].detach())
+            for k in self.cfg.logged_losses:
+                logs[k] = logs.get(k, 0.0) + float(out[k].detach()) / n
+        self.optim.gen.step()
+        for a, (batch, syn) in enumerate(zip(micro_batches, outs)):
+            last = a == n - 1
+            ctx = self.parallel.disc.no_sync() if (self.dist.world > 1 and not last) else contextlib.nullcontext()
+            with ctx, self.autocast():
+                d = disc_loss(self.parallel.disc, batch["faces_gt"], syn)
+                (d["disc"] / n).backward()
+            for k in ("disc_real", "disc_fake", "disc", "disc_acc"):
+                logs[k] = logs.get(k, 0.0) + float(d[k].detach()) / n
+        self.optim.disc.step()
+        return StepResult(logs, (micro_batches[0]["faces_in"], outs[0], micro_batches[0]["faces_gt"]))
+
+    # ---- validation
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        self.objective.eval()
+        self.disc.eval()
+        sums: Dict[str, float] = {}
+        n_correct = total = 0
+        loader = torch.utils.data.DataLoader(self.data.valid_set, batch_size=self.cfg.batch_size, collate_fn=collate,
+                                             num_workers=min(self.cfg.num_worker, 2))
+        steps = 0
+        for batch in loader:
+            batch = self.to_device(batch)
+            torch.manual_seed(_micro_seed(self.cfg.seed, 10 ** 9, steps))
+            with self.autocast():
+                out = self.objective(batch, stage_plan(self.stage), self.cfg.weights)
+                d = disc_loss(self.disc, batch["faces_gt"], out["syn"])
+            for k, v in {**out, **d}.items():
+                if k not in ("syn", "n_correct", "total"):
+                    sums[k] = sums.get(k, 0.0) + float(v)
+            n_correct += int(out["n_correct"])
+            total += int(out["total"])
+            steps += 1
+        result = {k: v / max(1, steps) for k, v in sums.items()}
+        result["l1_sum"] = sums.get("l1", 0.0)
+        if self.cfg.no_lip_loss:
+            result.pop("lip", None)
+        elif total:
+            result["token_acc"] = n_correct / total
+            result["wer"] = 1.0 - result["token_acc"]       # the original's "wer": the expert's token error
+        return result
+
+    def validate_and_advance(self) -> bool:
+        """Validate (rank 0), share the L1 with every process, advance the curriculum on a plateau."""
+        value = torch.zeros(1)
+        if self.dist.main:
+            val = self.validate()
+            self.note(f"valid step {self.state.step} stage {self.stage}: {fmt(val)}")
+            self.log_scalars("valid", val)
+            self.state.history.append({"step": self.state.step, "stage": self.stage, **val})
+            value[0] = val["l1_sum"]
+        if self.dist.world > 1:
+            dist.broadcast(value, 0)
+        before = self.stage
+        changed = self.curriculum.validated(float(value[0]), self.state.step)
+        if changed:
+            self.note(f"step {self.state.step}: stage {before} -> {self.stage} ({STAGES[self.stage]}), "
+                      f"validation L1 stopped improving")
+        return changed
+
+    # ---- checkpoints
+    def resume_config(self) -> Dict:
+        """What a state records about the run, for check_resume."""
+        return {**dataclasses.asdict(self.cfg), "world": self.dist.world, "expert_sha256": self.expert_sha256}
+
+    def save(self):
+        """Original-format generator and disc_ files, plus the resume state; keep the last K."""
+        if not self.dist.main:
+            return
+        run, widths = self.state, self.gen.config.to_dict()
+        common = {"global_step": run.step, "global_epoch": run.epoch, "talklip_cfg": widths}
+        state = {"gen": self.gen.state_dict(), "disc": self.disc.state_dict(), "opt_g": self.optim.gen.state_dict(),
+                 "opt_d": self.optim.disc.state_dict(), "curriculum": self.curriculum.state_dict(),
+                 "run": run.to_dict(), "config": self.resume_config(), "rng": checkpoints.rng_state()}
+        path = checkpoints.write_step(
+            self.cfg.checkpoint_dir, run.step,
+            {"state_dict": self.gen.state_dict(), "optimizer": self.optim.gen.state_dict(), **common,
+             "audio_encoder_cfg": dataclasses.asdict(self.gen.audio_encoder.w2v_model.cfg)},
+            {"state_dict": self.disc.state_dict(), "optimizer": self.optim.disc.state_dict(), **common},
+            state, self.cfg.keep_last)
+        self.saved_step = run.step
+        self.note(f"saved step {run.step}: {path} (+ disc_, state_)")
+
+    def resume(self, path: str, state: Dict):
+        checkpoints.check_resume(state["config"], self.resume_config(), path, self.cfg.resume_anyway, warn=self.note)
+        self.gen.load_state_dict(state["gen"])
+        self.disc.load_state_dict(state["disc"])
+        self.optim.gen.load_state_dict(state["opt_g"])
+        self.optim.disc.load_state_dict(state["opt_d"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        run = self.state = RunState.from_state(state)
+        self.saved_step = run.step
+        stored, sampler = state["config"], self.data.sampler
+        stored_batch = stored["batch_size"] * stored.get("world", 1) * stored["accum_steps"]
+        if stored_batch != sampler.global_batch:         # --resume_anyway with another batch: same samples seen
+            run.epoch_step = -(-run.epoch_step * stored_batch // sampler.global_batch)
+            if run.epoch_step >= sampler.steps_per_epoch():
+                run.epoch, run.epoch_step = run.epoch + 1, 0
+        checkpoints.set_rng_state(state["rng"])
+        self._batches = None
+        self.note(f"resumed from {path}: step {run.step}, epoch {run.epoch}, stage {self.stage} ({STAGES[self.stage]})")
+
+    def branch(self, path: str):
+        """Start from another run's state (--branch_from) and save it here, so a rerun resumes in this
+        folder. The settings RESUME_MUST_MATCH names are checked as for a resume; the others that differ
+        are logged, since the steps before the branch were taken with the other run's."""
+        state = checkpoints.load_state(path)
+        stored, current = state["config"], self.resume_config()
+        unlogged = {"checkpoint_dir", "branch_from", "log_name", "no_progress", "tensorboard", "keep_last"}
+        differ = [f"{key} {stored.get(key)!r} -> {value!r}" for key, value in current.items()
+                  if key not in unlogged and stored.get(key) != value]
+        self.resume(path, state)
+        self.state.recent = []        # the other run's losses since its last log line are not this run's
+        self.note(f"branched from {path} at step {self.state.step}, stage {self.stage}; settings that differ from that "
+                  f"run's: {'; '.join(differ) or 'none'}")
+        self.save()
+
+    def load_original(self):
+        """--gen_checkpoint_path / --disc_checkpoint_path in the original format (weights, optimizer, step)."""
+        for path, model, opt, is_gen in ((self.cfg.gen_checkpoint_path, self.gen, self.optim.gen, True),
+                                         (self.cfg.disc_checkpoint_path, self.disc, self.optim.disc, False)):
+            if not path:
+                continue
+            state, meta = load_checkpoint_file(path, what="TalkLip checkpoint")
+            load_strict(model, state, source=path)
+            if meta.get("optimizer"):
+                try:
+                    opt.load_state_dict(meta["optimizer"])
+                except (ValueError, KeyError):
+                    self.note(f"{path}: optimizer state does not fit (different trainable set); starting it fresh")
+            if is_gen and meta.get("global_step"):
+                self.state.step = int(meta["global_step"])
+                self.curriculum.begin_stage_at(self.state.step)
+            self.note(f"loaded {path}")
+
+    # ---- divergence
+    def diverged(self, logs: Dict[str, float]) -> bool:
+        """A loss is not finite, or the discriminator's has been high for ``diverge_steps`` steps in a row."""
+        return not all(math.isfinite(v) for v in logs.values()) or self.state.high_disc >= self.cfg.diverge_steps
+
+    def rollback(self, logs: Dict[str, float]):
+        """Back to the newest state from before the divergence began, with a new data order."""
+        now = self.state.step                         # the step just taken
+        began = now - self.state.high_disc            # the weights before the first diverging step
+        found = checkpoints.newest_state(self.cfg.checkpoint_dir, before=began + 1, warn=self.note)
+        if found is None or self.state.rollbacks >= self.cfg.max_rollbacks:
+            raise TalkLipError(f"training diverged at step {now} (losses {fmt(logs)}) and "
+                               + ("no earlier checkpoint exists" if found is None else
+                                  f"{self.state.rollbacks} rollbacks did not help")
+                               + ": lower --lr or validate more often (--ckpt_interval), then resume")
+        rollbacks = self.state.rollbacks + 1
+        self.note(f"divergence at step {now} (losses {fmt(logs)}): rolling back to {found[0]} "
+                  f"(rollback {rollbacks}), with a new data order")
+        self.resume(*found)
+        self.state.rollbacks, self.state.high_disc = rollbacks, 0
+
+    # ---- logging
+    def log_scalars(self, prefix: str, values: Dict[str, float]):
+        if self.tb is None:
+            return
+        step = self.state.step
+        for k, v in values.items():
+            self.tb.add_scalar(f"{prefix}/{k}", v, step)
+        self.tb.add_scalar("train/lr", self.optim.gen.param_groups[0]["lr"], step)
+        self.tb.add_scalar("train/stage", self.stage, step)
+
+    def save_samples(self, samples: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
+        """reference | masked | generated | ground truth, as the original's sample images."""
+        if not self.dist.main:
+            return
+        import cv2
+        x, g, gt = (t.detach().float().cpu().clamp(0, 1) for t in samples)
+        grid = torch.cat([x[:, 3:], x[:, :3], g, gt], dim=3)            # (N, 3, 96, 4*96)
+        folder = os.path.join(self.cfg.checkpoint_dir, f"samples_step{self.state.step:09d}")
+        os.makedirs(folder, exist_ok=True)
+        for i, img in enumerate(grid[:16]):
+            cv2.imwrite(os.path.join(folder, f"{i}.jpg"), (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+        if self.tb is not None:
+            self.tb.add_images("samples", grid[:8].flip(1), self.state.step)     # BGR -> RGB
+
     # ---- set-up helpers
+    def _data(self, train_names: List[str], valid_names: List[str]) -> TrainData:
+        cfg = self.cfg
+        labels = self._labels(train_names + valid_names)
+        common = dict(file_dir=cfg.file_dir, video_root=cfg.video_root, audio_root=cfg.audio_root,
+                      bbx_root=cfg.bbx_root, labels=labels, codec=self.expert.codec, seed=cfg.seed)
+        train_set = TalkLipDataset("train", windows_per_clip=cfg.windows_per_clip, names=train_names, **common)
+        sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, self.dist.world, self.dist.rank,
+                                        cfg.accum_steps, cfg.seed)
+        return TrainData(labels, train_set, TalkLipDataset("valid", names=valid_names, **common), sampler)
+
     def _labels(self, names: List[str]) -> Dict[str, Tuple[str, str]]:
         """Transcripts, else pseudo-labels (rank 0 computes and caches them; the others then read
         the cache), else none; see training.labels."""
@@ -171,376 +565,13 @@ class Trainer:
             return None
         return SummaryWriter(os.path.join(self.cfg.checkpoint_dir, "tb"))
 
-    def _wrap(self):
+    def _wrap(self) -> Parallel:
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.objective_ddp = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids,
-                                                                     find_unused_parameters=True)
-            self.disc_ddp = nn.parallel.DistributedDataParallel(self.disc, device_ids=ids)
-        else:
-            self.objective_ddp, self.disc_ddp = self.objective, self.disc
-
-    def note(self, text: str):
-        if self.dist.main:
-            tqdm.write(text)
-            self.log.info(text)
-
-    @property
-    def stage(self) -> int:
-        return self.curriculum.stage
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
-
-    def to_device(self, batch: Dict) -> Dict:
-        return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-
-    # ---- the loop
-    def run(self) -> Dict:
-        """Train until the curriculum is done, ``max_steps`` or ``n_epoch``; resume first if a state exists."""
-        self.start()
-        started = time.time()
-        bar = tqdm(total=self.total_steps(), initial=self.step, unit="step", desc="train",
-                   disable=self.cfg.no_progress or not self.dist.main)
-        while not self.finished():
-            logs = self.train_step_or_skip(self.next_micro_batches())
-            self.count_step()
-            if logs is not None and self.diverged(logs):
-                self.rollback(logs)
-                bar.n = self.step
-                continue
-            self.after_step(logs)
-            bar.update(1)
-            if logs is not None:
-                bar.set_postfix_str(fmt(logs, ("l1", "perc", "lip", "disc")))
-        bar.close()
-        return self.finish(time.time() - started)
-
-    def start(self):
-        """Resume from the newest readable state, or load --gen/--disc_checkpoint_path and save step 0
-        (the first rollback target)."""
-        found = checkpoints.newest_state(self.cfg.checkpoint_dir, warn=self.note)
-        if found:
-            self.resume(*found)
-        elif self.cfg.branch_from:
-            self.branch(self.cfg.branch_from)
-        else:
-            self.load_original()
-            self.save()
-        self.note(f"training on {self.device} x{self.dist.world}: {len(self.train_set)} train / "
-                  f"{len(self.valid_set)} valid clips, stage {self.stage} ({STAGES[self.stage]})")
-        if stage_plan(self.stage).expert_losses:
-            self.warn_unlabelled()
-
-    def warn_unlabelled(self):
-        """Say when the lip loss begins (stage 2) with training clips that have no lip target."""
-        without = [n for n in self.train_set.names if self.labels[n][0] == NONE]
-        if without and not self.cfg.no_lip_loss:
-            self.note(f"warning: the lip loss starts with {len(without)} of {len(self.train_set)} training clips "
-                      f"lacking a transcript or pseudo-label (e.g. {without[0]}): they train without it")
-
-    def finished(self) -> bool:
-        cfg = self.cfg
-        return (self.stage >= DONE or self.epoch >= cfg.n_epoch
-                or (cfg.max_steps is not None and self.step >= cfg.max_steps))
-
-    def total_steps(self) -> int:
-        total = self.cfg.n_epoch * self.sampler.steps_per_epoch()
-        return min(total, self.cfg.max_steps) if self.cfg.max_steps is not None else total
-
-    def next_micro_batches(self) -> List[Dict]:
-        """The next step's ``accum_steps`` micro-batches of this process (the sampler's epochs hold
-        whole steps, so an epoch never ends inside one)."""
-        if self._batches is None:
-            self.note(f"epoch {self.epoch}: {len(self.train_set)} train clips, "
-                      f"{label_counts(self.labels, self.train_set.names)}"
-                      + (" (--no_lip_loss: no lip loss)" if self.cfg.no_lip_loss else ""))
-            self.sampler.set_epoch(self.epoch, self.rollbacks, self.epoch_step)
-            self.train_set.set_epoch(self.epoch, self.rollbacks)
-            self._batches = iter(torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler,
-                                                             collate_fn=collate, num_workers=self.cfg.num_worker))
-        return [self.to_device(next(self._batches)) for _ in range(self.cfg.accum_steps)]
-
-    def train_step_or_skip(self, micro: List[Dict]) -> Optional[Dict[str, float]]:
-        """One step; None when it ran out of memory (skipped; too many in a row stop the run)."""
-        try:
-            logs = self.train_step(micro)
-        except torch.OutOfMemoryError:
-            del micro
-            self.opt_g.zero_grad(set_to_none=True)
-            self.opt_d.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-            self.ooms += 1
-            self.note(f"step {self.step}: out of memory, step skipped ({self.ooms} in a row)")
-            if self.ooms >= self.cfg.max_oom or self.dist.world > 1:
-                raise TalkLipError(f"out of memory {self.ooms} times in a row at batch {self.cfg.batch_size}: "
-                                   f"use a smaller --batch_size with --accum_steps to keep the batch, "
-                                   f"or --bf16") from None
-            return None
-        self.ooms = 0
-        return logs
-
-    def count_step(self):
-        """The step just taken (or skipped) counts: ``self.step`` is the number of steps taken."""
-        self.step += 1
-        self.epoch_step += 1
-        if self.epoch_step == self.sampler.steps_per_epoch():
-            self.epoch, self.epoch_step, self._batches = self.epoch + 1, 0, None
-
-    def after_step(self, logs: Optional[Dict[str, float]]):
-        """Log the step just counted; every ``ckpt_interval`` steps validate and save; move the curriculum."""
-        if logs is not None:
-            self.log_scalars("train", logs)
-            self.recent.append(logs)
-        if self.step % self.cfg.log_interval == 0 and self.recent:
-            mean = {k: float(np.mean([r[k] for r in self.recent])) for k in self.recent[0]}
-            self.note(f"step {self.step} stage {self.stage}: {fmt(mean)} (mean of {len(self.recent)} steps)")
-            self.train_log.append({"step": self.step, "stage": self.stage, **mean})
-            self.recent = []
-        validate = self.step % self.cfg.ckpt_interval == 0
-        first = self.stage
-        if validate:
-            self.save_samples()
-            self.validate_and_advance()
-        before = self.stage
-        if self.curriculum.stepped(self.step):
-            self.note(f"step {self.step}: stage {before} -> {self.stage} ({STAGES[self.stage]}), "
-                      f"after {self.cfg.stage_max_steps[before]} steps (--stage_max_steps)")
-        if self.stage != first and stage_plan(self.stage).expert_losses and not stage_plan(first).expert_losses:
-            self.warn_unlabelled()
-        if validate or self.stage != first:
-            self.save()        # after the curriculum moved: a resume, or a branch, starts the new stage here
-
-    def finish(self, seconds: float) -> Dict:
-        if self.stage >= DONE:
-            self.note("training done: the last stage ended")
-        if self.saved_step != self.step:               # the last step may have been saved already
-            self.save()
-        summary = {"step": self.step, "epoch": self.epoch, "stage": self.stage, "stage_name": STAGES[self.stage],
-                   "precision": "bf16" if self.cfg.bf16 else "fp32",
-                   "rollbacks": self.rollbacks, "seconds": round(seconds, 1), "history": self.history,
-                   "train_log": self.train_log,
-                   "checkpoint": os.path.join(self.cfg.checkpoint_dir, checkpoints.GENERATOR_FILE.format(self.step))}
-        if self.dist.main:
-            with open(os.path.join(self.cfg.checkpoint_dir, "train_summary.json"), "w") as h:
-                json.dump(summary, h, indent=1)
-        if self.tb is not None:
-            self.tb.close()
-        return summary
-
-    # ---- one optimisation step (accum_steps micro-batches on this process)
-    def train_step(self, micro_batches: List[Dict]) -> Dict[str, float]:
-        w, plan = self.cfg.weights, stage_plan(self.stage)
-        scale = warmdown_scale(self.step, self.cfg.max_steps, self.cfg.lr_warmdown)
-        for opt, lr in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.disc_lr or self.cfg.lr)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
-        self.objective.train()
-        self.disc.train()
-        self.opt_g.zero_grad(set_to_none=True)
-        self.opt_d.zero_grad(set_to_none=True)
-        logs: Dict[str, float] = {}
-        outs = []
-        n = len(micro_batches)
-        for a, batch in enumerate(micro_batches):
-            torch.manual_seed(_micro_seed(self.cfg.seed, self.step, a * self.dist.world + self.dist.rank, self.rollbacks))
-            last = a == n - 1
-            ctx = self.objective_ddp.no_sync() if (self.dist.world > 1 and not last) else contextlib.nullcontext()
-            with ctx, self.autocast():
-                out = self.objective_ddp(batch, plan, w)
-                (out["loss"] / n).backward()
-            outs.append(out["syn"].detach())
-            for k in self.cfg.logged_losses:
-                logs[k] = logs.get(k, 0.0) + float(out[k].detach()) / n
-        self.opt_g.step()
-        for a, (batch, syn) in enumerate(zip(micro_batches, outs)):
-            last = a == n - 1
-            ctx = self.disc_ddp.no_sync() if (self.dist.world > 1 and not last) else contextlib.nullcontext()
-            with ctx, self.autocast():
-                d = disc_loss(self.disc_ddp, batch["faces_gt"], syn)
-                (d["disc"] / n).backward()
-            for k in ("disc_real", "disc_fake", "disc", "disc_acc"):
-                logs[k] = logs.get(k, 0.0) + float(d[k].detach()) / n
-        self.opt_d.step()
-        self.last_samples = (micro_batches[0]["faces_in"], outs[0], micro_batches[0]["faces_gt"])
-        return logs
-
-    # ---- validation
-    @torch.no_grad()
-    def validate(self) -> Dict[str, float]:
-        self.objective.eval()
-        self.disc.eval()
-        sums: Dict[str, float] = {}
-        n_correct = total = 0
-        loader = torch.utils.data.DataLoader(self.valid_set, batch_size=self.cfg.batch_size, collate_fn=collate,
-                                             num_workers=min(self.cfg.num_worker, 2))
-        steps = 0
-        for batch in loader:
-            batch = self.to_device(batch)
-            torch.manual_seed(_micro_seed(self.cfg.seed, 10 ** 9, steps))
-            with self.autocast():
-                out = self.objective(batch, stage_plan(self.stage), self.cfg.weights)
-                d = disc_loss(self.disc, batch["faces_gt"], out["syn"])
-            for k, v in {**out, **d}.items():
-                if k not in ("syn", "n_correct", "total"):
-                    sums[k] = sums.get(k, 0.0) + float(v)
-            n_correct += int(out["n_correct"])
-            total += int(out["total"])
-            steps += 1
-        result = {k: v / max(1, steps) for k, v in sums.items()}
-        result["l1_sum"] = sums.get("l1", 0.0)
-        if self.cfg.no_lip_loss:
-            result.pop("lip", None)
-        elif total:
-            result["token_acc"] = n_correct / total
-            result["wer"] = 1.0 - result["token_acc"]       # the original's "wer": the expert's token error
-        return result
-
-    def validate_and_advance(self) -> bool:
-        """Validate (rank 0), share the L1 with every process, advance the curriculum on a plateau."""
-        value = torch.zeros(1)
-        if self.dist.main:
-            val = self.validate()
-            self.note(f"valid step {self.step} stage {self.stage}: {fmt(val)}")
-            self.log_scalars("valid", val)
-            self.history.append({"step": self.step, "stage": self.stage, **val})
-            value[0] = val["l1_sum"]
-        if self.dist.world > 1:
-            dist.broadcast(value, 0)
-        before = self.stage
-        changed = self.curriculum.validated(float(value[0]), self.step)
-        if changed:
-            self.note(f"step {self.step}: stage {before} -> {self.stage} ({STAGES[self.stage]}), "
-                      f"validation L1 stopped improving")
-        return changed
-
-    # ---- checkpoints
-    def resume_config(self) -> Dict:
-        """What a state records about the run, for check_resume."""
-        return {**dataclasses.asdict(self.cfg), "world": self.dist.world, "expert_sha256": self.expert_sha256}
-
-    def save(self):
-        """Original-format generator and disc_ files, plus the resume state; keep the last K."""
-        if not self.dist.main:
-            return
-        widths = self.gen.config.to_dict()
-        common = {"global_step": self.step, "global_epoch": self.epoch, "talklip_cfg": widths}
-        state = {"gen": self.gen.state_dict(), "disc": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
-                 "opt_d": self.opt_d.state_dict(), "curriculum": self.curriculum.state_dict(), "step": self.step,
-                 "epoch": self.epoch, "epoch_step": self.epoch_step, "rollbacks": self.rollbacks, "ooms": self.ooms,
-                 "history": self.history, "train_log": self.train_log, "recent": self.recent,
-                 "config": self.resume_config(),
-                 "rng": checkpoints.rng_state()}
-        path = checkpoints.write_step(
-            self.cfg.checkpoint_dir, self.step,
-            {"state_dict": self.gen.state_dict(), "optimizer": self.opt_g.state_dict(), **common,
-             "audio_encoder_cfg": dataclasses.asdict(self.gen.audio_encoder.w2v_model.cfg)},
-            {"state_dict": self.disc.state_dict(), "optimizer": self.opt_d.state_dict(), **common},
-            state, self.cfg.keep_last)
-        self.saved_step = self.step
-        self.note(f"saved step {self.step}: {path} (+ disc_, state_)")
-
-    def resume(self, path: str, state: Dict):
-        checkpoints.check_resume(state["config"], self.resume_config(), path, self.cfg.resume_anyway, warn=self.note)
-        self.gen.load_state_dict(state["gen"])
-        self.disc.load_state_dict(state["disc"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.curriculum.load_state_dict(state["curriculum"])
-        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
-        self.saved_step = self.step
-        stored = state["config"]
-        stored_batch = stored["batch_size"] * stored.get("world", 1) * stored["accum_steps"]
-        if stored_batch != self.sampler.global_batch:    # --resume_anyway with another batch: same samples seen
-            self.epoch_step = -(-self.epoch_step * stored_batch // self.sampler.global_batch)
-            if self.epoch_step >= self.sampler.steps_per_epoch():
-                self.epoch, self.epoch_step = self.epoch + 1, 0
-        self.rollbacks, self.ooms = state["rollbacks"], state.get("ooms", 0)
-        self.history, self.train_log = list(state.get("history", [])), list(state.get("train_log", []))
-        self.recent = list(state.get("recent", []))
-        checkpoints.set_rng_state(state["rng"])
-        self._batches = None
-        self.note(f"resumed from {path}: step {self.step}, epoch {self.epoch}, stage {self.stage} ({STAGES[self.stage]})")
-
-    def branch(self, path: str):
-        """Start from another run's state (--branch_from) and save it here, so a rerun resumes in this
-        folder. The settings RESUME_MUST_MATCH names are checked as for a resume; the others that differ
-        are logged, since the steps before the branch were taken with the other run's."""
-        state = checkpoints.load_state(path)
-        stored, current = state["config"], self.resume_config()
-        unlogged = {"checkpoint_dir", "branch_from", "log_name", "no_progress", "tensorboard", "keep_last"}
-        differ = [f"{key} {stored.get(key)!r} -> {value!r}" for key, value in current.items()
-                  if key not in unlogged and stored.get(key) != value]
-        self.resume(path, state)
-        self.recent = []              # the other run's losses since its last log line are not this run's
-        self.note(f"branched from {path} at step {self.step}, stage {self.stage}; settings that differ from that "
-                  f"run's: {'; '.join(differ) or 'none'}")
-        self.save()
-
-    def load_original(self):
-        """--gen_checkpoint_path / --disc_checkpoint_path in the original format (weights, optimizer, step)."""
-        for path, model, opt, is_gen in ((self.cfg.gen_checkpoint_path, self.gen, self.opt_g, True),
-                                         (self.cfg.disc_checkpoint_path, self.disc, self.opt_d, False)):
-            if not path:
-                continue
-            state, meta = load_checkpoint_file(path, what="TalkLip checkpoint")
-            load_strict(model, state, source=path)
-            if meta.get("optimizer"):
-                try:
-                    opt.load_state_dict(meta["optimizer"])
-                except (ValueError, KeyError):
-                    self.note(f"{path}: optimizer state does not fit (different trainable set); starting it fresh")
-            if is_gen and meta.get("global_step"):
-                self.step = int(meta["global_step"])
-                self.curriculum.stage_start = self.step
-            self.note(f"loaded {path}")
-
-    # ---- divergence
-    def diverged(self, logs: Dict[str, float]) -> bool:
-        if not all(math.isfinite(v) for v in logs.values()):
-            return True
-        self.high_disc = self.high_disc + 1 if logs["disc"] > self.cfg.diverge_threshold else 0
-        return self.high_disc >= self.cfg.diverge_steps
-
-    def rollback(self, logs: Dict[str, float]):
-        """Back to the newest state from before the divergence began, with a new data order."""
-        now = self.step                               # the step just taken
-        began = now - self.high_disc                  # the weights before the first diverging step
-        found = checkpoints.newest_state(self.cfg.checkpoint_dir, before=began + 1, warn=self.note)
-        if found is None or self.rollbacks >= self.cfg.max_rollbacks:
-            raise TalkLipError(f"training diverged at step {now} (losses {fmt(logs)}) and "
-                               + ("no earlier checkpoint exists" if found is None else
-                                  f"{self.rollbacks} rollbacks did not help")
-                               + ": lower --lr or validate more often (--ckpt_interval), then resume")
-        rollbacks = self.rollbacks + 1
-        self.note(f"divergence at step {now} (losses {fmt(logs)}): rolling back to {found[0]} "
-                  f"(rollback {rollbacks}), with a new data order")
-        self.resume(*found)
-        self.rollbacks = rollbacks
-        self.high_disc = 0
-
-    # ---- logging
-    def log_scalars(self, prefix: str, values: Dict[str, float]):
-        if self.tb is None:
-            return
-        for k, v in values.items():
-            self.tb.add_scalar(f"{prefix}/{k}", v, self.step)
-        self.tb.add_scalar("train/lr", self.opt_g.param_groups[0]["lr"], self.step)
-        self.tb.add_scalar("train/stage", self.stage, self.step)
-
-    def save_samples(self):
-        """reference | masked | generated | ground truth, as the original's sample images."""
-        if not self.dist.main or not hasattr(self, "last_samples"):
-            return
-        import cv2
-        x, g, gt = (t.detach().float().cpu().clamp(0, 1) for t in self.last_samples)
-        grid = torch.cat([x[:, 3:], x[:, :3], g, gt], dim=3)            # (N, 3, 96, 4*96)
-        folder = os.path.join(self.cfg.checkpoint_dir, f"samples_step{self.step:09d}")
-        os.makedirs(folder, exist_ok=True)
-        for i, img in enumerate(grid[:16]):
-            cv2.imwrite(os.path.join(folder, f"{i}.jpg"), (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
-        if self.tb is not None:
-            self.tb.add_images("samples", grid[:8].flip(1), self.step)     # BGR -> RGB
+            return Parallel(nn.parallel.DistributedDataParallel(self.objective, device_ids=ids,
+                                                                find_unused_parameters=True),
+                            nn.parallel.DistributedDataParallel(self.disc, device_ids=ids))
+        return Parallel(self.objective, self.disc)
 
 
 def fmt(values: Dict[str, float], keys=None) -> str:
