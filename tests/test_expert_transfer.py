@@ -10,6 +10,7 @@ import torch
 
 from evaluation.expert_transfer import ProbeOptions, lip_loss, optimise_crops
 from models.avhubert.training import collate_targets, lip_reading_loss
+from training.config import ExpertConfig
 from training.expert import AdversarialCrops, train_expert
 from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment, blur_rois, shift
 from tests.test_train import config
@@ -93,19 +94,24 @@ def test_each_robustness_option_changes_what_the_expert_learns(corpus, tmp_path)
     shift, adversarial crops) gives another one, recorded in the result."""
     data, _ = corpus
     def expert(name, **options):
-        result = train_expert(data, f"{data}/main", f"{data}/main", str(tmp_path / f"{name}.pt"), steps=3,
-                              batch_size=2, seed=0, progress=False, log=lambda *_: None, **options)
-        return torch.load(tmp_path / f"{name}.pt", map_location="cpu")["model"], result
+        cfg = ExpertConfig(file_dir=data, video_root=f"{data}/main", word_root=f"{data}/main",
+                           out=str(tmp_path / f"{name}.pt"), steps=3, batch_size=2, seed=0, device="cpu",
+                           no_progress=True, **options)
+        result = train_expert(cfg, log=lambda *_: None)
+        saved = torch.load(tmp_path / f"{name}.pt", map_location="cpu")
+        assert saved["expert_config"] == dataclasses.asdict(cfg)          # the file says how it was made
+        return saved["model"], result
     plain, _ = expert("plain")
     again, _ = expert("again")
     assert all(torch.equal(plain[k], again[k]) for k in plain)
-    for name, options in {"noise": {"augment": CropAugment(noise_std=1.0)},
-                          "blur": {"augment": CropAugment(blur_sigma=2.0, blur_p=1.0)},
-                          "shift": {"augment": CropAugment(shift_px=3)},
-                          "adversarial": {"adversarial": AdversarialCrops(eps_grey=8.0, steps=1)}}.items():
+    for name, options, recorded in (("noise", {"noise_std": 1.0}, {"augment": CropAugment(noise_std=1.0)}),
+                                    ("blur", {"blur_sigma": 2.0}, {"augment": CropAugment(blur_sigma=2.0)}),
+                                    ("shift", {"shift_px": 3}, {"augment": CropAugment(shift_px=3)}),
+                                    ("adversarial", {"adv_eps": 8.0, "adv_steps": 1},
+                                     {"adversarial": AdversarialCrops(eps_grey=8.0, steps=1)})):
         weights, result = expert(name, **options)
         assert not all(torch.equal(plain[k], weights[k]) for k in plain), name
-        for key, value in options.items():
+        for key, value in recorded.items():
             assert result[key] == dataclasses.asdict(value), name
 
 

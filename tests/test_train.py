@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from models.avhubert import load_avhubert
+from models.avhubert import load_avhubert, load_lip_reader
 from models.presets import talklip_preset
 from models.talklip import load_talklip
 from tests.conftest import ROOT, run_module
@@ -42,6 +42,16 @@ def changed(before, module, prefix=""):
 def test_expert_written_by_train_expert_loads(tiny_expert):
     expert = load_avhubert(tiny_expert)
     assert expert.codec is not None and expert.encoder.w2v_model.cfg.resnet_width == 8
+
+
+def test_an_expert_written_before_its_config_was_kept_still_loads_and_reads():
+    """weights/grid_expert.pt was written before train_expert kept its ExpertConfig in the file: it loads as
+    before, with its training summary, and nothing asks for the config."""
+    shipped = os.path.join(ROOT, "weights", "grid_expert.pt")
+    saved = torch.load(shipped, map_location="cpu", weights_only=False)
+    assert "expert_config" not in saved and "train_summary" in saved
+    expert = load_lip_reader(shipped, "")
+    assert expert.codec is not None and len(expert.codec.dictionary) > 10
 
 
 def test_each_stage_trains_exactly_its_parameters(corpus, one_shard, tiny_expert, tmp_path):
@@ -326,11 +336,13 @@ def test_cpu_preset_round_trip_through_inference(corpus, one_shard, tiny_expert,
 
 
 def test_train_expert_learns_its_training_clips_and_writes_a_loadable_expert(corpus, tmp_path):
+    from training.config import ExpertConfig
     from training.expert import ClipCache, evaluate_expert, train_expert
     data, _ = corpus
     out = str(tmp_path / "expert.pt")
-    result = train_expert(data, f"{data}/main", f"{data}/main", out, steps=60, batch_size=2, lr=3e-3,
-                          vocab_size=60, progress=False, log=lambda *_: None)
+    result = train_expert(ExpertConfig(file_dir=data, video_root=f"{data}/main", word_root=f"{data}/main", out=out,
+                                       steps=60, batch_size=2, lr=3e-3, vocab_size=60, device="cpu", no_progress=True),
+                          log=lambda *_: None)
     expert = load_avhubert(out)
     assert expert.codec is not None
     for key in ("token_acc", "token_acc_blank", "train_token_acc", "train_token_acc_blank", "wer"):

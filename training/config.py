@@ -1,28 +1,25 @@
-"""TalkLip's training options, declared once.
+"""The trainers' options, declared once: TalkLip's (``TrainConfig``, ``train.py``) and the expert's
+(``ExpertConfig``, ``train_expert.py``).
 
-Each field of ``TrainConfig`` carries its default, its help, its command-line type and its group;
-``build_parser`` turns them into ``train.py``'s argparse parser, so the command line and the library
-cannot disagree. A field without a default is a required flag, a ``bool`` field a switch
+Each field carries its default, its help, its command-line type and its group (one of its class'
+``GROUPS``); ``build_parser`` turns them into the script's argparse parser, so the command line and the
+library cannot disagree. A field without a default is a required flag, a ``bool`` field a switch
 (``flag=`` names a switch that clears it instead, e.g. ``--no_tensorboard``). The loss weights are
 fields here too; ``TrainConfig.weights`` hands the objective its ``LossWeights``.
 """
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
-from models.presets import TALKLIP_PRESETS
+from models.presets import EXPERT_PRESETS, TALKLIP_PRESETS
 from utils.cli import any_int, non_negative_float, non_negative_int, per_stage, positive_float, positive_int
 from utils.device import DEVICE_HELP
 from utils.errors import TalkLipError
 
-GROUPS = ("data", "models", "losses and optimisation", "schedule", "checkpoints and robustness")
-
-
 def option(default: Any = dataclasses.MISSING, *, help: str, group: str, type=None, choices=None,
            metavar: Optional[str] = None, flag: Optional[str] = None):
-    """A ``TrainConfig`` field: its default and everything ``build_parser`` needs for its flag."""
-    assert group in GROUPS, group
+    """A config field: its default and everything ``build_parser`` needs for its flag."""
     meta = {"help": help, "group": group, "type": type, "choices": choices, "metavar": metavar, "flag": flag}
     return field(default=default, metadata=meta)
 
@@ -36,8 +33,25 @@ class LossWeights:
     lip_loss: bool = True   # False (--no_lip_loss): the lip term is dropped, every other weight unchanged
 
 
+class OptionsFromDict:
+    """``from_dict`` for a config of ``option`` fields."""
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]):
+        """A config from named values; a name that is no option is an error (a typo is not ignored)."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TalkLipError(f"unknown {cls.WHAT} option(s) {', '.join(unknown)}: see {cls.SCRIPT} --help for the "
+                               f"names")
+        return cls(**values)
+
+
 @dataclass(kw_only=True)
-class TrainConfig:
+class TrainConfig(OptionsFromDict):
+    GROUPS: ClassVar[Tuple[str, ...]] = ("data", "models", "losses and optimisation", "schedule",
+                                         "checkpoints and robustness")
+    WHAT: ClassVar[str] = "training"
+    SCRIPT: ClassVar[str] = "train.py"
     # data
     file_dir: str = option(help="folder of train.txt and valid.txt (one <spk>/<clip> per line)", group="data")
     video_root: str = option(help="folder of <spk>/<clip>.mp4", group="data")
@@ -147,14 +161,6 @@ class TrainConfig:
                                help="do not write TensorBoard logs")
     no_progress: bool = option(False, group="checkpoints and robustness", help="hide the progress bar")
 
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
-        """A config from named values; a name that is no option is an error (a typo is not ignored)."""
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise TalkLipError(f"unknown training option(s) {', '.join(unknown)}: see train.py --help for the names")
-        return cls(**values)
-
     @property
     def weights(self) -> LossWeights:
         return LossWeights(lip_w=self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w, lip_loss=not self.no_lip_loss)
@@ -165,11 +171,12 @@ class TrainConfig:
 
 
 def build_parser(description: str = "", config=TrainConfig) -> argparse.ArgumentParser:
-    """``train.py``'s parser: one flag per field of ``config``, in its groups, with its help and type."""
+    """A script's parser: one flag per field of ``config``, in its groups, with its help and type."""
     parser = argparse.ArgumentParser(description=description)
-    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    groups = {name: parser.add_argument_group(name) for name in config.GROUPS}
     for f in dataclasses.fields(config):
         meta, required = f.metadata, f.default is dataclasses.MISSING
+        assert meta["group"] in groups, (f.name, meta["group"])
         kwargs = {"dest": f.name, "help": meta["help"]}
         if f.type in (bool, "bool"):
             kwargs.update(action="store_false" if meta["flag"] else "store_true", default=f.default)
@@ -182,5 +189,63 @@ def build_parser(description: str = "", config=TrainConfig) -> argparse.Argument
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig.from_dict(vars(args))
+def config_from_args(args: argparse.Namespace, config=TrainConfig):
+    return config.from_dict(vars(args))
+
+
+@dataclass(kw_only=True)
+class ExpertConfig(OptionsFromDict):
+    """How the lip-reading expert is trained (``training.expert.train_expert``); kept in the file it writes."""
+    GROUPS: ClassVar[Tuple[str, ...]] = ("data", "model", "training", "robustness", "running and output")
+    WHAT: ClassVar[str] = "expert"
+    SCRIPT: ClassVar[str] = "train_expert.py"
+    # data
+    file_dir: str = option(help="folder of train.txt and valid.txt", group="data")
+    video_root: str = option(help="folder of <spk>/<clip>.mp4 (face-centred frames, as LRS2)", group="data")
+    word_root: str = option(help="folder of <name>.txt transcripts", group="data")
+    viseme_root: Optional[str] = option(
+        None, group="data", help="a synthetic corpus' gt/ folder: also learn each frame's viseme (frame-level "
+                                 "supervision of the visual front end; the head is not saved)")
+    test_filelist: Optional[str] = option(None, group="data",
+                                          help="also report the WER (and the blank-video WER) on these held-out clips")
+    # model
+    init: Optional[str] = option(None, group="model",
+                                 help="AV-HuBERT pretraining or seq2seq checkpoint to start from")
+    preset: str = option("tiny", choices=list(EXPERT_PRESETS), group="model", help="size when training from scratch")
+    vocab_size: int = option(100, type=positive_int, group="model", help="sentencepiece pieces (upper bound)")
+    # training
+    steps: int = option(300, type=positive_int, group="training", help="optimisation steps")
+    batch_size: int = option(4, type=positive_int, group="training", help="clips per step")
+    lr: float = option(1e-3, type=positive_float, group="training",
+                       help="peak Adam learning rate (linear warm-up over a tenth of the steps)")
+    seed: int = option(0, type=non_negative_int, group="training", help="seed of the initial weights and batch order")
+    viseme_weight: float = option(1.0, type=non_negative_float, group="training", help="weight of the viseme loss")
+    audio_visual: bool = option(
+        False, group="training",
+        help="also learn to read each clip's speech (AV-HuBERT's modality dropout: a quarter of the steps audio only, "
+             "a quarter both): the generator's audio encoder starts from this encoder")
+    eval_every: int = option(0, type=non_negative_int, group="training",
+                             help="log the validation WER every N steps (0: only at the end)")
+    # robustness
+    noise_std: float = option(
+        0.0, type=non_negative_float, group="robustness",
+        help="randomized smoothing: Gaussian noise on every training clip's crops, of a std drawn from U(0, this) "
+             "(normalised units: 1.0 is 42 grey levels); video only, never in evaluation")
+    blur_sigma: float = option(0.0, type=non_negative_float, group="robustness",
+                               help="also blur half the training clips' crops, sigma drawn from U(0.5, this) px")
+    shift_px: int = option(0, type=non_negative_int, group="robustness",
+                           help="also shift each training clip's crops by up to this many px")
+    adv_eps: float = option(0.0, type=non_negative_float, group="robustness",
+                            help="adversarial training: perturb the training crops against the expert within this "
+                                 "many grey levels (0: off)")
+    adv_steps: int = option(1, type=positive_int, group="robustness",
+                            help="steps of the adversarial perturbation (1: FGSM, more: PGD)")
+    # output
+    out: Optional[str] = option(None, group="running and output", help="checkpoint to write (.pt); required unless --evaluate")
+    evaluate: bool = option(
+        False, group="running and output",
+        help="do not train: read the --test_filelist clips (without one, the validation clips) with the reader "
+             "given by --init and report its WER, as training would (for readers trained once and shipped)")
+    out_json: Optional[str] = option(None, group="running and output", help="also write the validation results here")
+    device: str = option("auto", group="running and output", help=f"where models run: {DEVICE_HELP}")
+    no_progress: bool = option(False, group="running and output", help="hide the progress bar")

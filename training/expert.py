@@ -20,9 +20,11 @@ from models.avhubert.model import AVHubertModel
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec
 from models.avhubert.training import ROI_STD, collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
 from models.presets import decoder_preset, encoder_preset
+from training.config import ExpertConfig
 from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment
 from utils.audio import AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.checkpoint import load_torch_file, save_atomic
+from utils.device import resolve_device
 from utils.errors import CheckpointError, TalkLipError
 from utils.fileio import read_filelist
 from utils.video import VideoReader
@@ -182,12 +184,9 @@ def usable_clips(names: List[str], word_root: str, codec: TextCodec, longest: in
 MODALITY_SHARES = {"video": 0.5, "audio": 0.25, "both": 0.25}
 
 
-def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="tiny", steps=300, batch_size=4,
-                 lr=1e-3, vocab_size=100, seed=0, device="cpu", progress=True, log=print,
-                 viseme_root: Optional[str] = None, viseme_weight: float = 1.0, eval_every: int = 0,
-                 test_filelist: Optional[str] = None, audio_visual: bool = False,
-                 augment: CropAugment = CropAugment(), adversarial: AdversarialCrops = AdversarialCrops()) -> Dict:
-    """Train and save the expert; return its validation results. With ``viseme_root`` (the synthetic
+def train_expert(cfg: ExpertConfig, log=print) -> Dict:
+    """Train the expert ``cfg`` describes and save it to ``cfg.out`` (with ``cfg`` itself, as ``expert_config``:
+    the file says how it was made); return its validation results. With ``viseme_root`` (the synthetic
     corpus' gt/ folder) a linear head on the encoder also learns each frame's viseme (weight
     ``viseme_weight``): frame-level supervision that gets the visual front end reading sooner. The
     head is dropped when the expert is saved; the file is a plain AV-HuBERT seq2seq lip reader.
@@ -203,6 +202,14 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
     draw (noise, blur, shift: randomized smoothing); ``adversarial`` trains on crops perturbed against the
     expert itself (FGSM / PGD within a few grey levels), after the augmentation. Both act on the video
     only, and never in evaluation. Their settings are kept in the result (and so in the file)."""
+    if not cfg.out:
+        raise TalkLipError("the expert's config names no output file (out / --out): give the checkpoint to write")
+    file_dir, video_root, word_root, init, steps, seed = (cfg.file_dir, cfg.video_root, cfg.word_root, cfg.init,
+                                                           cfg.steps, cfg.seed)
+    viseme_root, viseme_weight, audio_visual = cfg.viseme_root, cfg.viseme_weight, cfg.audio_visual
+    device, progress = resolve_device(cfg.device), not cfg.no_progress
+    augment = CropAugment(noise_std=cfg.noise_std, blur_sigma=cfg.blur_sigma, shift_px=cfg.shift_px)
+    adversarial = AdversarialCrops(eps_grey=cfg.adv_eps, steps=cfg.adv_steps)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     draws = torch.Generator().manual_seed(seed)       # the augmentations' own stream: the batch order stays the seed's
@@ -213,9 +220,9 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
     if isinstance(base, AVHubertSeq2Seq) and base.codec is not None:
         codec, model = base.codec, base
     else:
-        codec = build_codec(lines, vocab_size)
+        codec = build_codec(lines, cfg.vocab_size)
         vocab = len(codec.dictionary)
-        model = from_init(base, vocab) if base is not None else new_model(preset, vocab)
+        model = from_init(base, vocab) if base is not None else new_model(cfg.preset, vocab)
     model = model.to(device).train()
     longest = model.decoder.cfg.max_target_positions
     train_names = usable_clips(train_names, word_root, codec, longest, "train", log)
@@ -227,12 +234,12 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
         from preparation.visemes import VISEMES
         head = torch.nn.Linear(model.encoder.w2v_model.cfg.encoder_embed_dim, len(VISEMES)).to(device)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
-    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98))
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
     started, bar = time.time(), tqdm(range(steps), desc="train expert", unit="step", disable=not progress)
     curve: List[Dict] = []
     for step in bar:
-        idx = rng.choice(len(train.items), size=min(batch_size, len(train.items)), replace=False)
+        idx = rng.choice(len(train.items), size=min(cfg.batch_size, len(train.items)), replace=False)
         video, mask, target, prev, ntokens = (t.to(device) if torch.is_tensor(t) else t for t in train.batch(idx))
         audio = None
         if audio_visual:
@@ -256,7 +263,7 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
         opt.step()
         sched.step()
         bar.set_postfix_str(f"loss {loss.item():.3f} acc {float(out['n_correct']) / float(out['total']):.3f}")
-        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < steps:
             point = {"step": step + 1, "seconds": round(time.time() - started, 1),
                      **evaluate_expert(model, valid, device, blank=False)}
             curve.append(point)
@@ -266,14 +273,14 @@ def train_expert(file_dir, video_root, word_root, out_path, init=None, preset="t
               "seconds": round(time.time() - started, 1), **evaluate_expert(model, valid, device),
               **{f"train_{k}": v for k, v in evaluate_expert(model, train, device, decode=False).items()},
               "curve": curve}
-    if test_filelist:
-        test = ClipCache(read_filelist(test_filelist), video_root, word_root, codec, progress, audio=audio_visual)
+    if cfg.test_filelist:
+        test = ClipCache(read_filelist(cfg.test_filelist), video_root, word_root, codec, progress, audio=audio_visual)
         result.update({f"test_{k}": v for k, v in evaluate_expert(model, test, device).items()})
     log(f"expert: validation token accuracy {result['token_acc']:.3f} ({result['token_acc_blank']:.3f} with the "
         f"video blanked, i.e. from the text prior alone), WER {result['wer']:.3f} ({result['wer_blank']:.3f} "
         f"blanked); on its training clips {result['train_token_acc']:.3f} ({result['train_token_acc_blank']:.3f} blanked)"
-        + (f"; test clips WER {result['test_wer']:.3f} ({result['test_wer_blank']:.3f} blanked)" if test_filelist else ""))
-    save_expert(model.eval(), codec, out_path, {"train_summary": result})
+        + (f"; test clips WER {result['test_wer']:.3f} ({result['test_wer_blank']:.3f} blanked)" if cfg.test_filelist else ""))
+    save_expert(model.eval(), codec, cfg.out, {"train_summary": result, "expert_config": dataclasses.asdict(cfg)})
     return result
 
 
