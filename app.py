@@ -30,8 +30,8 @@ from dubbing import SynthesisOptions, dub
 from dubbing.source import is_image, read_image
 from models.talklip import load_talklip, prepare_for_inference
 from utils.audio import speech_seconds
-from utils.cli import positive_float, positive_int
-from utils.device import add_device_arg, resolve_device
+from utils.cli import add_device_arg, positive_float, positive_int
+from utils.device import resolve_device
 from utils.errors import TalkLipError, Terminated, one_line, run_cli
 from utils.ffmpeg import run_ffmpeg
 from utils.video import VideoReader, probe_video

@@ -10,12 +10,13 @@ import sys
 import time
 
 from face_detection import DEFAULT_S3FD_PATH, build_detector
-from face_detection.tracking import add_tracking_args, tracking_options
+from cli_flags import add_tracking_args, tracking_options
 from dubbing import SynthesisOptions, dub
 from dubbing.speech import AUDIO_WINDOW_OVERLAP
 from models.talklip import load_talklip, prepare_for_inference
-from utils.cli import int_at_least, non_negative_int, positive_int
-from utils.device import add_device_arg, autocast_dtype, resolve_device
+from utils.cli import (add_device_arg, add_ignored_flags, int_at_least, non_negative_int, note_ignored_flags,
+                       positive_int)
+from utils.device import autocast_dtype, resolve_device
 from utils.errors import TalkLipError, run_cli
 
 
@@ -26,7 +27,7 @@ def parse_args(argv=None):
     parser.add_argument("--ckpt_path", required=True, help="TalkLip generator checkpoint (.pth)")
     parser.add_argument("--save_path", default="tmp", help="output path; .mp4 is appended when missing")
     add_device_arg(parser)
-    parser.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
+    add_ignored_flags(parser)
     parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
     parser.add_argument("--batch_size", type=positive_int, default=4, help="faces per generator batch")
     parser.add_argument("--chunk_frames", type=positive_int, default=32,
@@ -59,13 +60,12 @@ def output_path(save_path: str, video_path: str, inputs) -> str:
 
 
 def main(args) -> int:
-    if args.avhubert_root:
-        print("note: --avhubert_root is ignored; AV-HuBERT is built into talklip", file=sys.stderr)
+    note_ignored_flags(args)
     device = resolve_device(args.device)
     out_path = output_path(args.save_path, args.video_path, [args.video_path, args.wav_path])
     generator = prepare_for_inference(load_talklip(args.ckpt_path, device))
     detector = build_detector(args.s3fd_path, device)
-    tracking = tracking_options(args)
+    tracking = tracking_options(args, dubbing=True)
     opts = SynthesisOptions(batch_size=args.batch_size, chunk_frames=args.chunk_frames, feather=args.blend,
                             audio_window=args.audio_window, device=str(device), progress=not args.no_progress,
                             dtype=autocast_dtype(args.dtype, device))

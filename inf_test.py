@@ -7,14 +7,13 @@ OUT/<name>.mp4, every frame regenerated with the first frame as reference (LRS2 
 """
 import argparse
 import os
-import sys
 
 from dubbing import SynthesisOptions, synthesize_test_clip
 from models.talklip import load_talklip, prepare_for_inference
 from preparation.runner import run_shard
-from utils.cli import positive_int
+from utils.cli import add_device_arg, add_ignored_flags, note_ignored_flags, positive_int
 from utils.corpus import load_boxes
-from utils.device import add_device_arg, resolve_device
+from utils.device import resolve_device
 from utils.errors import TalkLipError, run_cli
 
 
@@ -28,7 +27,7 @@ def parse_args(argv=None):
     parser.add_argument("--ckpt_path", required=True, help="TalkLip generator checkpoint (.pth)")
     parser.add_argument("--check", action="store_true", help="skip samples already synthesized in save_root")
     add_device_arg(parser)
-    parser.add_argument("--avhubert_root", default=None, help="ignored: AV-HuBERT is built in")
+    add_ignored_flags(parser)
     parser.add_argument("--batch_size", type=positive_int, default=32, help="faces per generator batch")
     parser.add_argument("--rank", type=positive_int, default=None, help="this shard, 1..nshard (also from torchrun/SLURM)")
     parser.add_argument("--nshard", type=positive_int, default=None, help="number of shards")
@@ -37,8 +36,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
-    if args.avhubert_root:
-        print("note: --avhubert_root is ignored; AV-HuBERT is built into talklip", file=sys.stderr)
+    note_ignored_flags(args)
     if os.path.realpath(args.save_root) == os.path.realpath(args.video_root):
         raise TalkLipError(f"--save_root {args.save_root} is the --video_root: the synthesized clips would "
                            f"overwrite the originals; choose another folder")

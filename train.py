@@ -12,10 +12,10 @@ values give a fixed schedule). Checkpoints are the original's (checkpoint_stepN.
 disc_checkpoint_stepN.pth) plus state_stepN.pt; rerunning the same command resumes exactly.
 """
 import argparse
-import sys
 
 from training.config import build_parser, config_from_args
 from training.trainer import Trainer
+from utils.cli import note_ignored_flags
 from utils.errors import run_cli
 
 
@@ -25,8 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args) -> int:
-    if args.avhubert_root:
-        print("note: --avhubert_root is ignored; AV-HuBERT is built into talklip", file=sys.stderr)
+    note_ignored_flags(args)
     summary = Trainer(config_from_args(args)).run()
     print(f"finished at step {summary['step']}, stage {summary['stage']} ({summary['stage_name']}): "
           f"{summary['checkpoint']}")

@@ -1,22 +1,19 @@
 """Benchmark the native AV-HuBERT encoder: BASE audio path and LARGE video path.
 
-    python bench/avhubert.py [--seconds 4] [--repeat 3]
+    python -m bench.avhubert [--seconds 4] [--repeat 3]
 
 Prints one JSON line: frames/s (25 frames per second of input) on CPU, and on CUDA in bf16
 when a GPU is present. Weights are random; the cost does not depend on their values.
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from models.avhubert import AVHubertModel  # noqa: E402
-from models.presets import encoder_preset  # noqa: E402
-from utils.cli import positive_float, positive_int  # noqa: E402
+from models.avhubert import AVHubertModel
+from models.presets import encoder_preset
+from utils.cli import positive_float, positive_int
 
 
 def measure(model, inputs: dict, frames: int, repeat: int, device: torch.device, dtype) -> float:

@@ -2,7 +2,7 @@
 generator's own speed, seconds per stage, time to the first frame, and peak memory against clip
 length, speech length and frame size.
 
-    python bench/dub.py [--lengths 10 60 300] [--speech_seconds 3600] [--uhd_seconds 5]
+    python -m bench.dub [--lengths 10 60 300] [--speech_seconds 3600] [--uhd_seconds 5]
                         [--original_seconds 1] [--workdir /tmp/talklip_bench]
 
 Prints one JSON line. Clips are 25 fps: a photographed head (skimage's astronaut) drifting and
@@ -34,8 +34,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from utils.cli import non_negative_float, positive_float  # noqa: E402
+from utils.cli import non_negative_float, positive_float
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 
@@ -200,7 +199,7 @@ def generator_speed_folded(batches=(4, 8, 32), repeat: int = 4) -> dict:
 
 
 def run_worker(video, wav, ckpt, s3fd, mode="default", release=True) -> dict:
-    cmd = [sys.executable, __file__, "--worker", video, wav, ckpt, s3fd, mode, "1" if release else "0"]
+    cmd = [sys.executable, "-m", "bench.dub", "--worker", video, wav, ckpt, s3fd, mode, "1" if release else "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)

@@ -1,6 +1,6 @@
 """Benchmark the evaluation metrics: clips/s for each, on the synthetic corpus.
 
-    python bench/eval.py [--num_clips 4] [--beam 5]
+    python -m bench.eval [--num_clips 4] [--beam 5]
 
 Prints one JSON line. Full-size models with random weights (SyncNet, the conformer observer 2,
 AV-HuBERT LARGE observer 1; cost does not depend on weight values); the synthesized folder is the
@@ -10,22 +10,20 @@ others on the whole per-clip path including video decoding. CPU always, CUDA too
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evaluation import sync_eval, teacher_force_wer, visual_quality  # noqa: E402
-from models.avhubert.reading import mouth_rois  # noqa: E402
-from models.avhubert import AVHubertSeq2Seq  # noqa: E402
-from models.presets import decoder_preset, encoder_preset  # noqa: E402
-from models.conformer_lip_reading import ConformerLipReader  # noqa: E402
-from preparation.make_synthetic import make_corpus  # noqa: E402
-from utils.cli import positive_int  # noqa: E402
-from utils.corpus import load_boxes  # noqa: E402
+from evaluation import sync_eval, teacher_force_wer, visual_quality
+from models.avhubert.reading import mouth_rois
+from models.avhubert import AVHubertSeq2Seq
+from models.presets import decoder_preset, encoder_preset
+from models.conformer_lip_reading import ConformerLipReader
+from preparation.make_synthetic import make_corpus
+from utils.cli import positive_int
+from utils.corpus import load_boxes
 
 
 def timed(fn, names):

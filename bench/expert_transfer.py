@@ -1,6 +1,6 @@
 """The transfer probe as a benchmark: does the expert's gradient draw mouths an independent reader reads?
 
-    python bench/expert_transfer.py --run_dir runs/quickstart [--expert weights/grid_expert.pt]
+    python -m bench.expert_transfer --run_dir runs/quickstart [--expert weights/grid_expert.pt]
         [--observer weights/grid_observer.pt] [--clips 10] [--steps 60] [--lr 0.05] [--lip_augment K]
 
 Starts (each a row of the JSON line):
@@ -16,18 +16,16 @@ Prints one JSON line (evaluation.expert_transfer).
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evaluation.expert_transfer import ProbeClip, ProbeOptions, blurred_start, read_all, run_probe  # noqa: E402
-from models.avhubert import load_lip_reader  # noqa: E402
-from models.avhubert.reading import mouth_rois  # noqa: E402
-from training.mouth_augment import CropAugment  # noqa: E402
-from utils.cli import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
-from utils.corpus import read_transcript  # noqa: E402
-from utils.errors import run_cli  # noqa: E402
-from utils.fileio import read_filelist  # noqa: E402
+from evaluation.expert_transfer import ProbeClip, ProbeOptions, blurred_start, read_all, run_probe
+from models.avhubert import load_lip_reader
+from models.avhubert.reading import mouth_rois
+from training.mouth_augment import CropAugment
+from utils.cli import non_negative_float, non_negative_int, positive_float, positive_int
+from utils.corpus import read_transcript
+from utils.errors import run_cli
+from utils.fileio import read_filelist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

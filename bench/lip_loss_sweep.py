@@ -1,6 +1,6 @@
 """Does the lip loss help, beyond the seed spread? The quickstart with and without it, over several seeds.
 
-    python bench/lip_loss_sweep.py --out_dir runs/sweep [--seeds 0 1 2] [-- QUICKSTART FLAGS ...]
+    python -m bench.lip_loss_sweep --out_dir runs/sweep [--seeds 0 1 2] [-- QUICKSTART FLAGS ...]
 
 Each seed runs `quickstart.sh --seed S --ablation` (its own corpus, the lip-loss run and the ablation
 branched where stage 2 begins) with the flags after `--` (e.g. `--stage_steps 150,75,150 --lip_w 1e-4

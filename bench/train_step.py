@@ -1,6 +1,6 @@
 """Benchmark a TalkLip training step: samples/s and peak memory at batch 8.
 
-    python bench/train_step.py [--batch_size 8] [--steps 3] [--stage 2]
+    python -m bench.train_step [--batch_size 8] [--steps 3] [--stage 2]
 
 Prints one JSON line. CPU: a tiny expert (train_expert's 'tiny' preset, random weights) on the
 synthetic corpus; CUDA (when present): the same data with an expert of ``--gpu_expert`` size
@@ -10,21 +10,19 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from preparation.make_synthetic import make_corpus  # noqa: E402
-from training.data import collate  # noqa: E402
-from training.expert import build_codec, new_model, save_expert  # noqa: E402
-from training.trainer import TrainConfig, Trainer  # noqa: E402
-from utils.cli import any_int, positive_int  # noqa: E402
-from utils.corpus import read_transcript  # noqa: E402
-from utils.video import extract_audio  # noqa: E402
+from preparation.make_synthetic import make_corpus
+from training.data import collate
+from training.expert import build_codec, new_model, save_expert
+from training.trainer import TrainConfig, Trainer
+from utils.cli import any_int, positive_int
+from utils.corpus import read_transcript
+from utils.video import extract_audio
 
 
 def measure(data, expert, device, batch, steps, stage, bf16):

@@ -22,9 +22,9 @@ from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips,
 from utils.wer import normalise
 from models.avhubert import load_avhubert
 from models.avhubert.reading import decode_clip, mouth_rois
-from utils.cli import any_float, non_negative_float, non_negative_int, positive_int
+from utils.cli import add_device_arg, any_float, non_negative_float, non_negative_int, positive_int
 from utils.corpus import load_boxes, lrw_label, read_transcript
-from utils.device import add_device_arg, resolve_device
+from utils.device import resolve_device
 from utils.errors import MediaError, run_cli
 
 def add_decode_args(parser):

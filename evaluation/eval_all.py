@@ -18,8 +18,7 @@ import sys
 
 from evaluation import avhubert_wer, sync_eval, teacher_force_wer, visual_quality
 from evaluation.common import ClipRun, exit_status, scored
-from utils.cli import non_negative_int
-from utils.device import add_device_arg
+from utils.cli import add_device_arg, non_negative_int
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output, read_filelist
 

@@ -19,7 +19,7 @@ import torch
 from utils.wer import error_rates
 from models.avhubert.generate import EOS
 from models.avhubert.reading import decode_clip
-from models.avhubert.training import ROI_STD, collate_targets, collate_videos, lip_reading_loss
+from models.avhubert.expert_input import ROI_STD, collate_targets, collate_videos, lip_reading_loss
 from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment, blur_rois
 
 

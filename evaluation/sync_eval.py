@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, file_identity,
                                from_args, scored)
-from utils.cli import non_negative_int, positive_int
+from utils.cli import add_device_arg, non_negative_int, positive_int
 from utils.audio import AUDIO_RATE_HZ, float_to_int16, load_audio
 from utils.checkpoint import load_state_dict_file, load_strict, strip_prefixes
-from utils.device import add_device_arg, resolve_device
+from utils.device import resolve_device
 from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
 

@@ -19,9 +19,9 @@ from evaluation.common import (ClipRun, add_clip_args, clip_run, evaluate_clips,
                                from_args, scored)
 from models.conformer_lip_reading import (load_conformer_lip_reader, required_length, teacher_forced_error_rates,
                                           text_to_indices)
-from utils.cli import any_float, any_int, non_negative_int, positive_float
+from utils.cli import add_device_arg, any_float, any_int, non_negative_int, positive_float
 from utils.corpus import read_transcript
-from utils.device import add_device_arg, resolve_device
+from utils.device import resolve_device
 from utils.errors import MediaError, run_cli
 from utils.video import VideoReader
 

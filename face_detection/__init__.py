@@ -9,7 +9,7 @@ from face_detection.boxes import crop_face
 from face_detection.cascade import CascadeDetector
 from face_detection.s3fd import S3FD, S3FDDetector
 from face_detection.tracking import (DEFAULT_DETECT_EVERY, DEFAULT_DETECT_MAX_SIDE, TrackingOptions,
-                                     add_tracking_args, boxes_for_video, track_faces)
+                                     boxes_for_video, track_faces)
 
 DEFAULT_S3FD_PATH = os.path.join(os.path.dirname(__file__), "detection", "sfd", "s3fd.pth")
 
@@ -27,5 +27,5 @@ def build_detector(s3fd_path: str = DEFAULT_S3FD_PATH, device: Union[str, torch.
 
 
 __all__ = ["S3FD", "S3FDDetector", "CascadeDetector", "build_detector", "crop_face", "TrackingOptions",
-           "track_faces", "boxes_for_video", "add_tracking_args", "DEFAULT_DETECT_EVERY",
+           "track_faces", "boxes_for_video", "DEFAULT_DETECT_EVERY",
            "DEFAULT_DETECT_MAX_SIDE", "DEFAULT_S3FD_PATH"]

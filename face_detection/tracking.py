@@ -116,44 +116,6 @@ def near_point(box: np.ndarray, point: Tuple[float, float]) -> bool:
     return x1 - grow_x <= point[0] <= x2 + grow_x and y1 - grow_y <= point[1] <= y2 + grow_y
 
 
-def add_tracking_args(parser, smooth_window: int, dubbing: bool) -> None:
-    """The face-finding flags, shared by inf_demo.py (``dubbing``) and preparation/bbx_extract.py."""
-    from utils.cli import non_negative_float, non_negative_int, positive_int
-    parser.add_argument("--detect_every", type=positive_int, default=DEFAULT_DETECT_EVERY,
-                        help="run the face detector on every K-th frame and interpolate between; frames "
-                             "between key frames that disagree are detected too (1: every frame, as the original)")
-    parser.add_argument("--detect_max_side", type=non_negative_int, default=DEFAULT_DETECT_MAX_SIDE,
-                        help="detect on a copy scaled down to this longest side in pixels, boxes mapped back "
-                             "(0: full resolution, as the original)")
-    if dubbing:        # preprocessing keeps every key frame at --detect_max_side: its boxes train the model
-        parser.add_argument("--detect_face_px", type=non_negative_int, default=DEFAULT_FACE_PX,
-                            help="while a face is followed, detect on a copy where its shorter side is about "
-                                 "this many pixels (0: always at --detect_max_side)")
-        parser.add_argument("--no_detect_stretch", dest="detect_stretch", action="store_false",
-                            help=f"keep key frames --detect_every apart (default: up to {KEY_STRETCH}x that "
-                                 f"while the face moves smoothly)")
-    parser.add_argument("--smooth_window", type=positive_int, default=smooth_window,
-                        help="average face boxes over N frames within a shot (1: off)")
-    if dubbing:
-        parser.add_argument("--max_gap", type=non_negative_float, default=DEFAULT_MAX_GAP_S,
-                            help="seconds: frames without the face for longer than this pass through "
-                                 "untouched (a cutaway, a hand); shorter gaps are interpolated")
-        parser.add_argument("--follow", default="largest",
-                            help="with several faces, whom to dub: 'largest', or 'X,Y' for the face nearest "
-                                 "that pixel; the chosen face is then followed from frame to frame")
-
-
-def tracking_options(args) -> TrackingOptions:
-    """TrackingOptions from the flags of :func:`add_tracking_args`."""
-    max_gap = getattr(args, "max_gap", None)
-    if max_gap is not None and max_gap < 0:
-        raise TalkLipError(f"--max_gap must be 0 or more seconds, got {max_gap}")
-    return TrackingOptions(detect_every=args.detect_every, detect_max_side=args.detect_max_side,
-                           max_gap_s=max_gap, smooth_window=args.smooth_window,
-                           face_px=getattr(args, "detect_face_px", 0), stretch=getattr(args, "detect_stretch", False),
-                           follow=parse_follow(getattr(args, "follow", "largest")))
-
-
 def iou(a, b) -> float:
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])

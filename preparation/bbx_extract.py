@@ -13,10 +13,11 @@ import os
 
 import numpy as np
 from face_detection import DEFAULT_S3FD_PATH, build_detector
-from face_detection.tracking import add_tracking_args, boxes_for_video, tracking_options
+from cli_flags import add_tracking_args, tracking_options
+from face_detection.tracking import boxes_for_video
 from preparation.runner import add_shard_args, run_shard
-from utils.cli import non_negative_int, positive_int
-from utils.device import add_device_arg, resolve_device
+from utils.cli import add_device_arg, non_negative_int, positive_int
+from utils.device import resolve_device
 from utils.errors import run_cli
 from utils.fileio import atomic_output, read_filelist
 
@@ -40,7 +41,7 @@ def main(args) -> int:
     device = resolve_device(args.device if args.gpu is None else str(args.gpu),
                             gpu_hint=max((args.rank or 1) - 1, 0))
     detector = build_detector(args.s3fd_path, device)
-    tracking = tracking_options(args)
+    tracking = tracking_options(args, dubbing=False)
 
     def npy_path(name):
         return os.path.join(args.bbx_root, f"{name}.npy")

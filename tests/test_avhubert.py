@@ -12,7 +12,7 @@ from models.avhubert import (AVHubertModel, AVHubertSeq2Seq, DecoderConfig, Dict
                              TaskState, freeze_all_but, load_avhubert)
 from models.avhubert.generate import beam_search, greedy_search
 from models.avhubert.modules import MultiheadAttention
-from models.avhubert.training import (collate_targets, images_to_avhubert, label_smoothed_nll_loss,
+from models.avhubert.expert_input import (collate_targets, images_to_avhubert, label_smoothed_nll_loss,
                                       lip_reading_loss)
 from tests.conftest import SHARED_FIXTURES
 from tests.fairseq_format import save_fairseq_checkpoint

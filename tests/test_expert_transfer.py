@@ -9,7 +9,7 @@ import scipy.ndimage
 import torch
 
 from evaluation.expert_transfer import ProbeOptions, lip_loss, optimise_crops
-from models.avhubert.training import collate_targets, lip_reading_loss
+from models.avhubert.expert_input import collate_targets, lip_reading_loss
 from training.config import ExpertConfig
 from training.expert import AdversarialCrops, train_expert
 from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment, blur_rois, shift

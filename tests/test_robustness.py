@@ -27,7 +27,7 @@ SCRIPTS = ["train", "train_expert", "inf_test", "inf_demo", "preparation.audio_e
            "preparation.make_filelist", "preparation.make_synthetic", "evaluation.avhubert_wer",
            "evaluation.eval_all", "evaluation.mouth_sync", "evaluation.report", "evaluation.sync_eval",
            "evaluation.teacher_force_wer", "evaluation.visual_quality"]
-BENCHES = ["bench/avhubert.py", "bench/dub.py", "bench/eval.py", "bench/train_step.py"]
+BENCHES = ["bench.avhubert", "bench.dub", "bench.eval", "bench.train_step"]     # run as modules (python -m)
 
 
 def container_frame_count(path):
@@ -136,8 +136,8 @@ def _parsers():
     try:
         for name in SCRIPTS + BENCHES:
             try:
-                if name.endswith(".py"):
-                    runpy.run_path(os.path.join(ROOT, name), run_name="__main__")
+                if name.startswith("bench."):
+                    runpy.run_module(name, run_name="__main__")
                 else:
                     importlib.import_module(name).parse_args([])
             except Caught as caught:

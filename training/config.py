@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
 from models.presets import EXPERT_PRESETS, TALKLIP_PRESETS
-from utils.cli import any_int, non_negative_float, non_negative_int, per_stage, positive_float, positive_int
+from utils.cli import IGNORED_HELP, any_int, non_negative_float, non_negative_int, per_stage, positive_float, positive_int
 from utils.device import DEVICE_HELP
 from utils.errors import TalkLipError
 
@@ -68,7 +68,7 @@ class TrainConfig(OptionsFromDict):
         help="5-frame training windows drawn per clip (default: 8%% of its frames, as the original)")
     # models
     avhubert_path: str = option(help="the lip-reading expert (AV-HuBERT seq2seq .pt)", group="models")
-    avhubert_root: Optional[str] = option(None, group="models", help="ignored: AV-HuBERT is built in")
+    avhubert_root: Optional[str] = option(None, group="models", help=IGNORED_HELP)
     generator_preset: str = option(
         "paper", choices=list(TALKLIP_PRESETS), group="models",
         help="generator/discriminator widths: paper (the released models) or cpu (4x narrower, for CPU training "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from face_detection.boxes import crop_face
-from models.avhubert.training import collate_targets
+from models.avhubert.expert_input import collate_targets
 from utils.audio import AUDIO_RATE_HZ, audio_visual_align, load_audio, talklip_features
 from utils.corpus import load_boxes
 from utils.errors import MediaError

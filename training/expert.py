@@ -18,7 +18,7 @@ from utils.corpus import read_transcript
 from models.avhubert import AVHubertSeq2Seq, load_avhubert, load_lip_reader
 from models.avhubert.model import AVHubertModel
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec
-from models.avhubert.training import ROI_STD, collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
+from models.avhubert.expert_input import ROI_STD, collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
 from models.presets import decoder_preset, encoder_preset
 from training.config import ExpertConfig
 from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment

@@ -10,7 +10,7 @@ Used three ways:
   leaves generated mouths (soft in space and in time).
 
 Crops are the expert's normalised input, ``video (B, 1, T, 88, 88)`` or ``rois (T, 88, 88)``: grey in
-[0, 1] minus ``ROI_MEAN``, over ``ROI_STD`` (models.avhubert.training).
+[0, 1] minus ``ROI_MEAN``, over ``ROI_STD`` (models.avhubert.expert_input).
 """
 import math
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from models.avhubert.training import ROI_MEAN, ROI_STD
+from models.avhubert.expert_input import ROI_MEAN, ROI_STD
 
 # The normalised value of a black and of a white pixel: crops changed by a gradient are clamped here.
 ROI_LOW, ROI_HIGH = (0.0 - ROI_MEAN) / ROI_STD, (1.0 - ROI_MEAN) / ROI_STD

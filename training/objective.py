@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.avhubert.model import AVHubertSeq2Seq
-from models.avhubert.training import images_to_avhubert, lip_reading_loss
+from models.avhubert.expert_input import images_to_avhubert, lip_reading_loss
 from models.talklip import TalkLip, TalkLipDiscriminator, bce
 from training.config import LossWeights
 from training.curriculum import StagePlan

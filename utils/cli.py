@@ -54,3 +54,28 @@ def per_stage(count: int):
             raise argparse.ArgumentTypeError(f"{text!r} needs {count} comma-separated values (one per stage) or one")
         return values
     return parse
+
+
+# Flags of the original scripts that do nothing here, declared once: each script accepts them (so the
+# original's command lines run) and says once that they are ignored.
+IGNORED_FLAGS = {"avhubert_root": "AV-HuBERT is built into talklip"}
+IGNORED_HELP = "ignored: AV-HuBERT is built in"
+
+
+def add_ignored_flags(parser: argparse.ArgumentParser) -> None:
+    for name in IGNORED_FLAGS:
+        parser.add_argument(f"--{name}", default=None, help=IGNORED_HELP)
+
+
+def note_ignored_flags(args) -> None:
+    """Say on stderr which of the IGNORED_FLAGS were given."""
+    import sys
+    for name, why in IGNORED_FLAGS.items():
+        if getattr(args, name, None):
+            print(f"note: --{name} is ignored; {why}", file=sys.stderr)
+
+
+def add_device_arg(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """The one ``--device`` flag of every script."""
+    from utils.device import DEVICE_HELP
+    parser.add_argument("--device", default=default, help=f"where models run: {DEVICE_HELP}")

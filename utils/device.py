@@ -42,11 +42,6 @@ def resolve_device(spec="auto", gpu_hint: Optional[int] = None) -> torch.device:
     return torch.device(f"cuda:{index}")
 
 
-def add_device_arg(parser, default: str = "auto") -> None:
-    """The one ``--device`` flag of every script."""
-    parser.add_argument("--device", default=default, help=f"where models run: {DEVICE_HELP}")
-
-
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from face_detection.boxes import crop_face
-from models.avhubert.training import ROI_MEAN, ROI_SIZE, ROI_STD, frames_to_mouth_rois
+from models.avhubert.expert_input import ROI_MEAN, ROI_SIZE, ROI_STD, frames_to_mouth_rois
 from utils.errors import MediaError
 from utils.video import VideoReader
 

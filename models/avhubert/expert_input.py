@@ -1,5 +1,5 @@
-"""What training with the lip-reading expert needs: target collation, TalkLip's label-smoothed
-cross-entropy, and the differentiable path from generated faces to the expert's mouth input."""
+"""The expert's differentiable input path and criterion, for training under it: the path from generated
+faces to the expert's mouth input, target collation, and TalkLip's label-smoothed cross-entropy."""
 from typing import List, Optional, Sequence, Tuple
 
 import torch
