@@ -49,6 +49,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
     clock = StageClock()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="talklip_dub_") as workdir, SpeechSamples(audio_path, workdir) as samples:
+        run = DubRun(out_path, audio_path, workdir, clock, started)
         speech = Speech.of_samples(generator, samples, opts, clock)
         source = open_face_source(decodable_stream(video_path, workdir))
         check_follow_point(tracking.follow, source.width, source.height, video_path)
@@ -58,8 +59,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
         try:
             follower.first_face(StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)),
                                               opts.progress, opts.on_progress))
-            faced, first_frame_s = render_dub(generator, source, follower, speech, audio_path, out_path, opts, clock,
-                                              started, workdir)
+            faced, first_frame_s = render_dub(generator, source, follower, speech, run, opts)
             track = follower.track()
         finally:
             follower.close()
@@ -71,6 +71,17 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
                      seconds=clock.report(), with_face=np.array([track.boxes[i] is not None for i in order]),
                      first_frame_s=first_frame_s, detected_pixels=follower.detect.pixels,
                      far_from_point=track.far_from_point)
+
+
+@dataclass(frozen=True)
+class DubRun:
+    """One dub under way: where it is written (the speech's file muxed in as its sound), its temporary
+    folder, its stage clock, and when the call began (``time.perf_counter``)."""
+    out_path: str
+    audio_path: str
+    workdir: Optional[str]
+    clock: StageClock
+    started: float
 
 
 @dataclass
@@ -92,28 +103,28 @@ class DubResult:
     far_from_point: int = 0            # faces followed although none lay near the --follow point
 
 
-def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, speech: Speech, audio_path: str,
-               out_path: str, opts: SynthesisOptions, clock: StageClock, started: float,
-               workdir: Optional[str] = None) -> Tuple[int, Optional[float]]:
+def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, speech: Speech, run: DubRun,
+               opts: SynthesisOptions) -> Tuple[int, Optional[float]]:
     """Write the dub: ``speech``'s length at the source's frame rate, every frame with the face given a
     generated one. Frames are decoded by index and the face followed ahead in this thread, between
     chunks (the detector and the generator never hold activations at the same time: on 2 cores a
     reader thread doing both made the dub no faster and its peak memory ~150 MB higher); the
     follower's own decoding and the encoding run in threads. Returns the frames that got a face and
-    the seconds from ``started`` to the first frame handed to the encoder."""
+    the seconds from ``run.started`` to the first frame handed to the encoder."""
+    clock = run.clock
     num_out = speech.frames_at(source.fps)
     rows = frame_feature_rows(num_out, source.fps, speech.rows)
     chunk = frames_per_chunk(opts, source.width, source.height)
     bar = StageProgress("generating", num_out, opts.progress, opts.on_progress)
     first = []
-    with VideoWriter(out_path, source.fps, source.width, source.height, audio_path=audio_path) as writer, \
+    with VideoWriter(run.out_path, source.fps, source.width, source.height, audio_path=run.audio_path) as writer, \
             BackgroundWriter(writer, maxsize=1, clock=clock) as out:
-        spill = spill_file(source, num_out, workdir) if workdir else None
+        spill = spill_file(source, num_out, run.workdir) if run.workdir else None
         items = dub_frames(source, follower, rows, chunk, clock, spill)
 
         def on_chunk(frames: int) -> None:
             if not first:
-                first.append(time.perf_counter() - started)
+                first.append(time.perf_counter() - run.started)
             bar.update(frames)
 
         faced = render_into(out, generator, items, speech.embeddings, opts, clock, bar=on_chunk, chunk_frames=chunk)
