@@ -12,10 +12,11 @@ import time
 from face_detection import DEFAULT_S3FD_PATH, build_detector
 from cli_flags import add_tracking_args, tracking_options
 from dubbing import SynthesisOptions, dub
+from dubbing.options import PASTE_MODES, MouthRegion
 from dubbing.speech import AUDIO_WINDOW_OVERLAP
 from models.talklip import load_talklip, prepare_for_inference
-from utils.cli import (add_device_arg, add_ignored_flags, int_at_least, non_negative_int, note_ignored_flags,
-                       positive_int)
+from utils.cli import (add_device_arg, add_ignored_flags, fraction_below, int_at_least, non_negative_int,
+                       note_ignored_flags, positive_int)
 from utils.device import autocast_dtype, resolve_device
 from utils.errors import TalkLipError, run_cli
 
@@ -36,8 +37,20 @@ def parse_args(argv=None):
     add_tracking_args(parser, smooth_window=5, dubbing=True)
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="generator precision; bf16/fp16 need a GPU (--device cuda)")
+    parser.add_argument("--paste", choices=PASTE_MODES, default="mouth",
+                        help="what of the generated face goes into the frame: mouth (the mouth and jaw region, "
+                             "faded into the frame's own pixels: the eyes and brows stay sharp) or face (the "
+                             "whole face box, as the original)")
+    parser.add_argument("--mask_top", type=fraction_below(1.0), default=MouthRegion.top,
+                        help="--paste mouth: the region starts this far down the face box (fraction of its height)")
+    parser.add_argument("--mask_side", type=fraction_below(0.5), default=MouthRegion.side,
+                        help="--paste mouth: the region keeps this far from either side of the box (fraction of "
+                             "its width)")
+    parser.add_argument("--mask_feather", type=fraction_below(1.0), default=MouthRegion.feather,
+                        help="--paste mouth: it fades into the frame over this fraction of the box height")
     parser.add_argument("--blend", type=non_negative_int, default=0,
-                        help="feather the pasted face into the frame over this many pixels (0: hard paste)")
+                        help="--paste face: feather the pasted face into the frame over this many pixels "
+                             "(0: hard paste)")
     parser.add_argument("--audio_window", type=int_at_least(2 * AUDIO_WINDOW_OVERLAP + 1, f" (windows overlap by {AUDIO_WINDOW_OVERLAP} frames on each side)"), default=1500,
                         help="audio frames (25 Hz) the encoder sees at once; longer audio is windowed")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
@@ -67,6 +80,7 @@ def main(args) -> int:
     detector = build_detector(args.s3fd_path, device)
     tracking = tracking_options(args, dubbing=True)
     opts = SynthesisOptions(batch_size=args.batch_size, chunk_frames=args.chunk_frames, feather=args.blend,
+                            paste=args.paste, region=MouthRegion(args.mask_top, args.mask_side, args.mask_feather),
                             audio_window=args.audio_window, device=str(device), progress=not args.no_progress,
                             dtype=autocast_dtype(args.dtype, device))
     started = time.time()

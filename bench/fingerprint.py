@@ -117,14 +117,14 @@ def dub_inputs(out: str) -> dict:
             "vfr": ("vfr.mp4", "speech_1.6.wav")}
 
 
-def dubs(out: str) -> dict:
+def dubs(out: str, flags=()) -> dict:
     ckpt = os.path.join(out, "generator.pth")
     generator_checkpoint(ckpt)
     found = {}
     for name, (video, wav) in dub_inputs(out).items():
         result = os.path.join(out, f"dub_{name}.mp4")
         run("inf_demo.py", "--video_path", os.path.join(out, video), "--wav_path", os.path.join(out, wav),
-            "--ckpt_path", ckpt, "--save_path", result, "--device", "cpu", "--no_progress")
+            "--ckpt_path", ckpt, "--save_path", result, "--device", "cpu", "--no_progress", *flags)
         found[name] = {"file": sha256_file(result), "frames": sha256_frames(result)}
     return found
 
@@ -163,9 +163,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", required=True, help="folder for the inputs and outputs (made)")
     parser.add_argument("--skip_training", action="store_true", help="only the dubs")
+    parser.add_argument("--dub_flags", default="", help="more inf_demo.py flags for the dubs, e.g. '--paste face'")
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
-    result = {"dubs": dubs(args.out_dir)}
+    result = {"dubs": dubs(args.out_dir, args.dub_flags.split())}
     if not args.skip_training:
         result["training"] = training(args.out_dir)
     print(json.dumps(result, sort_keys=True))

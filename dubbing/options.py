@@ -6,6 +6,27 @@ import torch
 from tqdm import tqdm
 
 
+@dataclass(frozen=True)
+class MouthRegion:
+    """The part of the face box a dub takes from the generator (``paste="mouth"``), as fractions of the box:
+    from ``top`` of its height down to the bottom, and ``side`` of its width in from either edge; inside
+    it the generated face fades in over ``feather`` of the box height (from its top, sides and bottom
+    edge), outside it the frame keeps its own pixels. The generator only redraws the lower half of its
+    input; above, its 96-px picture is an upscaled copy of the frame, blurrier than the frame itself."""
+    top: float = 0.5
+    side: float = 0.12
+    feather: float = 0.12
+
+    def __post_init__(self):
+        for name in ("top", "side", "feather"):
+            value = getattr(self, name)
+            if not 0.0 <= value < (0.5 if name == "side" else 1.0):
+                raise ValueError(f"MouthRegion.{name} must be in [0, {0.5 if name == 'side' else 1}), got {value}")
+
+
+PASTE_MODES = ("mouth", "face")
+
+
 @dataclass
 class SynthesisOptions:
     batch_size: int = 4           # faces per generator batch (on 2 CPU cores 4-8 ran faster than 32, with 1/3-1/6 of the memory)
@@ -18,6 +39,12 @@ class SynthesisOptions:
     read_ahead: int = 8           # decoded frames waiting for the model
     on_progress: Optional[Callable[[str, int, int], None]] = None   # (stage, frames done, frames in all)
     release_memory: bool = True   # hand freed heap pages and the audio encoder's mapped pages back as it goes
+    paste: str = "mouth"          # "mouth": only the mouth region (``region``); "face": the whole box (the paper's)
+    region: MouthRegion = MouthRegion()
+
+    def __post_init__(self):
+        if self.paste not in PASTE_MODES:
+            raise ValueError(f"paste must be one of {PASTE_MODES}, got {self.paste!r}")
 
 
 class StageProgress:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from dubbing.options import SynthesisOptions
+from dubbing.options import MouthRegion, SynthesisOptions
 from face_detection.boxes import crop_face
 from models.talklip import FACE_SIZE, TalkLip
 from utils.pipeline import StageClock, release_free_memory
@@ -37,24 +37,53 @@ def blend_mask(height: int, width: int, feather: int) -> np.ndarray:
     return (np.outer(ramp(height), ramp(width))[..., None]).astype(np.float32)
 
 
+def mouth_mask(height: int, width: int, region: MouthRegion) -> np.ndarray:
+    """(h, w, 1) weights of the generated face over a box of height x width (``MouthRegion``): a product of
+    a vertical and a horizontal ramp, exactly 0 outside the region (the frame keeps its own pixels there),
+    rising to 1 over the fade inside its top, sides and bottom."""
+    fade = max(1.0, region.feather * height)
+
+    def ramp(n: int, start: float, end: float) -> np.ndarray:     # 0 outside [start, end], 1 from fade inside
+        x = np.arange(n) + 0.5
+        return np.clip(np.minimum(x - start, end - x) / fade, 0.0, 1.0)
+    rows = ramp(height, region.top * height, float(height))
+    cols = ramp(width, region.side * width, width - region.side * width)
+    return np.outer(rows, cols)[..., None].astype(np.float32)
+
+
 def paste_faces(frames: np.ndarray, boxes: np.ndarray, faces: np.ndarray, feather: int = 0,
-                in_place: bool = False) -> np.ndarray:
+                in_place: bool = False, region: Optional[MouthRegion] = None) -> np.ndarray:
     """Write generated faces (N, 96, 96, 3) uint8 into frames inside their boxes (clipped to the
-    frame), into copies unless ``in_place``; with ``feather`` the face fades into the original
-    over that many pixels."""
+    frame), into copies unless ``in_place``: the whole box, fading into the original over ``feather``
+    pixels when given; or, with ``region``, only the mouth region (``mouth_mask``), every other pixel
+    of the frame left as it was."""
     out = frames if in_place else frames.copy()
     height, width = frames.shape[1:3]
     for frame, box, face in zip(out, boxes, faces):
         x1, y1, x2, y2 = (int(v) for v in box)
+        bx1, by1, box_w, box_h = x1, y1, x2 - x1, y2 - y1
         x1, x2 = max(0, x1), min(width, x2)
         y1, y2 = max(0, y1), min(height, y2)
         if x2 <= x1 or y2 <= y1:
             continue
+        if region is not None:
+            weight = mouth_mask(box_h, box_w, region)[y1 - by1:y2 - by1, x1 - bx1:x2 - bx1]
+            rows = np.flatnonzero(weight[:, :, 0].max(axis=1) > 0)
+            if len(rows) == 0:
+                continue
+            resized = cv2.resize(face, (box_w, box_h), interpolation=cv2.INTER_LINEAR)[y1 - by1:y2 - by1,
+                                                                                       x1 - bx1:x2 - bx1]
+            top, bottom = y1 + rows[0], y1 + rows[-1] + 1         # only the rows the mask reaches change
+            part = frame[top:bottom, x1:x2]
+            weight, resized = weight[rows[0]:rows[-1] + 1], resized[rows[0]:rows[-1] + 1]
+            blended = np.round(weight * resized + (1 - weight) * part.astype(np.float32))
+            part[...] = np.where(weight > 0, np.clip(blended, 0, 255), part).astype(np.uint8)
+            continue
         resized = cv2.resize(face, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
         if feather > 0:
             weight = blend_mask(y2 - y1, x2 - x1, feather)
-            region = frame[y1:y2, x1:x2].astype(np.float32)
-            resized = np.clip(np.round(weight * resized + (1 - weight) * region), 0, 255).astype(np.uint8)
+            part = frame[y1:y2, x1:x2].astype(np.float32)
+            resized = np.clip(np.round(weight * resized + (1 - weight) * part), 0, 255).astype(np.uint8)
         frame[y1:y2, x1:x2] = resized
     return out
 
@@ -105,7 +134,8 @@ def render_chunk(generator: TalkLip, chunk: List[Tuple[np.ndarray, Optional[np.n
     clock.add("generate", time.perf_counter() - started)
     started = time.perf_counter()
     for (frame, _, _), box, face in zip(with_face, boxes, faces):
-        paste_faces(frame[None], box[None], face[None], opts.feather, in_place=True)
+        paste_faces(frame[None], box[None], face[None], opts.feather, in_place=True,
+                    region=opts.region if opts.paste == "mouth" else None)
     clock.add("paste", time.perf_counter() - started)
     return len(with_face)
 

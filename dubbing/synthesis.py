@@ -1,4 +1,5 @@
 """The paper's test protocol: every frame of a test clip regenerated from its own upper half (``inf_test.py``)."""
+import dataclasses
 import itertools
 import os
 
@@ -23,7 +24,9 @@ def synthesize_test_clip(generator: TalkLip, video_path: str, wav_path: str, box
     the first frame as reference, audio aligned to the video by cutting the excess evenly from
     both ends (or padding silence), output at the input frame rate with the clip's audio.
     The frames are those that decode (one per face box); a video whose frames stop before its video
-    stream's declared end is reported as damaged (``VideoReader``), and nothing is written."""
+    stream's declared end is reported as damaged (``VideoReader``), and nothing is written. The whole
+    generated face is pasted back (``paste="face"``), as the original's protocol does."""
+    opts = dataclasses.replace(opts, paste="face")
     clock = StageClock()
     reader = VideoReader(video_path)
     fps, height, width = reader.fps, reader.height, reader.width

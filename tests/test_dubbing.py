@@ -150,7 +150,8 @@ def test_a_cutaway_passes_through_untouched_and_the_rest_is_dubbed(tmp_path, cpu
     again = np.stack(list(VideoReader(str(tmp_path / "again.mp4")))).astype(int)
     dubbed = np.stack(list(VideoReader(out))).astype(int)
     assert np.abs(dubbed - again)[20:45].mean(axis=(1, 2, 3)).max() < 0.5   # untouched, up to the encoder
-    mouth = (slice(180, 330), slice(110, 370))
+    x1, y1, x2, y2 = CascadeDetector().detect_faces(face[None])[0][0][:4].astype(int)
+    mouth = (slice(y1 + (y2 - y1) * 6 // 10, y2), slice(x1 + (x2 - x1) // 4, x2 - (x2 - x1) // 4))  # pasted
     mouth_change = np.abs(dubbed[:, mouth[0], mouth[1]] - again[:, mouth[0], mouth[1]]).mean(axis=(1, 2, 3))
     assert mouth_change[:20].min() > 2 and mouth_change[45:].min() > 2   # a generated face was pasted
 
@@ -247,7 +248,7 @@ def test_the_streaming_dub_equals_a_plain_frame_by_frame_dub(tmp_path, cpu_gener
             if box is not None:
                 crop = crop_face(frame, box, 96)[None]
                 face = render_faces(cpu_generator, face_inputs(crop, crop), emb[rows[k]][None], "cpu")
-                paste_faces(frame[None], box[None], face, in_place=True)
+                paste_faces(frame[None], box[None], face, in_place=True, region=opts.region)
             writer.write(frame)
     plain = np.stack(list(VideoReader(str(tmp_path / "plain.mp4"))))
     dubbed = np.stack(list(VideoReader(str(tmp_path / "dub.mp4"))))
@@ -551,3 +552,71 @@ def test_a_written_video_is_tagged_bt709_and_decodes_to_its_colours(tmp_path):
     by_opencv = next(iter(VideoReader(str(tmp_path / "c.mp4"))))
     for decoded in (by_ffmpeg, by_opencv):
         assert np.abs(decoded[8:56, 4::32][:, :4].astype(int) - frame[8:56, 4::32][:, :4]).max() <= 4   # crf 18
+
+
+def test_the_mouth_paste_changes_only_the_mouth_region_and_the_face_paste_the_whole_box():
+    """paste_faces with a MouthRegion: every pixel outside the region (above its top, beside it, outside the
+    box) is the source's, exactly; inside, the generated face and the frame are mixed by mouth_mask's
+    weight, full weight deep inside. Without a region the whole box is the resized face (the original's
+    paste, which --paste face keeps)."""
+    from dubbing.options import MouthRegion
+    from dubbing.render import mouth_mask, paste_faces
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 200, 300, 3), dtype=np.uint8)
+    faces = rng.integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
+    boxes = np.array([[50, 20, 170, 180], [-30, 100, 90, 260]])       # the second leaves the frame
+    region = MouthRegion(top=0.5, side=0.1, feather=0.1)
+    out = paste_faces(frames, boxes, faces, region=region)
+    for frame, pasted, box, face in zip(frames, out, boxes, faces):
+        x1, y1, x2, y2 = box
+        weight = mouth_mask(y2 - y1, x2 - x1, region)[..., 0]
+        full = np.zeros(frame.shape[:2], np.float32)
+        big = cv2.resize(face, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        canvas = frame.astype(np.float32).copy()
+        fy1, fx1, fy2, fx2 = max(0, y1), max(0, x1), min(200, y2), min(300, x2)
+        full[fy1:fy2, fx1:fx2] = weight[fy1 - y1:fy2 - y1, fx1 - x1:fx2 - x1]
+        canvas[fy1:fy2, fx1:fx2] = big[fy1 - y1:fy2 - y1, fx1 - x1:fx2 - x1]
+        outside = full == 0
+        assert np.array_equal(pasted[outside], frame[outside])
+        expected = np.round(full[..., None] * canvas + (1 - full[..., None]) * frame.astype(np.float32))
+        assert np.abs(pasted[~outside].astype(float) - expected[~outside]).max() <= 0.5
+        assert (full[:max(0, y1 + (y2 - y1) // 2)] == 0).all()           # the upper half of the box is never touched
+        assert full.max() == 1.0
+    whole = paste_faces(frames[:1], boxes[:1], faces[:1])
+    x1, y1, x2, y2 = boxes[0]
+    assert np.array_equal(whole[0, y1:y2, x1:x2], cv2.resize(faces[0], (x2 - x1, y2 - y1),
+                                                            interpolation=cv2.INTER_LINEAR))
+    outside = np.ones((200, 300), bool)
+    outside[y1:y2, x1:x2] = False
+    assert np.array_equal(whole[0][outside], frames[0][outside])
+
+
+def test_a_dub_pastes_the_mouth_by_default_and_the_test_protocol_the_face(tmp_path, cpu_generator):
+    """The default dub leaves the upper half of the face box as the source's (before encoding: a writer
+    that keeps the frames); --paste face replaces it."""
+    from dubbing.render import render_into
+    from dubbing.speech import encode_audio
+    from utils.pipeline import StageClock
+    from utils.audio import talklip_features
+
+    class Keep:
+        def __init__(self):
+            self.frames = []
+
+        def write_batch(self, frames):
+            self.frames += [f.copy() for f in frames]
+    frame = np.full((200, 320, 3), 90, np.uint8)
+    frame[20:180, 80:240] = astronaut_head(160, 160)
+    box = np.array([80, 20, 240, 180])
+    tone(str(tmp_path / "s.wav"), 0.2)
+    emb = encode_audio(cpu_generator, talklip_features(load_audio(str(tmp_path / "s.wav")), AUDIO_RATE_HZ), "cpu")
+    kept = {}
+    for paste in ("mouth", "face"):
+        keep = Keep()
+        render_into(keep, cpu_generator, [(frame.copy(), box, 0)], emb, SynthesisOptions(progress=False, paste=paste),
+                    StageClock())
+        kept[paste] = keep.frames[0]
+    assert np.array_equal(kept["mouth"][:100], frame[:100])            # rows above the box's middle
+    assert not np.array_equal(kept["face"][20:100, 80:240], frame[20:100, 80:240])
+    with pytest.raises(ValueError, match="paste must be one of"):
+        SynthesisOptions(paste="eyes")

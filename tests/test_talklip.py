@@ -169,7 +169,7 @@ def test_only_the_face_box_changes_and_chunking_does_not_matter(talklip_checkpoi
     emb = torch.randn(num, model.audio_dim)
     outputs = {}
     for chunk, feather in ((5, 0), (64, 0), (64, 6)):
-        opts = SynthesisOptions(chunk_frames=chunk, batch_size=4, feather=feather, progress=False)
+        opts = SynthesisOptions(chunk_frames=chunk, batch_size=4, feather=feather, progress=False, paste="face")
         out = Collect()
         frames = frames_of(clip)[:num]
         render_into(out, model, zip(frames, boxes, range(num)), emb, opts, StageClock())

@@ -44,6 +44,12 @@ def int_at_least(lowest: int, why: str = ""):
     return _checked(int, f"int>={lowest}", lambda v: v >= lowest, f"{{value}} is below {lowest}: give {lowest} or more{why}")
 
 
+def fraction_below(limit: float):
+    """A number in [0, limit)."""
+    return _checked(float, f"fraction<{limit:g}", lambda value: 0.0 <= value < limit,
+                    f"{{value:g}} is not in [0, {limit:g}): give a fraction from 0 to below {limit:g}")
+
+
 def per_stage(count: int):
     """A comma-separated list of ``count`` non-negative integers, or one integer for every item."""
     def parse(text: str) -> Tuple[int, ...]:
