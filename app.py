@@ -27,6 +27,8 @@ from face_detection import DEFAULT_S3FD_PATH, build_detector
 from face_detection.tracking import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_MAX_SIDE, DEFAULT_MAX_GAP_S, TrackingOptions
 from face_detection.tracking import KeyFrameDetector, nearest_face
 from dubbing import SynthesisOptions, dub
+from dubbing.options import PASTE_MODES
+from dubbing.reference import REFERENCE_CHOICES, check_reference
 from dubbing.source import is_image, read_image
 from models.talklip import load_talklip, prepare_for_inference
 from utils.audio import speech_seconds
@@ -230,7 +232,7 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
         return draw_faces(frame, Faces(np.asarray(boxes, np.int64).reshape(-1, 4)), int(choice))
 
     def run(video_file, speech_file, boxes, choice, detect_every, detect_max_side, smooth_window, max_gap, blend,
-            progress=gr.Progress()):
+            paste, reference, progress=gr.Progress()):
         clean_old_jobs(workdir, keep_minutes * 60)
         if not video_file or not speech_file:
             return None, None, None, "error: give a face video (or picture) and speech first"
@@ -243,7 +245,8 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
                 follow = Faces(np.asarray(boxes, np.int64).reshape(-1, 4)).centre(int(choice))
             tracking = TrackingOptions(detect_every=int(detect_every), detect_max_side=int(detect_max_side),
                                        max_gap_s=float(max_gap), smooth_window=int(smooth_window), follow=follow)
-            opts = SynthesisOptions(feather=int(blend), device=str(device), progress=False,
+            opts = SynthesisOptions(feather=int(blend), device=str(device), progress=False, paste=paste,
+                                    reference=check_reference(str(reference).strip()),
                                     on_progress=progress_report(progress))
             out = os.path.join(job, "dubbed.mp4")
             stopping.idle.clear()
@@ -260,6 +263,8 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
                  f"- dubbed: {result.frames_with_face} frames; passed through untouched (no face): {untouched}",
                  f"- face detector run on {result.detected_frames} of {result.source_frames} source frames; "
                  f"no face found on {result.detection_misses} of them"]
+        if result.reference_frame is not None:
+            lines.append(f"- reference face: frame {result.reference_frame}")
         if result.damaged:
             lines.append(f"- warning: the video's frames stop after {result.decoded_frames} (a damaged file?)")
         if note:
@@ -278,6 +283,12 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
                 speech_in = gr.Audio(label="speech (file or microphone)", sources=["upload", "microphone"],
                                      type="filepath", elem_id="speech_input")
                 face_pick = gr.Dropdown(["largest"], value="largest", label="face to dub", elem_id="face_pick")
+                reference = gr.Dropdown(["own", *REFERENCE_CHOICES[1:]], value="own", allow_custom_value=True,
+                                        elem_id="reference",
+                                        label="reference face: own (each frame's, as the original), first, "
+                                              "closed (most closed mouth) or a frame number")
+                paste = gr.Radio(list(PASTE_MODES), value="mouth", elem_id="paste",
+                                 label="paste the generated mouth region (the eyes stay sharp) or the whole face")
                 with gr.Accordion("detection and blending", open=False):
                     detect_every = gr.Slider(1, 32, value=DEFAULT_DETECT_EVERY, step=1,
                                              label="detect every K-th frame (1: every frame, as the original)")
@@ -286,7 +297,7 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
                     smooth_window = gr.Slider(1, 15, value=5, step=1, label="smooth face boxes over N frames")
                     max_gap = gr.Slider(0, 2, value=DEFAULT_MAX_GAP_S, step=0.05,
                                         label="seconds without the face that are bridged (longer: untouched)")
-                    blend = gr.Slider(0, 16, value=0, step=1, label="feather the pasted face over N pixels")
+                    blend = gr.Slider(0, 16, value=0, step=1, label="with the whole face: feather it over N pixels")
                 run_button = gr.Button("Dub", variant="primary", elem_id="run")
             with gr.Column():
                 face_view = gr.Image(label="faces on the first frame (click one)", interactive=False,
@@ -301,7 +312,7 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
         face_view.select(clicked, [first, boxes], [face_view, face_pick])
         face_pick.input(picked, [first, boxes, face_pick], [face_view])
         run_button.click(run, [video_in, speech_in, boxes, face_pick, detect_every, detect_max_side, smooth_window,
-                               max_gap, blend], [video_out, file_out, timeline, report])
+                               max_gap, blend, paste, reference], [video_out, file_out, timeline, report])
     return page
 
 

@@ -13,6 +13,7 @@ from face_detection import DEFAULT_S3FD_PATH, build_detector
 from cli_flags import add_tracking_args, tracking_options
 from dubbing import SynthesisOptions, dub
 from dubbing.options import PASTE_MODES, MouthRegion
+from dubbing.reference import check_reference
 from dubbing.speech import AUDIO_WINDOW_OVERLAP
 from models.talklip import load_talklip, prepare_for_inference
 from utils.cli import (add_device_arg, add_ignored_flags, fraction_below, int_at_least, non_negative_int,
@@ -48,6 +49,10 @@ def parse_args(argv=None):
                              "its width)")
     parser.add_argument("--mask_feather", type=fraction_below(1.0), default=MouthRegion.feather,
                         help="--paste mouth: it fades into the frame over this fraction of the box height")
+    parser.add_argument("--reference", type=reference_choice, default="own",
+                        help="the face the generator is shown whole: own (each frame's own, as the original: the "
+                             "source's mouth can leak into the dub), first (the first frame with the face), closed "
+                             "(the frame whose mouth is most closed) or a frame number N")
     parser.add_argument("--blend", type=non_negative_int, default=0,
                         help="--paste face: feather the pasted face into the frame over this many pixels "
                              "(0: hard paste)")
@@ -57,6 +62,14 @@ def parse_args(argv=None):
     parser.add_argument("--strict", action="store_true",
                         help="fail (and write nothing) when the video's frames stop before its stream's declared end")
     return parser.parse_args(argv)
+
+
+def reference_choice(text: str) -> str:
+    """argparse type of --reference: refused in argparse's one-line usage error."""
+    try:
+        return check_reference(text)
+    except TalkLipError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def output_path(save_path: str, video_path: str, inputs) -> str:
@@ -81,6 +94,7 @@ def main(args) -> int:
     tracking = tracking_options(args, dubbing=True)
     opts = SynthesisOptions(batch_size=args.batch_size, chunk_frames=args.chunk_frames, feather=args.blend,
                             paste=args.paste, region=MouthRegion(args.mask_top, args.mask_side, args.mask_feather),
+                            reference=args.reference,
                             audio_window=args.audio_window, device=str(device), progress=not args.no_progress,
                             dtype=autocast_dtype(args.dtype, device))
     started = time.time()
@@ -96,7 +110,8 @@ def main(args) -> int:
     untouched = info.frames - info.frames_with_face
     print(f"wrote {out_path}: {info.frames} frames at {info.fps:g} fps ({info.duration_s:.2f} s) "
           f"in {time.time() - started:.1f}s; face detected on {info.detected_frames} frames"
-          + (f"; {untouched} frames without the face passed through untouched" if untouched else ""),
+          + (f"; {untouched} frames without the face passed through untouched" if untouched else "")
+          + (f"; the reference face is frame {info.reference_frame}'s" if info.reference_frame is not None else ""),
           file=sys.stderr)
     return 0
 

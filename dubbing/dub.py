@@ -19,6 +19,7 @@ import numpy as np
 
 from dubbing.follower import FaceFollower
 from dubbing.options import StageProgress, SynthesisOptions
+from dubbing.reference import choose_reference
 from dubbing.render import render_into
 from dubbing.source import FaceSource, decodable_stream, open_face_source
 from dubbing.speech import Speech
@@ -59,7 +60,8 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
         try:
             follower.first_face(StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)),
                                               opts.progress, opts.on_progress))
-            faced, first_frame_s = render_dub(generator, source, follower, speech, run, opts)
+            reference, reference_frame = choose_reference(opts.reference, source, follower)
+            faced, first_frame_s = render_dub(generator, source, follower, speech, run, opts, reference)
             track = follower.track()
         finally:
             follower.close()
@@ -70,7 +72,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
                      detected_frames=track.detected_frames, detection_misses=track.detection_misses,
                      seconds=clock.report(), with_face=np.array([track.boxes[i] is not None for i in order]),
                      first_frame_s=first_frame_s, detected_pixels=follower.detect.pixels,
-                     far_from_point=track.far_from_point)
+                     far_from_point=track.far_from_point, reference_frame=reference_frame)
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,17 @@ class DubResult:
     first_frame_s: Optional[float] = None   # from the call to the first frame handed to the encoder
     detected_pixels: int = 0           # pixels the detector was given, in all
     far_from_point: int = 0            # faces followed although none lay near the --follow point
+    reference_frame: Optional[int] = None   # the source frame whose face was the reference (None: each its own)
 
 
 def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, speech: Speech, run: DubRun,
-               opts: SynthesisOptions) -> Tuple[int, Optional[float]]:
+               opts: SynthesisOptions, reference: Optional[np.ndarray] = None) -> Tuple[int, Optional[float]]:
     """Write the dub: ``speech``'s length at the source's frame rate, every frame with the face given a
     generated one. Frames are decoded by index and the face followed ahead in this thread, between
     chunks (the detector and the generator never hold activations at the same time: on 2 cores a
     reader thread doing both made the dub no faster and its peak memory ~150 MB higher); the
-    follower's own decoding and the encoding run in threads. Returns the frames that got a face and
+    follower's own decoding and the encoding run in threads. ``reference``: the generator's reference
+    face for every frame (None: each frame's own crop). Returns the frames that got a face and
     the seconds from ``run.started`` to the first frame handed to the encoder."""
     clock = run.clock
     num_out = speech.frames_at(source.fps)
@@ -127,7 +131,8 @@ def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, s
                 first.append(time.perf_counter() - run.started)
             bar.update(frames)
 
-        faced = render_into(out, generator, items, speech.embeddings, opts, clock, bar=on_chunk, chunk_frames=chunk)
+        faced = render_into(out, generator, items, speech.embeddings, opts, clock, reference=reference, bar=on_chunk,
+                            chunk_frames=chunk)
         bar.close()
         if opts.on_progress is not None:
             opts.on_progress("encoding", num_out, num_out)      # the last frames and the sound go in

@@ -41,6 +41,7 @@ class SynthesisOptions:
     release_memory: bool = True   # hand freed heap pages and the audio encoder's mapped pages back as it goes
     paste: str = "mouth"          # "mouth": only the mouth region (``region``); "face": the whole box (the paper's)
     region: MouthRegion = MouthRegion()
+    reference: str = "own"        # the generator's reference face: own, first, closed or a frame number (dubbing.reference)
 
     def __post_init__(self):
         if self.paste not in PASTE_MODES:

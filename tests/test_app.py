@@ -217,6 +217,9 @@ def test_the_page_dubs_the_clicked_face(page, page_url, talklip_checkpoint, tmp_
     click_image_at(page, "#preview img", *faces.centre(2))
     page.wait_for_function("() => document.querySelector('#face_pick input').value === '2'", timeout=30_000)
     upload(page, "speech_input", str(tmp_path / "speech.wav"))
+    page.locator("#reference input").click()                          # the reference: the first frame's face
+    page.get_by_role("option", name="first").click()
+    page.wait_for_function("() => document.querySelector('#reference input').value === 'first'", timeout=30_000)
     page.locator("#run").click()
     page.locator("#dubbed video").wait_for(state="attached", timeout=180_000)
     page.get_by_text("passed through untouched", exact=False).wait_for(timeout=60_000)
@@ -224,6 +227,7 @@ def test_the_page_dubs_the_clicked_face(page, page_url, talklip_checkpoint, tmp_
         page.screenshot(path=os.environ["TALKLIP_SCREENSHOT"], full_page=True)
     report = page.locator("#report").inner_text()
     assert "50 frames" in report and "dubbed: 50 frames" in report and "no face found on 0 of them" in report, report
+    assert "reference face: frame 0" in report, report
     with page.expect_download() as download:
         page.locator("#download a").first.click()
     out = str(tmp_path / "downloaded.mp4")
@@ -240,7 +244,7 @@ def test_the_page_dubs_the_clicked_face(page, page_url, talklip_checkpoint, tmp_
     x, y = faces.centre(2)
     proc = run_module("inf_demo", "--video_path", tmp_path / "two.mp4", "--wav_path", tmp_path / "speech.wav",
                       "--ckpt_path", os.environ.get("TALKLIP_APP_CKPT", talklip_checkpoint[0]), "--follow", f"{x},{y}",
-                      "--save_path", tmp_path / "cli", "--device", "cpu", "--no_progress")
+                      "--reference", "first", "--save_path", tmp_path / "cli", "--device", "cpu", "--no_progress")
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(np.stack(list(VideoReader(str(tmp_path / "cli.mp4")))), np.stack(dubbed))
 

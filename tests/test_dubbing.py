@@ -620,3 +620,37 @@ def test_a_dub_pastes_the_mouth_by_default_and_the_test_protocol_the_face(tmp_pa
     assert not np.array_equal(kept["face"][20:100, 80:240], frame[20:100, 80:240])
     with pytest.raises(ValueError, match="paste must be one of"):
         SynthesisOptions(paste="eyes")
+
+
+def test_each_reference_choice_picks_the_frame_it_says(tmp_path, cpu_generator):
+    """--reference: own (none: each frame its own), first (the first frame with the face), closed (the frame
+    whose mouth is least open: a dark mouth drawn on every face frame, its opening shrinking to nothing at
+    frame 10 and growing again), N (that frame). A frame without the face, or past the end, is refused in
+    one line, and nothing is written."""
+    from utils.errors import TalkLipError
+    head = np.full((240, 320, 3), 90, np.uint8)
+    head[20:220, 90:250] = astronaut_head(160, 200)
+    x1, y1, x2, y2 = CascadeDetector().detect_faces(head[None])[0][0][:4]
+    centre = (int((x1 + x2) / 2), int(y1 + 0.75 * (y2 - y1)))
+    frames = []
+    for k in range(16):
+        frame = np.full((240, 320, 3), 90, np.uint8) if k < 3 else head.copy()     # no face on frames 0-2
+        if k >= 3 and k != 10:
+            cv2.ellipse(frame, centre, (int(0.15 * (x2 - x1)), 1 + abs(k - 10)), 0, 0, 360, (20, 20, 30), -1)
+        frames.append(frame)
+    write_clip(str(tmp_path / "clip.mp4"), frames)
+    tone(str(tmp_path / "speech.wav"), 0.64)
+    found = {}
+    for spec in ("own", "first", "closed", "7"):
+        info = dub(cpu_generator, str(tmp_path / "clip.mp4"), str(tmp_path / "speech.wav"), str(tmp_path / f"{spec}.mp4"),
+                   CascadeDetector(), SynthesisOptions(progress=False, reference=spec, chunk_frames=4),
+                   TrackingOptions(max_gap_s=0.0))
+        found[spec] = info.reference_frame
+    assert found == {"own": None, "first": 3, "closed": 10, "7": 7}
+    own, first = (np.stack(list(VideoReader(str(tmp_path / f"{spec}.mp4")))) for spec in ("own", "first"))
+    assert not np.array_equal(own[4:], first[4:])                   # the generator saw another reference
+    for spec, says in (("1", "no face was found on frame 1"), ("40", "has 16 frames")):
+        with pytest.raises(TalkLipError, match=says):
+            dub(cpu_generator, str(tmp_path / "clip.mp4"), str(tmp_path / "speech.wav"), str(tmp_path / "x.mp4"),
+                CascadeDetector(), SynthesisOptions(progress=False, reference=spec), TrackingOptions(max_gap_s=0.0))
+    assert not os.path.exists(tmp_path / "x.mp4")
