@@ -173,6 +173,13 @@ $PYTHON -m evaluation.mouth_sync --dub "$out_dir/dubbed.mp4" --face_gt "$c/gt/$c
   --out_json "$out_dir/mouth_sync_dubbed.json"
 took[dub]=$(( $(stamp) - s ))
 
+# Identity leakage: the test clips dubbed with silence (as inf_demo.py dubs, --reference own): how much the
+# mouth still moves, and with the clips' own mouths (evaluation/leakage.py)
+s=$(stamp)
+$PYTHON -m evaluation.leakage --ckpt_path "$last" --video_root "$c/main" --gt_root "$c/gt" --filelist "$l/test.txt" \
+  --out_root "$out_dir/silent" --out_json "$out_dir/leakage.json" --device cpu --no_progress
+took[leakage]=$(( $(stamp) - s ))
+
 $PYTHON -m evaluation.report --run_dir "$out_dir" --clip "$clip" --dub_face "$clip" --dub_speech "$speech" \
   --expert "${reader_ckpt[expert]}" ${reader_ckpt[observer]+--observer "${reader_ckpt[observer]}"} \
-  --seconds "data=${took[data]},readers=${took[readers]},train=${took[train]},synthesis_and_eval=${took[synthesis_eval]},dub=${took[dub]}${took[ablation]+,ablation=${took[ablation]}},total=$(stamp)"
+  --seconds "data=${took[data]},readers=${took[readers]},train=${took[train]},synthesis_and_eval=${took[synthesis_eval]},dub=${took[dub]},leakage=${took[leakage]}${took[ablation]+,ablation=${took[ablation]}},total=$(stamp)"

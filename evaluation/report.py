@@ -257,6 +257,9 @@ def quickstart_summary(run_dir: str, clip: str, seconds: Dict[str, int], dub_fac
                                           "test_token_acc_blank", "trained") if k in expert},
         "seconds": seconds,
     }
+    leakage = _optional_json(f"{run_dir}/leakage.json")
+    if leakage:
+        summary["leakage"] = {k: leakage[k] for k in ("motion", "source_motion", "leak_r", "clips") if k in leakage}
     if observer:
         summary["observer"] = {"wer": {t: v["wer"] for t, v in observer.items()},
                                "clips": observer["ground_truth"]["clips"] if "ground_truth" in observer else None}
@@ -282,6 +285,10 @@ def print_summary(summary: Dict, run_dir: str) -> None:
         print(f"  {'ground truth:':17s}observer WER {summary['observer']['wer']['ground_truth']:.3f} "
               f"(the real test videos)")
     print(f"  {'dubbed clip:':17s}mouth sync r {summary['dubbed']['mouth_sync']:.3f} against its driving speech")
+    if "leakage" in summary:
+        k = summary["leakage"]
+        print(f"  {'silent speech:':17s}mouth motion {k['motion']:.2f} (the clips' own {k['source_motion']:.2f}), "
+              f"r with the clips' own mouths {k['leak_r']:.3f} ({k['clips']} test clips dubbed with silence)")
     print(f"  {'training:':17s}stage {t['stage_reached']} ({t['stage_name']}) in {t['steps']} {t['precision']} steps, "
           f"{t['validations_in_stage_2']} validations in stage 2, {t['rollbacks']} rollbacks")
     if g:

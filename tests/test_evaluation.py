@@ -18,7 +18,7 @@ from models.conformer_lip_reading import (CHAR_TO_INDEX, ConformerConfig, Confor
                                           RelPositionMultiHeadedAttention, load_conformer_lip_reader,
                                           required_length, teacher_forced_error_rates, text_to_indices)
 from tests.conftest import ROOT, run_module
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, TalkLipError
 
 TINY_CONFORMER = ConformerConfig(adim=32, aheads=4, eunits=64, elayers=2, dlayers=2, cnn_module_kernel=7)
 
@@ -277,3 +277,37 @@ def test_box_files_and_file_lists_are_checked_with_one_line(tmp_path):
         (tmp_path / "list.txt").write_text(f"spk/ok\n{bad}\n")
         with pytest.raises(TalkLipError, match="entry 2 .* leaves the data folders"):
             read_filelist(str(tmp_path / "list.txt"))
+
+
+def test_the_leakage_measure_separates_a_dub_that_copies_its_reference_from_one_that_does_not(corpus,
+                                                                                              talklip_checkpoint,
+                                                                                              tmp_path):
+    """Silent dubs of corpus clips. A generator that copies its reference into the mouth (a TalkLip whose
+    render returns the reference face), shown each frame's own crop (--reference own), moves the mouth
+    under silence with the clip's own opening: motion near the clip's own and leak_r near 1. The same
+    copier shown one fixed reference (first), and the random generator, keep it still. The clips'
+    own reading is their motion."""
+    from evaluation.common import ClipRun
+    from evaluation.leakage import LeakageOptions, evaluate
+    from face_detection import CascadeDetector
+
+    class Copier(type(talklip_checkpoint[1])):
+        def render(self, faces_in, audio_emb):
+            return faces_in[:, 3:]
+    _, generator = talklip_checkpoint
+    copier = Copier(generator.audio_encoder.w2v_model.cfg, generator.config).eval()
+    data, splits = corpus
+    names = splits["train"][:3]
+    found = {}
+    for name, model, reference in (("copy_own", copier, "own"), ("copy_first", copier, "first"),
+                                   ("random_own", generator, "own")):
+        opts = LeakageOptions(f"{data}/main", str(tmp_path / name), gt_root=f"{data}/gt", reference=reference)
+        found[name] = evaluate(opts, ClipRun(progress=False), model, CascadeDetector(), names=names)
+        assert found[name]["clips"] == 3 and found[name]["complete"]
+    own = found["copy_own"]
+    assert own["source_motion"] > 5 and own["motion"] > 0.6 * own["source_motion"] and own["leak_r"] > 0.8
+    for still in ("copy_first", "random_own"):
+        assert found[still]["motion"] < 0.2 * own["source_motion"] and abs(found[still]["leak_r"]) < 0.5, still
+    with pytest.raises(TalkLipError, match="needs --gt_root"):
+        evaluate(LeakageOptions(f"{data}/main", str(tmp_path / "x")), ClipRun(progress=False), generator,
+                 CascadeDetector(), names=names)
