@@ -1,8 +1,11 @@
 """Dub a face video (or a still image) with new speech using a TalkLip checkpoint.
 
     python inf_demo.py --video_path face.mp4 --wav_path speech.wav --ckpt_path talklip.pth --save_path out
+    python inf_demo.py --jobs dubs.csv --ckpt_path talklip.pth        # many dubs, the model loaded once
 
-Writes <save_path>.mp4 (H.264 + AAC) at the video's frame rate and size, as long as the speech.
+Writes <save_path>.mp4 (H.264 + AAC) at the video's frame rate and size, as long as the speech. With
+--jobs, every row of a CSV (header: video,speech,output[,follow][,reference]) or JSON-lines file is
+dubbed (dubbing/jobs.py); rows already done are skipped, failed ones listed beside the file (exit 3).
 """
 import argparse
 import os
@@ -10,9 +13,11 @@ import sys
 import time
 
 from face_detection import DEFAULT_S3FD_PATH, build_detector
+from preparation.runner import EXIT_SOME_FAILED
 from cli_flags import add_tracking_args, tracking_options
 from dubbing import SynthesisOptions, dub
 from dubbing.options import PASTE_MODES, MouthRegion
+from dubbing.jobs import failures_file, read_jobs, run_jobs
 from dubbing.reference import check_reference
 from dubbing.speech import AUDIO_WINDOW_OVERLAP
 from models.talklip import load_talklip, prepare_for_inference
@@ -24,8 +29,15 @@ from utils.errors import TalkLipError, run_cli
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video_path", required=True, help="face video (any fps, size) or a still image")
-    parser.add_argument("--wav_path", required=True, help="speech: any audio format, rate and channel count")
+    parser.add_argument("--video_path", default=None, help="face video (any fps, size) or a still image")
+    parser.add_argument("--wav_path", default=None, help="speech: any audio format, rate and channel count")
+    parser.add_argument("--jobs", default=None,
+                        help="dub every row of this CSV or .jsonl file instead (video, speech, output, optional "
+                             "follow and reference; paths relative to the file's folder), the model loaded once")
+    parser.add_argument("--rank", type=positive_int, default=None,
+                        help="--jobs: this shard of the rows, 1..nshard (default: torchrun RANK or SLURM_PROCID + 1)")
+    parser.add_argument("--nshard", type=positive_int, default=None,
+                        help="--jobs: number of shards (default: WORLD_SIZE or SLURM_NTASKS, else 1)")
     parser.add_argument("--ckpt_path", required=True, help="TalkLip generator checkpoint (.pth)")
     parser.add_argument("--save_path", default="tmp", help="output path; .mp4 is appended when missing")
     add_device_arg(parser)
@@ -61,7 +73,10 @@ def parse_args(argv=None):
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     parser.add_argument("--strict", action="store_true",
                         help="fail (and write nothing) when the video's frames stop before its stream's declared end")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.jobs and not (args.video_path and args.wav_path):
+        parser.error("give --video_path and --wav_path (or --jobs FILE for many dubs)")
+    return args
 
 
 def reference_choice(text: str) -> str:
@@ -70,6 +85,29 @@ def reference_choice(text: str) -> str:
         return check_reference(text)
     except TalkLipError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def synthesis_options(args, device) -> SynthesisOptions:
+    return SynthesisOptions(batch_size=args.batch_size, chunk_frames=args.chunk_frames, feather=args.blend,
+                            paste=args.paste, region=MouthRegion(args.mask_top, args.mask_side, args.mask_feather),
+                            reference=args.reference,
+                            audio_window=args.audio_window, device=str(device), progress=not args.no_progress,
+                            dtype=autocast_dtype(args.dtype, device))
+
+
+def main_jobs(args, device) -> int:
+    """--jobs: this shard's rows, one model; exit 3 when a row failed (as preprocessing)."""
+    jobs = read_jobs(args.jobs)
+    failures = failures_file(args.jobs, args.rank, args.nshard)
+    generator = prepare_for_inference(load_talklip(args.ckpt_path, device))
+    detector = build_detector(args.s3fd_path, device)
+    started = time.time()
+    summary = run_jobs(jobs, generator, detector, synthesis_options(args, device), tracking_options(args, dubbing=True),
+                       failures, args.rank, args.nshard, progress=not args.no_progress)
+    print(f"dubbed {summary.done} jobs ({summary.frames} frames) in {time.time() - started:.1f}s, "
+          f"{summary.skipped} already done, {len(summary.failed)} failed"
+          + (f": listed in {failures}" if summary.failed else ""), file=sys.stderr)
+    return EXIT_SOME_FAILED if summary.failed else 0
 
 
 def output_path(save_path: str, video_path: str, inputs) -> str:
@@ -88,15 +126,13 @@ def output_path(save_path: str, video_path: str, inputs) -> str:
 def main(args) -> int:
     note_ignored_flags(args)
     device = resolve_device(args.device)
+    if args.jobs:
+        return main_jobs(args, device)
     out_path = output_path(args.save_path, args.video_path, [args.video_path, args.wav_path])
     generator = prepare_for_inference(load_talklip(args.ckpt_path, device))
     detector = build_detector(args.s3fd_path, device)
     tracking = tracking_options(args, dubbing=True)
-    opts = SynthesisOptions(batch_size=args.batch_size, chunk_frames=args.chunk_frames, feather=args.blend,
-                            paste=args.paste, region=MouthRegion(args.mask_top, args.mask_side, args.mask_feather),
-                            reference=args.reference,
-                            audio_window=args.audio_window, device=str(device), progress=not args.no_progress,
-                            dtype=autocast_dtype(args.dtype, device))
+    opts = synthesis_options(args, device)
     started = time.time()
     info = dub(generator, args.video_path, args.wav_path, out_path, detector, opts, tracking, strict=args.strict)
     if info.damaged:

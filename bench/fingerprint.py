@@ -24,8 +24,9 @@ import sys
 
 import cv2
 import numpy as np
-import soundfile
 import torch
+
+from bench.media import random_generator, speech
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,23 +81,6 @@ def write_video(path: str, frames, fps: float = 25.0) -> None:
                 "-pix_fmt", "yuv420p", path], source="fingerprint")
 
 
-def speech(path: str, seconds: float) -> None:
-    t = np.arange(int(seconds * 16000)) / 16000
-    wave = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
-    soundfile.write(path, wave.astype(np.float32), 16000)
-
-
-def generator_checkpoint(path: str) -> None:
-    import dataclasses
-    from models.presets import encoder_preset, talklip_preset
-    from models.talklip import TalkLip
-    torch.manual_seed(0)
-    model = TalkLip(encoder_preset("tiny"), talklip_preset("cpu"))
-    torch.save({"state_dict": model.state_dict(), "optimizer": None, "global_step": 0, "global_epoch": 0,
-                "talklip_cfg": model.config.to_dict(),
-                "audio_encoder_cfg": dataclasses.asdict(model.audio_encoder.w2v_model.cfg)}, path)
-
-
 def dub_inputs(out: str) -> dict:
     """name -> (video or still, speech) for the dubbing cases."""
     face = np.full((240, 320, 3), 90, np.uint8)
@@ -119,7 +103,7 @@ def dub_inputs(out: str) -> dict:
 
 def dubs(out: str, flags=()) -> dict:
     ckpt = os.path.join(out, "generator.pth")
-    generator_checkpoint(ckpt)
+    random_generator(ckpt)
     found = {}
     for name, (video, wav) in dub_inputs(out).items():
         result = os.path.join(out, f"dub_{name}.mp4")

@@ -24,6 +24,7 @@ import tempfile
 import cv2
 import numpy as np
 
+from bench.media import random_generator, speech
 from dubbing.options import MouthRegion
 from dubbing.render import mouth_mask
 from face_detection import CascadeDetector
@@ -43,24 +44,6 @@ def source_clip(path: str, seconds: float, fps: float = 25.0) -> None:
             x, y = 200 + int(round(2 * k)), 30 + int(round(12 * np.sin(k / 15)))
             canvas[y:y + 660, x:x + 560] = head
             writer.write(canvas)
-
-
-def speech(path: str, seconds: float) -> None:
-    import soundfile
-    t = np.arange(int(seconds * 16000)) / 16000
-    wave = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
-    soundfile.write(path, wave.astype(np.float32), 16000)
-
-
-def random_generator(path: str) -> None:
-    import dataclasses
-    import torch
-    from models.presets import encoder_preset, talklip_preset
-    from models.talklip import TalkLip
-    torch.manual_seed(0)
-    model = TalkLip(encoder_preset("tiny"), talklip_preset("cpu"))
-    torch.save({"state_dict": model.state_dict(), "talklip_cfg": model.config.to_dict(),
-                "audio_encoder_cfg": dataclasses.asdict(model.audio_encoder.w2v_model.cfg)}, path)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -108,7 +91,7 @@ def main(argv=None) -> None:
         clip, wav = os.path.join(work, "astronaut_720p.mp4"), args.wav_path or os.path.join(work, "speech.wav")
         source_clip(clip, args.seconds)
         if not args.wav_path:
-            speech(wav, args.seconds)
+            speech(wav, args.seconds, pitch_hz=180.0)
         ckpt = args.ckpt_path or os.path.join(work, "random.pth")
         if not args.ckpt_path:
             random_generator(ckpt)

@@ -654,3 +654,55 @@ def test_each_reference_choice_picks_the_frame_it_says(tmp_path, cpu_generator):
             dub(cpu_generator, str(tmp_path / "clip.mp4"), str(tmp_path / "speech.wav"), str(tmp_path / "x.mp4"),
                 CascadeDetector(), SynthesisOptions(progress=False, reference=spec), TrackingOptions(max_gap_s=0.0))
     assert not os.path.exists(tmp_path / "x.mp4")
+
+
+def test_a_jobs_file_dubs_its_good_rows_skips_the_done_one_and_lists_the_bad_one(tmp_path, talklip_checkpoint):
+    """inf_demo.py --jobs: one process, a CSV with a row already done (its output untouched), a bad row
+    (a missing video) and two good rows (one with a follow point and a reference): exit 3, the two
+    outputs written, the failures file naming the bad row; a rerun skips what is done. Shards of a
+    JSON-lines file split the rows without overlap and cover them all."""
+    import json
+    import shutil
+    from tests.conftest import run_module
+    from tests.media import head_frames
+    write_clip(str(tmp_path / "face.mp4"), head_frames(20))
+    tone(str(tmp_path / "speech.wav"), 0.6)
+    path, _ = talklip_checkpoint
+    first = run_module("inf_demo", "--video_path", tmp_path / "face.mp4", "--wav_path", tmp_path / "speech.wav",
+                       "--ckpt_path", path, "--save_path", tmp_path / "done.mp4", "--device", "cpu", "--no_progress")
+    assert first.returncode == 0, first.stderr
+    stamp = os.path.getmtime(tmp_path / "done.mp4")
+    (tmp_path / "jobs.csv").write_text("video,speech,output,follow,reference\n"
+                                       "face.mp4,speech.wav,done.mp4,,\n"
+                                       "missing.mp4,speech.wav,out/bad.mp4,,\n"
+                                       "face.mp4,speech.wav,out/a.mp4,,\n"
+                                       "face.mp4,speech.wav,out/b.mp4,\"80,80\",first\n")
+    proc = run_module("inf_demo", "--jobs", tmp_path / "jobs.csv", "--ckpt_path", path, "--device", "cpu",
+                      "--no_progress", cwd=str(tmp_path.parent))
+    assert proc.returncode == 3, proc.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.mp4", "b.mp4"]
+    assert os.path.getmtime(tmp_path / "done.mp4") == stamp
+    failures = (tmp_path / "jobs.failures_1of1.txt").read_text().splitlines()
+    assert len(failures) == 1 and failures[0].startswith("row 2\t") and "missing.mp4 does not exist" in failures[0]
+    assert "dubbed 2 jobs" in proc.stderr and "1 already done, 1 failed" in proc.stderr
+    for name in ("a", "b"):
+        assert probe_video(str(tmp_path / "out" / f"{name}.mp4")).num_frames == 15
+    again = run_module("inf_demo", "--jobs", tmp_path / "jobs.csv", "--ckpt_path", path, "--device", "cpu",
+                       "--no_progress")
+    assert again.returncode == 3 and "dubbed 0 jobs" in again.stderr and "3 already done" in again.stderr
+    shutil.rmtree(tmp_path / "out")
+    rows = [{"video": "face.mp4", "speech": "speech.wav", "output": f"out/{k}.mp4"} for k in range(5)]
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    written = []
+    for rank in (1, 2):
+        before = set(os.listdir(tmp_path / "out")) if (tmp_path / "out").exists() else set()
+        proc = run_module("inf_demo", "--jobs", tmp_path / "jobs.jsonl", "--ckpt_path", path, "--device", "cpu",
+                          "--no_progress", "--rank", rank, "--nshard", 2)
+        assert proc.returncode == 0, proc.stderr
+        written.append(set(os.listdir(tmp_path / "out")) - before)
+    assert written[0] and written[1] and not written[0] & written[1]
+    assert written[0] | written[1] == {f"{k}.mp4" for k in range(5)}
+    (tmp_path / "broken.csv").write_text("video,speech\nface.mp4,speech.wav\n")
+    proc = run_module("inf_demo", "--jobs", tmp_path / "broken.csv", "--ckpt_path", path, "--device", "cpu")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        "broken.csv row 1 lacks output: every row needs video, speech, output (and may give follow, reference)")

@@ -25,9 +25,9 @@ from utils.video import VideoReader, check_complete, probe_video
 
 SCRIPTS = ["train", "train_expert", "inf_test", "inf_demo", "preparation.audio_extract", "preparation.bbx_extract",
            "preparation.make_filelist", "preparation.make_synthetic", "evaluation.avhubert_wer",
-           "evaluation.eval_all", "evaluation.mouth_sync", "evaluation.report", "evaluation.sync_eval",
+           "evaluation.eval_all", "evaluation.leakage", "evaluation.mouth_sync", "evaluation.report", "evaluation.sync_eval",
            "evaluation.teacher_force_wer", "evaluation.visual_quality"]
-BENCHES = ["bench.avhubert", "bench.dub", "bench.eval", "bench.train_step"]     # run as modules (python -m)
+BENCHES = ["bench.avhubert", "bench.dub", "bench.eval", "bench.jobs", "bench.paste", "bench.train_step"]     # run as modules (python -m)
 
 
 def container_frame_count(path):
