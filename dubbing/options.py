@@ -42,8 +42,11 @@ class SynthesisOptions:
     paste: str = "mouth"          # "mouth": only the mouth region (``region``); "face": the whole box (the paper's)
     region: MouthRegion = MouthRegion()
     reference: str = "own"        # the generator's reference face: own, first, closed or a frame number (dubbing.reference)
+    crf: int = 18                 # the dub's H.264 quality (x264's crf: lower is better and larger; 18 ~ visually lossless)
 
     def __post_init__(self):
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be 0..51, got {self.crf}")
         if self.paste not in PASTE_MODES:
             raise ValueError(f"paste must be one of {PASTE_MODES}, got {self.paste!r}")
 

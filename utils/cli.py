@@ -44,6 +44,12 @@ def int_at_least(lowest: int, why: str = ""):
     return _checked(int, f"int>={lowest}", lambda v: v >= lowest, f"{{value}} is below {lowest}: give {lowest} or more{why}")
 
 
+def int_in_range(lowest: int, highest: int):
+    """An integer from ``lowest`` to ``highest``."""
+    return _checked(int, f"int{lowest}..{highest}", lambda v: lowest <= v <= highest,
+                    f"{{value}} is outside {lowest}..{highest}")
+
+
 def fraction_below(limit: float):
     """A number in [0, limit)."""
     return _checked(float, f"fraction<{limit:g}", lambda value: 0.0 <= value < limit,
