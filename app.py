@@ -33,7 +33,7 @@ from dubbing.source import is_image, read_image
 from models.talklip import load_talklip, prepare_for_inference
 from utils.audio import speech_seconds
 from utils.cli import add_device_arg, positive_float, positive_int
-from utils.device import resolve_device
+from utils.device import PRECISIONS, autocast_dtype, resolve_device
 from utils.errors import TalkLipError, Terminated, one_line, run_cli
 from utils.ffmpeg import run_ffmpeg
 from utils.video import VideoReader, probe_video
@@ -51,6 +51,9 @@ def parse_args(argv=None):
                    help="TalkLip generator checkpoint (.pth); default: the quickstart's last one")
     p.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
     add_device_arg(p)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="generator precision: auto (bf16 where the CPU or GPU computes bf16 in hardware, else fp32), "
+                        "fp32, bf16, or fp16 (GPU only)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=positive_int, default=7860, help="port to listen on")
     p.add_argument("--max_upload_mb", type=positive_float, default=DEFAULT_MAX_UPLOAD_MB,
@@ -193,7 +196,7 @@ class Stopping:
             raise TalkLipError("the page is stopping: the dub was cancelled")
 
 
-def build_page(generator, detector, device, workdir: str, max_upload_mb: float, max_seconds: float,
+def build_page(generator, detector, device, dtype, workdir: str, max_upload_mb: float, max_seconds: float,
                keep_minutes: float, stopping: Optional[Stopping] = None):
     import gradio as gr
     stopping = stopping or Stopping()
@@ -245,7 +248,7 @@ def build_page(generator, detector, device, workdir: str, max_upload_mb: float, 
                 follow = Faces(np.asarray(boxes, np.int64).reshape(-1, 4)).centre(int(choice))
             tracking = TrackingOptions(detect_every=int(detect_every), detect_max_side=int(detect_max_side),
                                        max_gap_s=float(max_gap), smooth_window=int(smooth_window), follow=follow)
-            opts = SynthesisOptions(feather=int(blend), device=str(device), progress=False, paste=paste,
+            opts = SynthesisOptions(feather=int(blend), device=str(device), progress=False, paste=paste, dtype=dtype,
                                     reference=check_reference(str(reference).strip()),
                                     on_progress=progress_report(progress))
             out = os.path.join(job, "dubbed.mp4")
@@ -330,8 +333,9 @@ def main(args) -> int:
     os.makedirs(tempfile.tempdir, exist_ok=True)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")          # the page phones nowhere
     stopping = Stopping()
-    page = build_page(generator, detector, device, workdir, args.max_upload_mb, args.max_seconds, args.keep_minutes,
-                      stopping)
+    dtype = autocast_dtype(args.precision, device)
+    page = build_page(generator, detector, device, dtype, workdir, args.max_upload_mb, args.max_seconds,
+                      args.keep_minutes, stopping)
     page.queue(default_concurrency_limit=1, max_size=32)
     print(f"talklip page on http://{args.host}:{args.port} (generator {ckpt}); files in {workdir}", file=sys.stderr)
     try:

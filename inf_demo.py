@@ -23,7 +23,7 @@ from dubbing.speech import AUDIO_WINDOW_OVERLAP
 from models.talklip import load_talklip, prepare_for_inference
 from utils.cli import (add_device_arg, add_ignored_flags, fraction_below, int_at_least, int_in_range, non_negative_int,
                        note_ignored_flags, positive_int)
-from utils.device import autocast_dtype, resolve_device
+from utils.device import PRECISIONS, autocast_dtype, resolve_device
 from utils.errors import TalkLipError, run_cli
 
 
@@ -48,8 +48,9 @@ def parse_args(argv=None):
                         help="frames cropped, generated and pasted at a time, fewer for large frames "
                              "(at most 96 MB of frames; memory grows with it)")
     add_tracking_args(parser, smooth_window=5, dubbing=True)
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="generator precision; bf16/fp16 need a GPU (--device cuda)")
+    parser.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="auto",
+                        help="generator precision: auto (bf16 where the CPU or GPU computes bf16 in hardware, "
+                             "else fp32), fp32 (as the original), bf16, or fp16 (GPU only)")
     parser.add_argument("--paste", choices=PASTE_MODES, default="mouth",
                         help="what of the generated face goes into the frame: mouth (the mouth and jaw region, "
                              "faded into the frame's own pixels: the eyes and brows stay sharp) or face (the "
@@ -98,7 +99,7 @@ def synthesis_options(args, device) -> SynthesisOptions:
                             paste=args.paste, region=MouthRegion(args.mask_top, args.mask_side, args.mask_feather),
                             reference=args.reference, crf=args.crf,
                             audio_window=args.audio_window, device=str(device), progress=not args.no_progress,
-                            dtype=autocast_dtype(args.dtype, device))
+                            dtype=autocast_dtype(args.precision, device))
 
 
 def main_jobs(args, device) -> int:

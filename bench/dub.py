@@ -121,9 +121,11 @@ class RssSampler:
         return [round(max(self.samples[k * n // 4:(k + 1) * n // 4] or [0.0]), 1) for k in range(4)]
 
 
-def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool) -> dict:
+def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool, precision: str = "auto") -> dict:
     """One dub in this process: ``mode`` 'default' (the CLI's tracking defaults) or 'original' (every
-    frame, full resolution); ``release``: SynthesisOptions.release_memory."""
+    frame, full resolution); ``release``: SynthesisOptions.release_memory; ``precision``: inf_demo.py's."""
+    import torch
+    from utils.device import autocast_dtype
     started = time.perf_counter()
     from face_detection.tracking import TrackingOptions
     from dubbing import SynthesisOptions, dub
@@ -136,10 +138,11 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool)
     out = os.path.join(os.path.dirname(wav), f"out_{mode}_{os.path.basename(video)}")
     started = time.perf_counter()
     with RssSampler() as rss:
-        info = dub(generator, video, wav, out, detector, SynthesisOptions(progress=False, release_memory=release),
-                   tracking)
+        dtype = autocast_dtype(precision, torch.device("cpu"))
+        info = dub(generator, video, wav, out, detector,
+                   SynthesisOptions(progress=False, release_memory=release, dtype=dtype), tracking)
     elapsed = time.perf_counter() - started
-    return {"frames": info.frames, "seconds": round(elapsed, 1), "frames_per_s": round(info.frames / elapsed, 3),
+    return {"precision": "bf16" if dtype is torch.bfloat16 else "fp32", "frames": info.frames, "seconds": round(elapsed, 1), "frames_per_s": round(info.frames / elapsed, 3),
             "load_s": round(load_s, 2), "time_to_first_frame_s": round(load_s + info.first_frame_s, 2),
             "detected_frames": info.detected_frames, "detected_megapixels": round(info.detected_pixels / 1e6, 1),
             "frames_with_face": info.frames_with_face, "stage_seconds": info.seconds,
@@ -174,9 +177,9 @@ def generator_speed(device, batches=(1, 32, 128), dtype=None) -> dict:
     return result
 
 
-def generator_speed_folded(batches=(4, 8, 32), repeat: int = 4) -> dict:
+def generator_speed_folded(batches=(4, 8, 32), repeat: int = 4, dtype=None) -> dict:
     """CPU frames/s of the paper's generator as loaded, and folded + channels-last (same weights), at
-    the dub's batch (4), 8 and 32; ``best`` is the folded model's best."""
+    the dub's batch (4), 8 and 32, under autocast to ``dtype`` when given; ``best`` is the folded model's best."""
     import copy
     import torch
     from dubbing.render import render_faces
@@ -188,18 +191,22 @@ def generator_speed_folded(batches=(4, 8, 32), repeat: int = 4) -> dict:
     for batch in batches:
         faces, emb = torch.rand(batch, 6, 96, 96), torch.randn(batch, 768)
         for name, net in (("unfolded", model), ("folded", folded)):
-            render_faces(net, faces, emb, "cpu", batch)
+            render_faces(net, faces, emb, "cpu", batch, dtype)
             count = max(1, 64 // batch) * repeat
             started = time.perf_counter()
             for _ in range(count):
-                render_faces(net, faces, emb, "cpu", batch)
+                render_faces(net, faces, emb, "cpu", batch, dtype)
             result[f"{name}_batch_{batch}"] = round(batch * count / (time.perf_counter() - started), 2)
     result["best"] = max(v for k, v in result.items() if k.startswith("folded"))
     return result
 
 
+PRECISION = "auto"
+
+
 def run_worker(video, wav, ckpt, s3fd, mode="default", release=True) -> dict:
-    cmd = [sys.executable, "-m", "bench.dub", "--worker", video, wav, ckpt, s3fd, mode, "1" if release else "0"]
+    cmd = [sys.executable, "-m", "bench.dub", "--worker", video, wav, ckpt, s3fd, mode, "1" if release else "0",
+           PRECISION]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
@@ -223,18 +230,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=positive_float, nargs="+", default=[10, 60, 300],
                         help="720p clip lengths in seconds for the default mode (speed on the first, memory on all)")
-    parser.add_argument("--original_seconds", type=positive_float, default=1.0,
-                        help="clip length for the original's every-frame full-resolution mode (slow: ~5 s/frame)")
+    parser.add_argument("--original_seconds", type=non_negative_float, default=1.0,
+                        help="clip length for the original's every-frame full-resolution mode (slow: ~5 s/frame; "
+                             "0: skip)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="the dubs' generator precision, as inf_demo.py's --precision")
     parser.add_argument("--speech_seconds", type=non_negative_float, default=3600,
                         help="speech length dubbed over the first clip, played back and forth (0: skip)")
     parser.add_argument("--uhd_seconds", type=non_negative_float, default=5, help="length of the 3840x2160 clip (0: skip)")
     parser.add_argument("--workdir", default="/tmp/talklip_bench", help="where clips and outputs go")
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        video, wav, ckpt, s3fd, mode, release = args.worker
-        print(json.dumps(worker(video, wav, ckpt, s3fd, mode, release == "1")))
+        video, wav, ckpt, s3fd, mode, release, precision = args.worker
+        print(json.dumps(worker(video, wav, ckpt, s3fd, mode, release == "1", precision)))
         return
+    global PRECISION
+    PRECISION = args.precision
     import torch
     from face_detection import S3FD
     from models.talklip import TalkLip
@@ -248,7 +260,13 @@ def main():
         torch.save(S3FD().state_dict(), s3fd)
     result = {"bench": "dub", "resolution": f"{WIDTH}x{HEIGHT}", "torch": torch.__version__,
               "cpu_threads": torch.get_num_threads(), "default_mode": {}}
-    generator = generator_speed_folded()
+    from utils.device import has_native_bf16
+    native = has_native_bf16(torch.device("cpu"))
+    bf16 = native if args.precision == "auto" else args.precision == "bf16"
+    result["cpu_native_bf16"] = native
+    result["cpu_generator_frames_per_s_fp32"] = generator_speed_folded()
+    result["cpu_generator_frames_per_s_bf16"] = generator_speed_folded(dtype=torch.bfloat16)
+    generator = result["cpu_generator_frames_per_s_bf16" if bf16 else "cpu_generator_frames_per_s_fp32"]
     result["cpu_generator_frames_per_s"] = generator
     for seconds in args.lengths:
         video, wav = clip_in(args.workdir, seconds)
@@ -261,9 +279,10 @@ def main():
         "with": {"frames_per_s": first["frames_per_s"], "peak_rss_mb": first["peak_rss_mb"]},
         "without": {"frames_per_s": unreleased["frames_per_s"], "peak_rss_mb": unreleased["peak_rss_mb"]},
         "time_cost": round(unreleased["frames_per_s"] / first["frames_per_s"] - 1, 3)}
-    video, wav = clip_in(args.workdir, args.original_seconds)
-    result["original_mode"] = run_worker(video, wav, ckpt, s3fd, mode="original")
-    result["speedup_default_vs_original"] = round(first["frames_per_s"] / result["original_mode"]["frames_per_s"], 2)
+    if args.original_seconds:
+        video, wav = clip_in(args.workdir, args.original_seconds)
+        result["original_mode"] = run_worker(video, wav, ckpt, s3fd, mode="original")
+        result["speedup_default_vs_original"] = round(first["frames_per_s"] / result["original_mode"]["frames_per_s"], 2)
     result["end_to_end_vs_generator"] = round(first["frames_per_s"] / generator["best"], 3)
     if args.speech_seconds:
         video, wav = clip_in(args.workdir, args.lengths[0], speech_s=args.speech_seconds)

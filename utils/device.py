@@ -43,13 +43,19 @@ def resolve_device(spec="auto", gpu_hint: Optional[int] = None) -> torch.device:
 
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def autocast_dtype(name: str, device: torch.device) -> Optional[torch.dtype]:
-    """'fp32' -> None (no autocast); 'bf16' / 'fp16' -> that dtype, on a GPU only."""
+    """The autocast dtype of an inference ``--precision``: 'auto' -> bf16 where ``device`` computes bf16 in
+    hardware (``has_native_bf16``: a CPU with AVX512-BF16 or AMX, a GPU that has it), else None (fp32);
+    'fp32' -> None; 'bf16' -> bf16 (emulated, slow, on a CPU without it, but allowed); 'fp16' -> fp16, on a
+    GPU only."""
+    if name == "auto":
+        return torch.bfloat16 if has_native_bf16(device) else None
     dtype = AUTOCAST_DTYPES[name]
-    if dtype is not None and device.type != "cuda":
-        raise TalkLipError(f"--dtype {name} needs a GPU (--device cuda); on {device} use --dtype fp32")
+    if dtype is torch.float16 and device.type != "cuda":
+        raise TalkLipError(f"--precision fp16 needs a GPU (--device cuda); on {device} use auto, bf16 or fp32")
     return dtype
 
 
