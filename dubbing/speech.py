@@ -6,6 +6,7 @@ window's centre, so memory stays bounded. ``Speech`` encodes a window when a fra
 its rows: a dub reads its features from the file by range (``Speech.of_samples``); the test protocol
 hands it the whole utterance's features (``encode_audio``).
 """
+import contextlib
 import time
 from typing import Callable, Dict, Optional, Tuple
 
@@ -28,8 +29,9 @@ class Speech:
 
     def __init__(self, generator: TalkLip, rows: int, features: Callable[[int, int], np.ndarray], device,
                  window: int, overlap: int = AUDIO_WINDOW_OVERLAP, release: bool = False,
-                 clock: Optional[StageClock] = None):
+                 clock: Optional[StageClock] = None, dtype: Optional[torch.dtype] = None):
         self.generator, self.features, self.device, self.release = generator, features, device, release
+        self.dtype = dtype                 # autocast of the encoder (the dub's --precision); None: fp32
         self.clock = clock or StageClock()
         self.rows, self.duration_s = rows, rows / FEATURE_RATE_HZ
         self.window, self.overlap = window, overlap
@@ -43,7 +45,7 @@ class Speech:
                    clock: StageClock) -> "Speech":
         """The speech of a dub: features read from ``samples`` by range, windows of ``opts.audio_window``."""
         speech = cls(generator, feature_count(samples.count), lambda a, b: talklip_feature_rows(samples, a, b),
-                     opts.device, opts.audio_window, release=opts.release_memory, clock=clock)
+                     opts.device, opts.audio_window, release=opts.release_memory, clock=clock, dtype=opts.dtype)
         speech.duration_s = samples.count / AUDIO_RATE_HZ
         return speech
 
@@ -66,7 +68,9 @@ class Speech:
         start, end = audio_window(keep_start, keep_end, self.rows, self.window, self.overlap)
         feats = torch.from_numpy(np.ascontiguousarray(self.features(start, end))).float()
         encoder = self.generator.audio_encoder if self.release else None
-        with torch.no_grad(), released_after_use(encoder):
+        autocast = (torch.autocast(torch.device(self.device).type, dtype=self.dtype) if self.dtype
+                    else contextlib.nullcontext())
+        with torch.no_grad(), released_after_use(encoder), autocast:
             out, _ = self.generator.encode_audio(feats.T[None].to(self.device))
         self.clock.add("audio", time.perf_counter() - started)
         return out[keep_start - start: keep_end - start, 0].float().cpu()
