@@ -21,7 +21,10 @@ boxes to behave as it would). Each dub runs in a fresh process, so its peak RSS 
   every half second, as the peak of each quarter of the run (no climb within a run);
 - ``memory_release_ab``: the first length again with SynthesisOptions.release_memory off (no heap
   trimming, the audio encoder's pages kept): the time the memory behaviour costs;
-- on CUDA: the generator's bf16 frames/s.
+- the generator's own fp32 and bf16 frames/s on the CPU (``--precision auto`` dubs in bf16 where the CPU
+  computes it natively);
+- on CUDA: the generator's bf16 and fp16 frames/s and its MFU (FLOPs by torch's counter, against the
+  GPU's dense tensor-core peak when it is in ``GPU_PEAK_TFLOPS``).
 """
 import argparse
 import json
@@ -148,6 +151,21 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool,
             "frames_with_face": info.frames_with_face, "stage_seconds": info.seconds,
             "peak_rss_mb": round(RssSampler.peak_mb(), 1),
             "rss_mb_peak_by_quarter": rss.quarter_peaks()}
+
+
+# dense bf16/fp16 tensor-core peaks (TFLOP/s), for the generator's MFU on CUDA
+GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "RTX 4090": 165.0, "A10": 125.0}
+
+
+def generator_flops_per_frame() -> float:
+    """The paper's generator's FLOPs for one frame (torch's flop counter, one 96 x 96 face and its audio row)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from models.talklip import TalkLip
+    model = TalkLip().eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.render(torch.rand(1, 6, 96, 96), torch.randn(1, 768))
+    return float(counter.get_total_flops())
 
 
 def generator_speed(device, batches=(1, 32, 128), dtype=None) -> dict:
@@ -298,7 +316,14 @@ def main():
     result["time_to_first_frame_s"] = {k: v["time_to_first_frame_s"] for k, v in result["default_mode"].items()}
     if torch.cuda.is_available():
         result["gpu_name"] = torch.cuda.get_device_name(0)
-        result["gpu_generator_frames_per_s_bf16"] = generator_speed(torch.device("cuda"), dtype=torch.bfloat16)
+        flops = generator_flops_per_frame()
+        peak = next((tflops for name, tflops in GPU_PEAK_TFLOPS.items() if name in result["gpu_name"]), None)
+        result["generator_gflops_per_frame"] = round(flops / 1e9, 2)
+        for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            speed = generator_speed(torch.device("cuda"), batches=(32, 128, 512), dtype=dtype)
+            result[f"gpu_generator_frames_per_s_{name}"] = speed
+            if peak:
+                result[f"gpu_generator_mfu_{name}"] = round(max(speed.values()) * flops / (peak * 1e12), 4)
     print(json.dumps(result))
 
 
