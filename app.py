@@ -322,7 +322,8 @@ def build_page(generator, detector, device, dtype, workdir: str, max_upload_mb: 
 def main(args) -> int:
     ckpt = args.ckpt_path or default_checkpoint()
     device = resolve_device(args.device)
-    generator = prepare_for_inference(load_talklip(ckpt, device))
+    dtype = autocast_dtype(args.precision, device)
+    generator = prepare_for_inference(load_talklip(ckpt, device), dtype)
     detector = build_detector(args.s3fd_path, device)
     workdir = args.workdir or tempfile.mkdtemp(prefix="talklip-app-")
     os.makedirs(workdir, exist_ok=True)
@@ -333,7 +334,6 @@ def main(args) -> int:
     os.makedirs(tempfile.tempdir, exist_ok=True)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")          # the page phones nowhere
     stopping = Stopping()
-    dtype = autocast_dtype(args.precision, device)
     page = build_page(generator, detector, device, dtype, workdir, args.max_upload_mb, args.max_seconds,
                       args.keep_minutes, stopping)
     page.queue(default_concurrency_limit=1, max_size=32)

@@ -106,7 +106,7 @@ def main_jobs(args, device) -> int:
     """--jobs: this shard's rows, one model; exit 3 when a row failed (as preprocessing)."""
     jobs = read_jobs(args.jobs)
     failures = failures_file(args.jobs, args.rank, args.nshard)
-    generator = prepare_for_inference(load_talklip(args.ckpt_path, device))
+    generator = prepare_for_inference(load_talklip(args.ckpt_path, device), autocast_dtype(args.precision, device))
     detector = build_detector(args.s3fd_path, device)
     started = time.time()
     summary = run_jobs(jobs, generator, detector, synthesis_options(args, device), tracking_options(args, dubbing=True),
@@ -136,7 +136,7 @@ def main(args) -> int:
     if args.jobs:
         return main_jobs(args, device)
     out_path = output_path(args.save_path, args.video_path, [args.video_path, args.wav_path])
-    generator = prepare_for_inference(load_talklip(args.ckpt_path, device))
+    generator = prepare_for_inference(load_talklip(args.ckpt_path, device), autocast_dtype(args.precision, device))
     detector = build_detector(args.s3fd_path, device)
     tracking = tracking_options(args, dubbing=True)
     opts = synthesis_options(args, device)

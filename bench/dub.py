@@ -133,7 +133,8 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool,
     from face_detection.tracking import TrackingOptions
     from dubbing import SynthesisOptions, dub
     from models.talklip import load_talklip, prepare_for_inference
-    generator = prepare_for_inference(load_talklip(ckpt))
+    dtype = autocast_dtype(precision, torch.device("cpu"))
+    generator = prepare_for_inference(load_talklip(ckpt), dtype)
     detector = S3FDCostCascadeBoxes(s3fd)
     tracking = (TrackingOptions(smooth_window=5) if mode == "default"
                 else TrackingOptions(detect_every=1, detect_max_side=0, smooth_window=5))
@@ -141,7 +142,6 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool,
     out = os.path.join(os.path.dirname(wav), f"out_{mode}_{os.path.basename(video)}")
     started = time.perf_counter()
     with RssSampler() as rss:
-        dtype = autocast_dtype(precision, torch.device("cpu"))
         info = dub(generator, video, wav, out, detector,
                    SynthesisOptions(progress=False, release_memory=release, dtype=dtype), tracking)
     elapsed = time.perf_counter() - started

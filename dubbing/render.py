@@ -93,6 +93,7 @@ def render_faces(generator: TalkLip, inputs: torch.Tensor, audio_emb: torch.Tens
                  batch_size: int = 32, dtype: Optional[torch.dtype] = None) -> np.ndarray:
     """Generated faces for (N, 6, 96, 96) inputs and (N, C) audio features: (N, 96, 96, 3) uint8."""
     out = []
+    dtype = dtype or (torch.bfloat16 if getattr(generator, "weights_dtype", None) is torch.bfloat16 else None)
     autocast = torch.autocast(torch.device(device).type, dtype=dtype) if dtype else torch.autocast("cpu", enabled=False)
     for start in range(0, len(inputs), batch_size):
         faces_in = inputs[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)

@@ -736,3 +736,21 @@ def test_a_jobs_file_dubs_its_good_rows_skips_the_done_one_and_lists_the_bad_one
     proc = run_module("inf_demo", "--jobs", tmp_path / "broken.csv", "--ckpt_path", path, "--device", "cpu")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
         "broken.csv row 1 lacks output: every row needs video, speech, output (and may give follow, reference)")
+
+
+def test_bf16_weights_stored_once_give_autocast_s_output_bit_for_bit(cpu_generator):
+    """prepare_for_inference(model, bf16) stores the face networks in bf16 (half their memory, no cast at
+    every batch): the same faces as autocast over the fp32 weights, bit for bit; the audio encoder stays
+    fp32; render_faces runs such a generator under bf16 even when no dtype is asked."""
+    import copy
+    from dubbing.render import render_faces
+    from models.talklip import prepare_for_inference
+    torch.manual_seed(0)
+    inputs, emb = torch.rand(3, 6, 96, 96), torch.randn(3, cpu_generator.audio_dim)
+    fp32 = prepare_for_inference(copy.deepcopy(cpu_generator))
+    bf16 = prepare_for_inference(copy.deepcopy(cpu_generator), torch.bfloat16)
+    assert bf16.face_encoder_blocks[0][0].conv_block[0].weight.dtype is torch.bfloat16
+    assert all(p.dtype is torch.float32 for p in bf16.audio_encoder.parameters())
+    expected = render_faces(fp32, inputs, emb, "cpu", dtype=torch.bfloat16)
+    assert np.array_equal(render_faces(bf16, inputs, emb, "cpu", dtype=torch.bfloat16), expected)
+    assert np.array_equal(render_faces(bf16, inputs, emb, "cpu"), expected)
