@@ -58,6 +58,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
         read_ahead = max(1, min(opts.read_ahead, frames_per_chunk(opts, source.width, source.height)))
         follower = FaceFollower(source, num_out, detector, tracking, clock, read_ahead, strict, opts.release_memory)
         try:
+            speech.encode_first_window_ahead()         # the speech's first window beside the face search
             follower.first_face(StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)),
                                               opts.progress, opts.on_progress))
             reference, reference_frame = choose_reference(opts.reference, source, follower)

@@ -7,6 +7,7 @@ its rows: a dub reads its features from the file by range (``Speech.of_samples``
 hands it the whole utterance's features (``encode_audio``).
 """
 import contextlib
+import threading
 import time
 from typing import Callable, Dict, Optional, Tuple
 
@@ -39,6 +40,7 @@ class Speech:
         if self.step <= 0:
             raise ValueError(f"audio_window ({self.window}) must exceed twice the overlap ({overlap})")
         self._cache: Dict[int, torch.Tensor] = {}     # window number -> the rows it keeps
+        self._early: Optional[Tuple[threading.Thread, list]] = None    # the first window, encoded ahead
 
     @classmethod
     def of_samples(cls, generator: TalkLip, samples: SpeechSamples, opts: SynthesisOptions,
@@ -49,12 +51,33 @@ class Speech:
         speech.duration_s = samples.count / AUDIO_RATE_HZ
         return speech
 
+    def encode_first_window_ahead(self) -> None:
+        """Start encoding window 0 on a thread of its own, while the caller looks for the face (the dub's
+        first frame needs both); ``embeddings`` waits for it. Errors reach the caller there."""
+        box: list = []
+
+        def run():
+            try:
+                box.append(self._encode(0))
+            except BaseException as err:         # handed to the thread that asks
+                box.append(err)
+        thread = threading.Thread(target=run, name="first audio window", daemon=True)
+        thread.start()
+        self._early = (thread, box)
+
     def frames_at(self, fps: float) -> int:
         """How many video frames at ``fps`` it lasts (at least one): the dub's length."""
         return max(1, int(round(self.duration_s * fps)))
 
     def embeddings(self, rows: np.ndarray) -> torch.Tensor:
         """(len(rows), C) audio-encoder features of ``rows`` (25 Hz feature rows)."""
+        if self._early is not None:
+            thread, box = self._early
+            thread.join()
+            self._early = None
+            if isinstance(box[0], BaseException):
+                raise box[0]
+            self._cache[0] = box[0]
         windows = rows // self.step
         self._cache = {k: v for k, v in self._cache.items() if k >= windows.min()}   # frames move forward
         for window in np.unique(windows):
