@@ -28,6 +28,14 @@ class Objective(nn.Module):
         self._frozen = (expert, disc)
         self.lip_copies, self.lip_augment = lip_copies, lip_augment
 
+    @property
+    def expert(self) -> nn.Module:
+        return self._frozen[0]
+
+    @property
+    def disc(self) -> nn.Module:
+        return self._frozen[1]
+
     def forward(self, batch: Dict, plan: StagePlan, w: LossWeights) -> Dict[str, torch.Tensor]:
         """-> {'loss', 'l1', 'perc', 'lip', 'cont', 'n_correct', 'total', 'syn' (N, 3, 96, 96)}. In eval
         mode the expert also runs when the plan leaves its losses out, so validation reports its token

@@ -140,8 +140,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)                  # the same initial weights in every process and run
         m = build_models(cfg, self.device)           # bad inputs fail here, before anything is written
         self.expert_sha256 = checkpoints.file_sha256(cfg.avhubert_path)
-        self.gen, self.disc, self.expert = m["gen"], m["disc"], m["expert"]
-        self.objective = Objective(self.gen, self.expert, self.disc, cfg.lip_augment,
+        # the generator, the frozen expert and the discriminator live in the objective (``gen``, ``expert``, ``disc``)
+        self.objective = Objective(m["gen"], m["expert"], m["disc"], cfg.lip_augment,
                                    CropAugment(noise_std=cfg.lip_augment_noise, shift_px=cfg.lip_augment_shift))
         self.optim = Optimizers(
             torch.optim.Adam([p for p in self.gen.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.999)),
@@ -185,6 +185,10 @@ class Trainer:
         if self.dist.main:
             tqdm.write(text)
             self.log.info(text)
+
+    gen = property(lambda self: self.objective.gen)
+    disc = property(lambda self: self.objective.disc)
+    expert = property(lambda self: self.objective.expert)
 
     @property
     def stage(self) -> int:
