@@ -25,6 +25,7 @@ from utils.cli import (add_device_arg, add_ignored_flags, fraction_below, int_at
                        note_ignored_flags, positive_int)
 from utils.device import PRECISIONS, autocast_dtype, resolve_device
 from utils.errors import TalkLipError, run_cli
+from utils.fileio import refuse_input_as_output
 
 
 def parse_args(argv=None):
@@ -123,10 +124,7 @@ def output_path(save_path: str, video_path: str, inputs) -> str:
     if save_path.endswith(("/", os.sep)) or os.path.isdir(save_path):
         save_path = os.path.join(save_path, os.path.splitext(os.path.basename(video_path))[0])
     out = save_path if save_path.lower().endswith(".mp4") else f"{save_path}.mp4"
-    for path in inputs:
-        if os.path.exists(path) and os.path.realpath(path) == os.path.realpath(out):
-            raise TalkLipError(f"--save_path {out} is the input {path}: writing there would destroy it; "
-                               f"choose another output path")
+    refuse_input_as_output(out, inputs, "--save_path")
     return out
 
 

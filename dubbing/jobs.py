@@ -22,7 +22,7 @@ from dubbing.options import SynthesisOptions
 from dubbing.reference import check_reference
 from face_detection.tracking import TrackingOptions, parse_follow
 from utils.errors import MediaError, TalkLipError, one_line
-from utils.fileio import atomic_output, resolve_shard, shard_items
+from utils.fileio import atomic_output, refuse_input_as_output, resolve_shard, shard_items
 from utils.video import check_complete
 
 COLUMNS = ("video", "speech", "output")
@@ -111,9 +111,7 @@ def run_jobs(jobs: List[Job], generator, detector, opts: SynthesisOptions, track
                                                                                    follow=parse_follow(job.follow))
             row_opts = dataclasses.replace(opts, progress=False, on_progress=frames_seen,
                                            reference=check_reference(job.reference) if job.reference else opts.reference)
-            for path in (job.video, job.speech):
-                if os.path.exists(path) and os.path.realpath(path) == os.path.realpath(job.output):
-                    raise TalkLipError(f"output {job.output} is the input {path}: writing there would destroy it")
+            refuse_input_as_output(job.output, (job.video, job.speech))
             os.makedirs(os.path.dirname(job.output) or ".", exist_ok=True)
             result = dub(generator, job.video, job.speech, job.output, detector, row_opts, row_tracking)
         except Exception as exc:            # one bad row must not stop the others

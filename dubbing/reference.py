@@ -62,10 +62,13 @@ def choose_reference(spec: str, source: FaceSource, follower: FaceFollower) -> T
 def crop_at(source: FaceSource, follower: FaceFollower, positions) -> np.ndarray:
     """The face crops of these positions of the source pass (each with a face box)."""
     if source.image is not None:
-        frames = [source.image] * len(positions)
-    else:
-        with FrameSeeker(source.path) as seeker:
-            frames = seeker.get(np.array([follower.source_index[p] for p in positions], np.int64))
+        return np.stack([crop_face(source.image, follower.boxes[p], FACE_SIZE) for p in positions])
+    with FrameSeeker(source.path) as seeker:
+        return _crops(seeker, follower, positions)
+
+
+def _crops(seeker: FrameSeeker, follower: FaceFollower, positions) -> np.ndarray:
+    frames = seeker.get(np.array([follower.source_index[p] for p in positions], np.int64))
     return np.stack([crop_face(frame, follower.boxes[p], FACE_SIZE) for frame, p in zip(frames, positions)])
 
 
@@ -76,13 +79,11 @@ def most_closed(source: FaceSource, follower: FaceFollower) -> int:
     best, best_value = faced[0], np.inf
     if source.image is not None:
         return best
-    with FrameSeeker(source.path) as seeker:
+    with FrameSeeker(source.path) as seeker:          # one decoder for the whole scan, a chunk at a time
         for start in range(0, len(faced), SCAN_FRAMES):
             positions = faced[start:start + SCAN_FRAMES]
-            indices = np.array([follower.source_index[p] for p in positions], np.int64)
-            frames = seeker.get(indices)
-            for frame, p in zip(frames, positions):
-                value = mouth_openness(crop_face(frame, track.boxes[p], FACE_SIZE))
+            for crop, p in zip(_crops(seeker, follower, positions), positions):
+                value = mouth_openness(crop)
                 if value < best_value:
                     best, best_value = p, value
     return best

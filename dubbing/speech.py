@@ -30,11 +30,13 @@ class Speech:
 
     def __init__(self, generator: TalkLip, rows: int, features: Callable[[int, int], np.ndarray], device,
                  window: int, overlap: int = AUDIO_WINDOW_OVERLAP, release: bool = False,
-                 clock: Optional[StageClock] = None, dtype: Optional[torch.dtype] = None):
+                 clock: Optional[StageClock] = None, dtype: Optional[torch.dtype] = None,
+                 duration_s: Optional[float] = None):
         self.generator, self.features, self.device, self.release = generator, features, device, release
         self.dtype = dtype                 # autocast of the encoder (the dub's --precision); None: fp32
         self.clock = clock or StageClock()
-        self.rows, self.duration_s = rows, rows / FEATURE_RATE_HZ
+        self.rows = rows
+        self.duration_s = rows / FEATURE_RATE_HZ if duration_s is None else duration_s
         self.window, self.overlap = window, overlap
         self.step = self.rows if self.rows <= self.window else self.window - 2 * overlap
         if self.step <= 0:
@@ -46,10 +48,9 @@ class Speech:
     def of_samples(cls, generator: TalkLip, samples: SpeechSamples, opts: SynthesisOptions,
                    clock: StageClock) -> "Speech":
         """The speech of a dub: features read from ``samples`` by range, windows of ``opts.audio_window``."""
-        speech = cls(generator, feature_count(samples.count), lambda a, b: talklip_feature_rows(samples, a, b),
-                     opts.device, opts.audio_window, release=opts.release_memory, clock=clock, dtype=opts.dtype)
-        speech.duration_s = samples.count / AUDIO_RATE_HZ
-        return speech
+        return cls(generator, feature_count(samples.count), lambda a, b: talklip_feature_rows(samples, a, b),
+                   opts.device, opts.audio_window, release=opts.release_memory, clock=clock, dtype=opts.dtype,
+                   duration_s=samples.count / AUDIO_RATE_HZ)
 
     def encode_first_window_ahead(self) -> None:
         """Start encoding window 0 on a thread of its own, while the caller looks for the face (the dub's

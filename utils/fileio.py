@@ -86,6 +86,14 @@ def remove_stale_temps(path: str) -> int:
     return removed
 
 
+def refuse_input_as_output(out: str, inputs: Sequence[str], what: str = "output") -> None:
+    """One line when ``out`` is one of ``inputs`` (the same file by any path): writing it would destroy it."""
+    for path in inputs:
+        if os.path.exists(path) and os.path.realpath(path) == os.path.realpath(out):
+            raise TalkLipError(f"{what} {out} is the input {path}: writing there would destroy it; "
+                               f"choose another output path")
+
+
 def read_filelist(path: str, warn=None) -> List[str]:
     """Sample names from an LRS2/LRW-style file list: the first token of each non-empty line. A UTF-8
     byte-order mark (as Windows editors write) is not part of the first name; a line whose first
