@@ -13,12 +13,13 @@
 #   bash quickstart.sh [--out_dir runs/quickstart] [--grammar grid|words] [--num_clips N] [--seed 0]
 #                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
+#                      [--lip_ensemble E2.pt,E3.pt]
 # Writes <out_dir>/summary.json, mouth_sync.png, samples.png and observer_wer.png, and prints them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
 out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
-lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0
+lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
@@ -33,7 +34,8 @@ while [ $# -gt 0 ]; do
     --train_readers) train_readers=1; shift ;;
     --precision) precision=$2; shift 2 ;;
     --lip_augment) lip_augment=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# //'; exit 0 ;;
+    --lip_ensemble) lip_ensemble=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -131,7 +133,7 @@ train_talklip() {        # checkpoint folder, then extra flags
   $PYTHON "$root/train.py" --file_dir "$l" --video_root "$c/main" --audio_root "$c/audio" --bbx_root "$c/bbx" \
     --word_root "$c/main" --avhubert_path "${reader_ckpt[expert]}" --checkpoint_dir "$folder" \
     --generator_preset cpu --batch_size 2 --windows_per_clip 4 --valid_clips 2 --num_worker 0 \
-    --lr 2e-3 --disc_lr 1e-4 --perp_w 0.02 --lip_w "$lip_w" --lip_augment "$lip_augment" --stage_min_steps "$stage_steps" \
+    --lr 2e-3 --disc_lr 1e-4 --perp_w 0.02 --lip_w "$lip_w" --lip_augment "$lip_augment" --lip_ensemble "$lip_ensemble" --stage_min_steps "$stage_steps" \
     --stage_max_steps "$stage_steps" --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown "$steps2" \
     --ckpt_interval "$ckpt_interval" --log_interval 10 --diverge_steps 10 --keep_last 1000 \
     --seed "$seed" --device cpu --no_progress "${bf16_flag[@]+"${bf16_flag[@]}"}" "$@"

@@ -20,6 +20,7 @@ import time
 
 from evaluation.expert_transfer import ProbeClip, ProbeOptions, blurred_start, read_all, run_probe
 from models.avhubert import load_lip_reader
+from models.avhubert.ensemble import ExpertEnsemble
 from models.avhubert.reading import mouth_rois
 from training.mouth_augment import CropAugment
 from utils.cli import non_negative_float, non_negative_int, positive_float, positive_int
@@ -33,7 +34,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run_dir", required=True, help="a quickstart run: corpus/main, lists/test.txt, synt_before/")
-    p.add_argument("--expert", default=os.path.join(ROOT, "weights", "grid_expert.pt"), help="the reader whose gradient is used")
+    p.add_argument("--expert", nargs="+", default=[os.path.join(ROOT, "weights", "grid_expert.pt")],
+                   help="the reader whose gradient is used; several: one lip loss over their ensemble "
+                        "(models.avhubert.ensemble; the first one's reading is 'expert', the others' 'expert_member_i')")
     p.add_argument("--observer", default=os.path.join(ROOT, "weights", "grid_observer.pt"), help="the independent reader")
     p.add_argument("--clips", type=positive_int, default=10, help="the first N test clips")
     p.add_argument("--steps", type=non_negative_int, default=ProbeOptions.steps, help="Adam steps on the crops")
@@ -59,7 +62,8 @@ def parse_args(argv=None):
 def main(args) -> int:
     corpus = os.path.join(args.run_dir, "corpus", "main")
     names = read_filelist(os.path.join(args.run_dir, "lists", "test.txt"))[:args.clips]
-    expert = load_lip_reader(args.expert, "give the expert as train_expert.py writes it")
+    experts = [load_lip_reader(e, "give the expert as train_expert.py writes it") for e in args.expert]
+    expert = experts[0] if len(experts) == 1 else ExpertEnsemble(experts, args.expert)
     observer = load_lip_reader(args.observer, "give the observer as train_expert.py writes it")
     opts = ProbeOptions(steps=args.steps, lr=args.lr, blur_sigma_px=args.blur_sigma, blur_frames=args.blur_frames,
                         lip_augment=args.lip_augment,
@@ -69,7 +73,8 @@ def main(args) -> int:
     truth = [mouth_rois(f"{corpus}/{n}.mp4") for n in names]
     line = {"expert": args.expert, "observer": args.observer, "run_dir": args.run_dir,
             "truth": {who: {k: v for k, v in read_all(r, truth, refs).items() if k != "hypotheses"}
-                      for who, r in (("expert", expert), ("observer", observer))}}
+                      for who, r in [("expert", experts[0]), ("observer", observer)]
+                      + [(f"expert_member_{i}", e) for i, e in enumerate(experts[1:], 1)]}}
     starts = {"blurred": lambda: [blurred_start(r, opts) for r in truth]}
     synt = os.path.join(args.run_dir, "synt_before")
     if os.path.isdir(synt):

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from utils.wer import error_rates
+from models.avhubert.ensemble import ExpertEnsemble
 from models.avhubert.generate import EOS
 from models.avhubert.reading import decode_clip
 from models.avhubert.expert_input import ROI_STD, collate_targets, collate_videos, lip_reading_loss
@@ -108,7 +109,10 @@ def run_probe(expert, observer, clips: Sequence[ProbeClip], opts: ProbeOptions) 
               "augment": asdict(opts.augment), "mean_pixel_change_grey": sum(change) / max(1, len(change)),
               "expert_loss_before": sum(out["loss_before"]) / max(1, len(clips)),
               "expert_loss_after": sum(out["loss_after"]) / max(1, len(clips))}
-    for who, reader in (("expert", expert), ("observer", observer)):
+    members = list(expert.members) if isinstance(expert, ExpertEnsemble) else [expert]
+    readers = [("expert", members[0]), ("observer", observer)]
+    readers += [(f"expert_member_{i}", m) for i, m in enumerate(members[1:], 1)]
+    for who, reader in readers:
         before, done = read_all(reader, starts, refs), read_all(reader, after, refs)
         result[who] = {"before": {k: before[k] for k in ("wer_capped", "wer_corpus")},
                        "after": {k: done[k] for k in ("wer_capped", "wer_corpus")},

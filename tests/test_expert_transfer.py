@@ -155,3 +155,93 @@ def test_bad_targets_are_left_out_or_warned_about(corpus, tmp_path):
         (words / f"{name}.txt").write_text("Text:  \n")
     with pytest.raises(TalkLipError, match="no train clip of .* has a usable transcript"):
         usable_clips(names, str(words), codec, 30, "train", said.append)
+
+
+@pytest.fixture(scope="module")
+def second_expert(corpus, tiny_expert, tmp_path_factory):
+    """Another tiny expert (other initial weights) over tiny_expert's vocabulary, as an ensemble needs."""
+    from models.avhubert import load_lip_reader
+    from training.expert import new_model, save_expert
+    codec = load_lip_reader(tiny_expert, "").codec
+    torch.manual_seed(7)
+    path = str(tmp_path_factory.mktemp("second") / "expert.pt")
+    save_expert(new_model("tiny", len(codec.dictionary)), codec, path)
+    return path
+
+
+def test_an_ensemble_reads_with_its_members_mean_log_probabilities(tiny_expert, second_expert, tmp_path):
+    """The ensemble's output is the mean of its members' log-softmax (recomputed here in float64), its lip
+    loss the label-smoothed cross-entropy of that mean renormalised, a one-reader ensemble's loss is the
+    reader's own, and two readers with different vocabularies are refused in one line naming the fix."""
+    from models.avhubert import load_lip_reader
+    from models.avhubert.ensemble import ExpertEnsemble
+    from training.expert import build_codec, new_model, save_expert
+    from utils.errors import TalkLipError
+    a, b = (load_lip_reader(p, "").eval() for p in (tiny_expert, second_expert))
+    video = torch.randn(2, 1, 4, 88, 88, generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask[1, 3] = True
+    target, prev, _, _ = collate_targets([a.codec.encode("bin blue"), a.codec.encode("set red at")])
+    with torch.no_grad():
+        both = ExpertEnsemble([a, b]).eval()
+        mean = both(video=video, padding_mask=mask, prev_output_tokens=prev)
+        expected = sum(torch.log_softmax(m(video=video, padding_mask=mask, prev_output_tokens=prev).double(), -1)
+                       for m in (a, b)) / 2
+        torch.testing.assert_close(mean.double(), expected, atol=1e-5, rtol=0)
+        lp = torch.log_softmax(expected, -1).view(-1, expected.shape[-1])
+        flat = target.view(-1)
+        keep = flat.ne(1)
+        eps = 0.1 / (lp.shape[-1] - 1)
+        smoothed = (-(1 - 0.1 - eps) * lp.gather(1, flat[:, None])[:, 0] - eps * lp.sum(-1))[keep].sum()
+        ours = lip_reading_loss(both, video, mask, target, prev)["loss"]
+        assert float(ours) == pytest.approx(float(smoothed), rel=1e-5)
+        alone = lip_reading_loss(a, video, mask, target, prev)["loss"]
+        assert float(lip_reading_loss(ExpertEnsemble([a]), video, mask, target, prev)["loss"]) == pytest.approx(
+            float(alone), rel=1e-6)
+        assert abs(float(ours) - float(alone)) > 1e-3
+    other = build_codec(["one two three", "four five six seven"], 30)
+    torch.manual_seed(1)
+    path = str(tmp_path / "other.pt")
+    save_expert(new_model("tiny", len(other.dictionary)), other, path)
+    with pytest.raises(TalkLipError, match=r"other.pt has another vocabulary .*--vocab_from"):
+        ExpertEnsemble([a, load_lip_reader(path, "")], [tiny_expert, path])
+
+
+def test_vocab_from_gives_the_new_expert_that_reader_s_vocabulary(corpus, tiny_expert, tmp_path):
+    """train_expert --vocab_from: the expert it writes carries the reader's dictionary, not one learnt
+    anew (which, from these transcripts at another size, differs); with --init that brings its own it is
+    one line."""
+    from models.avhubert import load_lip_reader
+    from utils.errors import TalkLipError
+    from training.expert import build_codec, new_model, save_expert
+    from utils.corpus import read_transcript
+    data, splits = corpus
+    lines = [read_transcript(f"{data}/main", n).lower() for n in splits["train"]]
+    codec = build_codec(lines + ["zebra quilt jukebox vortex"] * 8, 60)     # the corpus' words and more
+    reader = str(tmp_path / "reader.pt")
+    save_expert(new_model("tiny", len(codec.dictionary)), codec, reader)
+    base = dict(file_dir=data, video_root=f"{data}/main", word_root=f"{data}/main", steps=2, batch_size=2, seed=5,
+                device="cpu", no_progress=True)
+    train_expert(ExpertConfig(**base, out=str(tmp_path / "shared.pt"), vocab_from=reader), log=lambda *_: None)
+    train_expert(ExpertConfig(**base, out=str(tmp_path / "own.pt")), log=lambda *_: None)
+    source = codec.dictionary.symbols
+    assert load_lip_reader(str(tmp_path / "shared.pt"), "").codec.dictionary.symbols == source
+    assert load_lip_reader(str(tmp_path / "own.pt"), "").codec.dictionary.symbols != source
+    with pytest.raises(TalkLipError, match="brings its own vocabulary"):
+        train_expert(ExpertConfig(**base, out=str(tmp_path / "x.pt"), init=tiny_expert, vocab_from=tiny_expert),
+                     log=lambda *_: None)
+
+
+def test_the_lip_ensemble_is_the_lip_loss_of_training_and_validation(corpus, one_shard, tiny_expert, second_expert,
+                                                                     tmp_path):
+    """train.py --lip_ensemble: a stage-2 step's lip loss is the ensemble's (not the expert's alone) and so
+    is the validation reading; L1 and the contrastive loss (the first expert's encoder) are unchanged."""
+    def trainer(name, **kw):
+        return Trainer(config(corpus, one_shard, tiny_expert, tmp_path / name, start_stage=2, lip_w=0.5, seed=3, **kw))
+    single, ensemble = trainer("one"), trainer("two", lip_ensemble=(second_expert,))
+    seen_one, seen_two = single.validate(), ensemble.validate()
+    assert abs(seen_one["lip"] - seen_two["lip"]) > 1e-4 and seen_one["l1"] == seen_two["l1"]
+    one = single.train_step(single.next_micro_batches()).logs
+    two = ensemble.train_step(ensemble.next_micro_batches()).logs
+    assert abs(one["lip"] - two["lip"]) > 1e-4
+    assert one["l1"] == two["l1"] and one["cont"] == pytest.approx(two["cont"], rel=1e-6)

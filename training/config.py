@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
 from models.presets import EXPERT_PRESETS, TALKLIP_PRESETS
-from utils.cli import IGNORED_HELP, any_int, non_negative_float, non_negative_int, per_stage, positive_float, positive_int
+from utils.cli import (IGNORED_HELP, any_int, non_negative_float, non_negative_int, path_list, per_stage, positive_float,
+                       positive_int)
 from utils.device import DEVICE_HELP
 from utils.errors import TalkLipError
 
@@ -68,6 +69,11 @@ class TrainConfig(OptionsFromDict):
         help="5-frame training windows drawn per clip (default: 8%% of its frames, as the original)")
     # models
     avhubert_path: str = option(help="the lip-reading expert (AV-HuBERT seq2seq .pt)", group="models")
+    lip_ensemble: Tuple[str, ...] = option(
+        (), type=path_list, metavar="E2.pt,E3.pt", group="models",
+        help="more lip readers (sharing --avhubert_path's vocabulary: train_expert.py --vocab_from) behind one lip "
+             "loss: the cross-entropy of their mean log-probabilities, so that a pattern fooling one reader does not "
+             "lower it (models.avhubert.ensemble); the contrastive loss and pseudo-labels stay --avhubert_path's")
     avhubert_root: Optional[str] = option(None, group="models", help=IGNORED_HELP)
     generator_preset: str = option(
         "paper", choices=list(TALKLIP_PRESETS), group="models",
@@ -213,6 +219,10 @@ class ExpertConfig(OptionsFromDict):
                                  help="AV-HuBERT pretraining or seq2seq checkpoint to start from")
     preset: str = option("tiny", choices=list(EXPERT_PRESETS), group="model", help="size when training from scratch")
     vocab_size: int = option(100, type=positive_int, group="model", help="sentencepiece pieces (upper bound)")
+    vocab_from: Optional[str] = option(
+        None, group="model", metavar="READER",
+        help="take this reader's vocabulary (sentencepiece and dictionary) instead of learning one: the experts of one "
+             "lip-loss ensemble (train.py --lip_ensemble) must share theirs")
     # training
     steps: int = option(300, type=positive_int, group="training", help="optimisation steps")
     batch_size: int = option(4, type=positive_int, group="training", help="clips per step")

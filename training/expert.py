@@ -218,9 +218,12 @@ def train_expert(cfg: ExpertConfig, log=print) -> Dict:
     lines = [read_transcript(word_root, n).lower() for n in train_names]
     base = load_avhubert(init) if init else None
     if isinstance(base, AVHubertSeq2Seq) and base.codec is not None:
+        if cfg.vocab_from:
+            raise TalkLipError(f"--init {init} brings its own vocabulary: leave out --vocab_from {cfg.vocab_from}")
         codec, model = base.codec, base
     else:
-        codec = build_codec(lines, cfg.vocab_size)
+        codec = (load_lip_reader(cfg.vocab_from, "--vocab_from needs a lip reader that train_expert.py wrote").codec
+                 if cfg.vocab_from else build_codec(lines, cfg.vocab_size))
         vocab = len(codec.dictionary)
         model = from_init(base, vocab) if base is not None else new_model(cfg.preset, vocab)
     model = model.to(device).train()

@@ -24,6 +24,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from models.avhubert import freeze_all_but, load_lip_reader
+from models.avhubert.ensemble import ExpertEnsemble
 from models.presets import talklip_preset
 from models.talklip import TalkLip, TalkLipDiscriminator, to_channels_last
 from training import checkpoints
@@ -44,8 +45,9 @@ WARMDOWN_FLOOR = 0.1            # --lr_warmdown ends at this fraction of the lea
 
 # ------------------------------------------------------------------------------------ models
 def build_models(cfg: TrainConfig, device) -> Dict[str, nn.Module]:
-    """The frozen expert, a generator (``cfg.generator_preset`` widths) whose audio encoder starts
-    from the expert's encoder with only its last three layers trainable, and a fresh discriminator."""
+    """The frozen expert (with ``--lip_ensemble``, an ExpertEnsemble led by it), a generator
+    (``cfg.generator_preset`` widths) whose audio encoder starts from the expert's encoder with only its
+    last three layers trainable, and a fresh discriminator."""
     expert = load_lip_reader(cfg.avhubert_path, "--avhubert_path needs an AV-HuBERT model fine-tuned for lip reading")
     expert.requires_grad_(False)
     enc_cfg = expert.encoder.w2v_model.cfg
@@ -55,6 +57,10 @@ def build_models(cfg: TrainConfig, device) -> Dict[str, nn.Module]:
     layers = enc_cfg.encoder_layers
     freeze_all_but(generator.audio_encoder, encoder_layers=range(max(0, layers - FINETUNED_LAYERS), layers))
     disc = TalkLipDiscriminator(widths).init_for_training()
+    if cfg.lip_ensemble:
+        members = [load_lip_reader(p, "--lip_ensemble needs lip readers as train_expert.py writes them")
+                   for p in cfg.lip_ensemble]
+        expert = ExpertEnsemble([expert] + members, [cfg.avhubert_path, *cfg.lip_ensemble]).requires_grad_(False)
     return {"gen": to_channels_last(generator.to(device)), "disc": to_channels_last(disc.to(device)),
             "expert": expert.to(device).eval()}
 

@@ -68,6 +68,11 @@ def per_stage(count: int):
     return parse
 
 
+def path_list(text: str) -> Tuple[str, ...]:
+    """A comma-separated list of file paths (empty items dropped)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 # Flags of the original scripts that do nothing here, declared once: each script accepts them (so the
 # original's command lines run) and says once that they are ignored.
 IGNORED_FLAGS = {"avhubert_root": "AV-HuBERT is built into talklip"}
