@@ -1,6 +1,6 @@
 """How much of the frame a dub keeps: mouth-region paste against the whole face box, on a real photo face.
 
-    python -m bench.paste --ckpt_path runs/quickstart/checkpoints/checkpoint_stepN.pth [--seconds 3]
+    python -m bench.paste --ckpt_path runs/quickstart/checkpoints/checkpoint_stepN.pth [--seconds 3] [--crop_png F]
 
 scikit-image's astronaut, its head 640 px tall, drifting and bobbing in a 1280x720 frame, is dubbed by
 inf_demo.py with a tone-modulated speech signal (or ``--wav_path``), once per paste mode (default:
@@ -8,7 +8,7 @@ inf_demo.py with a tone-modulated speech signal (or ``--wav_path``), once per pa
 face box OpenCV's cascade finds on the source frames, it prints one JSON line per mode:
 - ``upper_psnr_db``: PSNR of the box's upper half (the eyes, brows and forehead), and on luma alone
   (``upper_psnr_luma_db``); ``--modes passthrough`` measures the source re-encoded unchanged (the
-  ceiling: H.264 4:2:0 at crf 18 costs this source ~39.7 dB in BGR, the chroma's halved resolution);
+  ceiling: H.264 4:2:0 at crf 18 costs this source ~42.3 dB in BGR);
 - ``sharpness_ratio``: variance of the Laplacian of the box (grey), the dub's over the source's;
 - ``border_delta_e``: CIE76 colour difference (Lab) between dub and source, averaged over the mask's
   fade band (where the generated region meets the frame's own pixels);
@@ -91,6 +91,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=positive_float, default=3.0, help="length of the clip")
     parser.add_argument("--modes", nargs="+", default=["mouth", "face"], help="--paste values to measure")
     parser.add_argument("--flags", default="", help="more inf_demo.py flags for every mode (e.g. '--mask_top 0.55')")
+    parser.add_argument("--crop_png", default=None,
+                        help="also write the face box of the middle frame, source then each mode, side by side (a PNG)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="talklip_paste_") as work:
         clip, wav = os.path.join(work, "astronaut_720p.mp4"), args.wav_path or os.path.join(work, "speech.wav")
@@ -104,8 +106,9 @@ def main(argv=None) -> None:
         region = MouthRegion(*(float(extra[extra.index(f) + 1]) if f in extra else default
                                for f, default in (("--mask_top", MouthRegion.top), ("--mask_side", MouthRegion.side),
                                                   ("--mask_feather", MouthRegion.feather))))
+        outputs = {}
         for mode in args.modes:
-            out = os.path.join(work, f"dub_{mode}.mp4")
+            out = outputs[mode] = os.path.join(work, f"dub_{mode}.mp4")
             if mode == "passthrough":
                 with VideoWriter(out, 25.0, 1280, 720) as writer:
                     for frame in VideoReader(clip):
@@ -120,6 +123,25 @@ def main(argv=None) -> None:
                 raise SystemExit(f"inf_demo.py failed: {proc.stderr.strip().splitlines()[-1:]}")
             print(json.dumps({"paste": mode, "flags": args.flags, "generator": args.ckpt_path or "random",
                               **measure(clip, out, region)}), flush=True)
+        if args.crop_png:
+            write_crops(args.crop_png, clip, outputs)
+
+
+def write_crops(path: str, source_path: str, outputs: dict) -> None:
+    """The middle frame's face box (OpenCV's cascade on the source) at its own pixels, labelled: the
+    source, then each output."""
+    frames = {"source": list(VideoReader(source_path))}
+    frames.update({mode: list(VideoReader(out)) for mode, out in outputs.items()})
+    middle = min(len(f) for f in frames.values()) // 2
+    found = CascadeDetector().detect_faces(frames["source"][middle][None])[0]
+    x1, y1, x2, y2 = (int(v) for v in max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))[:4])
+    tiles = []
+    for name, video in frames.items():
+        tile = video[middle][y1:y2, x1:x2].copy()
+        label = name if name in ("source", "passthrough") else f"--paste {name}"
+        cv2.putText(tile, label, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2, cv2.LINE_AA)
+        tiles.append(tile)
+    cv2.imwrite(path, np.concatenate(tiles, axis=1))
 
 
 if __name__ == "__main__":

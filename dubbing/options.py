@@ -14,7 +14,7 @@ class MouthRegion:
     edge), outside it the frame keeps its own pixels. The generator only redraws the lower half of its
     input; above, its 96-px picture is an upscaled copy of the frame, blurrier than the frame itself."""
     top: float = 0.5
-    side: float = 0.12
+    side: float = 0.16
     feather: float = 0.12
 
     def __post_init__(self):

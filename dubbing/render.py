@@ -71,7 +71,9 @@ def paste_faces(frames: np.ndarray, boxes: np.ndarray, faces: np.ndarray, feathe
             rows = np.flatnonzero(weight[:, :, 0].max(axis=1) > 0)
             if len(rows) == 0:
                 continue
-            resized = cv2.resize(face, (box_w, box_h), interpolation=cv2.INTER_LINEAR)[y1 - by1:y2 - by1,
+            # bicubic: the 96-px face upscaled ~4x keeps more of its edges than bilinearly (box sharpness
+            # 0.880 -> 0.896 of the source's on bench.paste); --paste face keeps the original's bilinear
+            resized = cv2.resize(face, (box_w, box_h), interpolation=cv2.INTER_CUBIC)[y1 - by1:y2 - by1,
                                                                                        x1 - bx1:x2 - bx1]
             top, bottom = y1 + rows[0], y1 + rows[-1] + 1         # only the rows the mask reaches change
             part = frame[top:bottom, x1:x2]
