@@ -89,6 +89,9 @@ s=$(stamp)
 # video only.
 readers=expert; reader_flags=()
 [ "$grammar" = grid ] && readers="expert observer" reader_flags=(--batch_size 8 --lr 2e-3 --viseme_root "$c/gt" --test_filelist "$l/test.txt")
+# --train_readers on the readable corpus also trains the lip-loss ensemble's two other experts (train.py
+# --lip_ensemble; weights/grid_expert_2.pt, _3.pt): the expert's recipe, seeds +1 and +2, its vocabulary
+[ "$grammar/$train_readers" = grid/1 ] && readers="expert expert_2 expert_3 observer"
 declare -A reader_ckpt
 for reader in $readers; do
   reader_ckpt[$reader]=$out_dir/$reader.pt
@@ -104,6 +107,8 @@ for reader in $readers; do
   fi
   reader_seed=$seed modality=(); [ $reader = observer ] && reader_seed=$(( seed + 1000 ))
   [ "$grammar/$reader" = grid/expert ] && modality=(--audio_visual)
+  case $reader in expert_*) reader_seed=$(( seed + ${reader#expert_} - 1 ))
+                            modality=(--audio_visual --vocab_from "${reader_ckpt[expert]}") ;; esac
   $PYTHON "$root/train_expert.py" --file_dir "$c" --video_root "$c/main" --word_root "$c/main" --out "$out_dir/$reader.pt" \
     --out_json "$out_dir/$reader.json" --steps "$expert_steps" --seed "$reader_seed" --device cpu --no_progress \
     "${reader_flags[@]+"${reader_flags[@]}"}" "${modality[@]+"${modality[@]}"}"

@@ -152,7 +152,7 @@ def fresh_corpus(tmp_path_factory):
     return data, make_corpus(data, num_clips=40, seed=11, grammar="grid")
 
 
-@pytest.mark.parametrize("reader", ["expert", "observer"])
+@pytest.mark.parametrize("reader", ["expert", "expert_2", "expert_3", "observer"])
 def test_the_shipped_readers_read_a_fresh_corpus(reader, fresh_corpus, tmp_path):
     """The quickstart's grid readers, trained once and shipped in weights/ (weights/README.md), still
     read the corpus this code draws: a corpus of another seed (its test clips hold sentences the readers
@@ -172,6 +172,22 @@ def test_the_shipped_readers_read_a_fresh_corpus(reader, fresh_corpus, tmp_path)
     assert result["test_wer"] <= 0.3, result
     assert result["test_wer_blank"] >= 0.8, result
     assert result["trained"]["steps"] > 0
+
+
+def test_the_shipped_lip_ensemble_shares_the_expert_s_vocabulary_and_not_the_observer_s_weights():
+    """grid_expert_2/3 (train.py --lip_ensemble) were made with --vocab_from grid_expert.pt: one ensemble;
+    and none of the three is the observer."""
+    import torch
+    from models.avhubert import load_lip_reader
+    from models.avhubert.ensemble import ExpertEnsemble
+    from tests.conftest import ROOT
+    paths = [f"{ROOT}/weights/grid_expert{tag}.pt" for tag in ("", "_2", "_3")]
+    members = [load_lip_reader(p, "") for p in paths]
+    ExpertEnsemble(members, paths)
+    observer = load_lip_reader(f"{ROOT}/weights/grid_observer.pt", "").state_dict()
+    for member in members:
+        weights = member.state_dict()
+        assert any(not torch.equal(weights[k], observer[k]) for k in weights if k in observer)
 
 
 def test_evaluate_refuses_a_missing_reader_and_a_file_that_is_no_lip_reader(tmp_path):

@@ -99,9 +99,9 @@ class TrainConfig(OptionsFromDict):
         help="average the lip loss over this many randomly changed copies of the generated mouth crops (noise, "
              "shift), as CLIP guidance averages over augmentations: only what survives them lowers the loss; 0: the "
              "plain loss; never in validation. Costs this many more expert passes per stage-2 step")
-    lip_augment_noise: float = option(0.5, type=non_negative_float, group="losses and optimisation",
+    lip_augment_noise: float = option(1.0, type=non_negative_float, group="losses and optimisation",
                                       help="the copies' Gaussian noise: std drawn from U(0, this), normalised units")
-    lip_augment_shift: int = option(2, type=non_negative_int, group="losses and optimisation",
+    lip_augment_shift: int = option(3, type=non_negative_int, group="losses and optimisation",
                                     help="the copies' random shift, up to this many px")
     pseudo_label_beam: int = option(
         1, type=positive_int, group="losses and optimisation",

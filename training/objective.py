@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.avhubert.ensemble import ExpertEnsemble
 from models.avhubert.model import AVHubertSeq2Seq
 from models.avhubert.expert_input import images_to_avhubert, lip_reading_loss
 from models.talklip import TalkLip, TalkLipDiscriminator, bce
@@ -50,9 +51,16 @@ class Objective(nn.Module):
         if expert_on or not gen.training:
             video, _ = images_to_avhubert([f.to(syn.device) for f in batch["frames"]], batch["boxes"], syn,
                                           batch["picked"], batch["audio"].shape[2])
-            res = lip_reading_loss(expert, video, batch["padding_mask"], batch["target"], batch["prev_output_tokens"])
+            augmenting = expert_on and gen.training and self.lip_copies > 0 and self.lip_augment.active
+            # an ensemble's plain reading is needed only for a plain lip loss; otherwise its first member
+            # gives the contrastive loss's encoder output and the accuracy, at a third of the cost
+            plain_reader = expert
+            if isinstance(expert, ExpertEnsemble) and (augmenting or not w.lip_loss):
+                plain_reader = expert.members[0]
+            res = lip_reading_loss(plain_reader, video, batch["padding_mask"], batch["target"],
+                                   batch["prev_output_tokens"])
             out.update(lip=res["loss"], n_correct=res["n_correct"], total=res["total"])
-            if expert_on and gen.training and self.lip_copies > 0 and self.lip_augment.active:
+            if augmenting:
                 out["lip"] = self.augmented_lip_loss(expert, video, batch)
             if w.cont_w > 0:
                 idx = batch["audio_index"]
