@@ -1,7 +1,11 @@
 """The transfer probe as a benchmark: does the expert's gradient draw mouths an independent reader reads?
 
-    python -m bench.expert_transfer --run_dir runs/quickstart [--expert weights/grid_expert.pt]
+    python -m bench.expert_transfer --run_dir runs/quickstart [--expert E.pt [E2.pt ...]]
         [--observer weights/grid_observer.pt] [--clips 10] [--steps 60] [--lr 0.05] [--lip_augment K]
+
+By default the gradient is the shipped ensemble's (weights/grid_expert.pt, _2.pt, _3.pt: train.py
+--lip_ensemble) averaged over 2 augmented copies (train.py --lip_augment 2, its noise and shift), the
+lip loss that transfers best; ``--expert weights/grid_expert.pt --lip_augment 0`` is train.py's default.
 
 Starts (each a row of the JSON line):
 - ``blurred``: the test split's true mouth crops, Gaussian-blurred (--blur_sigma px) and averaged over
@@ -22,6 +26,7 @@ from evaluation.expert_transfer import ProbeClip, ProbeOptions, blurred_start, r
 from models.avhubert import load_lip_reader
 from models.avhubert.ensemble import ExpertEnsemble
 from models.avhubert.reading import mouth_rois
+from training.config import TrainConfig
 from training.mouth_augment import CropAugment
 from utils.cli import non_negative_float, non_negative_int, positive_float, positive_int
 from utils.corpus import read_transcript
@@ -34,7 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run_dir", required=True, help="a quickstart run: corpus/main, lists/test.txt, synt_before/")
-    p.add_argument("--expert", nargs="+", default=[os.path.join(ROOT, "weights", "grid_expert.pt")],
+    p.add_argument("--expert", nargs="+", default=[os.path.join(ROOT, "weights", f"grid_expert{tag}.pt")
+                                                   for tag in ("", "_2", "_3")],
                    help="the reader whose gradient is used; several: one lip loss over their ensemble "
                         "(models.avhubert.ensemble; the first one's reading is 'expert', the others' 'expert_member_i')")
     p.add_argument("--observer", default=os.path.join(ROOT, "weights", "grid_observer.pt"), help="the independent reader")
@@ -45,10 +51,12 @@ def parse_args(argv=None):
                    help="the blurred start's Gaussian sigma in pixels")
     p.add_argument("--blur_frames", type=positive_int, default=ProbeOptions.blur_frames,
                    help="the blurred start's moving average over frames (odd)")
-    p.add_argument("--lip_augment", type=non_negative_int, default=0,
-                   help="average the loss over this many augmented copies (train.py --lip_augment)")
-    p.add_argument("--augment_noise", type=non_negative_float, default=0.0, help="the copies' noise std (train.py --lip_augment_noise)")
-    p.add_argument("--augment_shift", type=non_negative_int, default=0, help="the copies' shift in px (train.py --lip_augment_shift)")
+    p.add_argument("--lip_augment", type=non_negative_int, default=2,
+                   help="average the loss over this many augmented copies (train.py --lip_augment); 0: the plain loss")
+    p.add_argument("--augment_noise", type=non_negative_float, default=TrainConfig.lip_augment_noise,
+                   help="the copies' noise std (train.py --lip_augment_noise)")
+    p.add_argument("--augment_shift", type=non_negative_int, default=TrainConfig.lip_augment_shift,
+                   help="the copies' shift in px (train.py --lip_augment_shift)")
     p.add_argument("--augment_blur", type=non_negative_float, default=0.0,
                    help="also blur half the copies, sigma drawn from U(0.5, this) px (a low-pass on the gradient)")
     p.add_argument("--starts", nargs="+", choices=["blurred", "untrained"], default=["blurred", "untrained"],

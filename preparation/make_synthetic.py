@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from preparation.mouth_pixels import OPEN_DARKNESS, mouth_darkness
 from preparation.speech import espeak_available, mouth_opening, mouth_width, speak
-from preparation.visemes import SLOTS, mouth_track, speak_phonemes
+from preparation.visemes import SLOTS, Segment, mouth_track, speak_phonemes
 from preparation.visemes import sentence as grid_sentence
 from utils.cli import int_at_least, non_negative_int, positive_int
 from utils.audio import AUDIO_RATE_HZ, save_wav
@@ -141,10 +141,15 @@ def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width
 
 
 def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, face: np.ndarray,
-              use_espeak: bool, grammar: str = "words") -> None:
+              use_espeak: bool, grammar: str = "words", av_jitter_frames: int = 0) -> None:
     samples_per_frame = AUDIO_RATE_HZ // FPS
+    offset_frames = 0
     if grammar == "grid":             # phonemes rendered one by one: the mouth shows each one's viseme
         wav, segments = speak_phonemes(sentence.split(), rng, LEAD_SILENCE_S)
+        if av_jitter_frames:          # the mouth moves this many frames after (or, < 0, before) the sound
+            offset_frames = int(rng.integers(-av_jitter_frames, av_jitter_frames + 1))
+            segments = [Segment(seg.phone, seg.start + offset_frames / FPS, seg.end + offset_frames / FPS)
+                        for seg in segments]
     else:
         lead = np.zeros(int(LEAD_SILENCE_S * AUDIO_RATE_HZ), np.float32)
         wav = np.concatenate([lead, speak(sentence, rng, use_espeak), lead])
@@ -156,7 +161,8 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
         opening, width = shapes[:, 0], shapes[:, 1]
         truth = {"mouth_roundness": shapes[:, 2], "mouth_shape": shapes, "viseme": visemes,
                  "phonemes": np.array([seg.phone for seg in segments]),
-                 "phoneme_times": np.array([(seg.start, seg.end) for seg in segments], np.float32)}
+                 "phoneme_times": np.array([(seg.start, seg.end) for seg in segments], np.float32),
+                 "av_offset_frames": np.int64(offset_frames)}
     else:
         opening = mouth_opening(wav, num_frames, FPS)
         width = mouth_width(wav, opening, FPS)
@@ -237,10 +243,15 @@ def grid_splits(names, sentences, rng, slots=SLOTS):
 
 def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: int = 0,
                 min_words: int = 3, max_words: int = 6, use_espeak: bool = True, grammar: str = "words",
-                slots=SLOTS) -> dict:
+                slots=SLOTS, av_jitter_frames: int = 0) -> dict:
     """Generate the corpus; return {split: [names]} (plus 'all'). ``grammar``: ``words`` (random words,
     a mouth that opens with the loudness) or ``grid`` (the readable corpus: preparation/visemes.py, whose
-    ``slots`` a test may narrow)."""
+    ``slots`` a test may narrow). ``av_jitter_frames`` J (grid only): each clip's mouth runs a random whole
+    number of frames in [-J, J] behind its speech, as real clips' sound and picture are off by a frame or
+    two: the audio then no longer fixes the mouth frame for frame (gt/*.npz keeps what the video shows,
+    and ``av_offset_frames``)."""
+    if av_jitter_frames and grammar != "grid":
+        raise TalkLipError("--av_jitter_frames needs --grammar grid (the words corpus' mouth follows its loudness)")
     if num_clips < 3:
         raise TalkLipError(f"--num_clips {num_clips} is too small: train, valid and test each need a clip")
     rng = np.random.default_rng(seed)
@@ -258,7 +269,8 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     print(f"synthetic corpus: {num_clips} clips, speech from {source}", file=sys.stderr)
     for i, (name, sentence) in enumerate(tqdm(list(zip(names, sentences)), desc="clips",
                                               file=sys.stderr, disable=None)):
-        make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak, grammar)
+        make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak, grammar,
+                  av_jitter_frames)
     splits = grid_splits(names, sentences, rng, slots) if grammar == "grid" else split_names(names, rng)
     for split, members in splits.items():
         write_list(os.path.join(out_dir, f"{split}.txt"), members)
@@ -278,6 +290,9 @@ def parse_args(argv=None):
     parser.add_argument("--grammar", default="words", choices=["words", "grid"],
                         help="words: random words, the mouth opens with the loudness; grid: the readable corpus "
                              "(a GRID-like grammar, phonemes rendered one by one, a mouth drawn per viseme)")
+    parser.add_argument("--av_jitter_frames", type=non_negative_int, default=0,
+                        help="grid: each clip's mouth runs a random number of frames in [-J, J] behind its speech "
+                             "(real clips' sound and picture are off by a frame or two); 0: in step")
     parser.add_argument("--no_espeak", action="store_true",
                         help="use the built-in synthesiser even when espeak-ng is installed")
     return parser.parse_args(argv)
@@ -286,7 +301,8 @@ def parse_args(argv=None):
 def main(args) -> int:
     started = time.time()
     make_corpus(args.out_dir, args.num_clips, args.seed, args.num_speakers, args.min_words,
-                args.max_words, use_espeak=not args.no_espeak, grammar=args.grammar)
+                args.max_words, use_espeak=not args.no_espeak, grammar=args.grammar,
+                av_jitter_frames=args.av_jitter_frames)
     print(f"wrote {args.num_clips} clips to {args.out_dir} in {time.time() - started:.1f}s",
           file=sys.stderr)
     return 0

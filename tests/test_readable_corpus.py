@@ -47,6 +47,33 @@ def test_closed_lips_for_p_b_m_and_an_open_mouth_for_a(grid_corpus):
     assert max(closed_dark) < 0.02 < 0.15 < min(open_dark)      # no dark interior between closed lips
 
 
+def test_av_jitter_moves_each_clip_s_mouth_off_its_speech_by_whole_frames(grid_corpus, tmp_path):
+    """--av_jitter_frames 2: the same speech as the corpus in step (the sound is drawn first), each clip's
+    mouth track (visemes, shapes, and the pixels' opening) shifted by its own offset in [-2, 2] frames, which
+    gt keeps; the in-step corpus records offset 0. A non-grid corpus refuses the option."""
+    from utils.errors import TalkLipError
+    data, splits = grid_corpus
+    jittered = make_corpus(str(tmp_path), num_clips=6, seed=3, grammar="grid", av_jitter_frames=2)
+    assert jittered["all"] == splits["all"]
+    offsets = []
+    for name in splits["all"]:
+        step, off = np.load(f"{data}/gt/{name}.npz"), np.load(f"{tmp_path}/gt/{name}.npz")
+        assert int(step["av_offset_frames"]) == 0
+        d = int(off["av_offset_frames"])
+        offsets.append(d)
+        assert -2 <= d <= 2
+        np.testing.assert_array_equal(load_audio(f"{tmp_path}/main/{name}.mp4"), load_audio(f"{data}/main/{name}.mp4"))
+        n = len(step["viseme"])
+        inner = slice(max(0, d), n + min(0, d))          # frame t of the jittered clip shows frame t - d of the other
+        shifted = slice(max(0, -d), n - max(0, d))
+        np.testing.assert_array_equal(off["viseme"][inner], step["viseme"][shifted])
+        np.testing.assert_allclose(off["mouth_shape"][inner], step["mouth_shape"][shifted], atol=1e-6)
+        np.testing.assert_allclose(off["phoneme_times"], step["phoneme_times"] + d / FPS, atol=1e-6)
+    assert len(set(offsets)) > 1
+    with pytest.raises(TalkLipError, match="grid"):
+        make_corpus(str(tmp_path / "words"), num_clips=3, grammar="words", av_jitter_frames=1)
+
+
 def test_each_viseme_draws_its_own_mouth(grid_corpus):
     """The mean mouth picture of each viseme class differs from every other class's."""
     data, splits = grid_corpus
