@@ -139,7 +139,10 @@ def write_crops(path: str, source_path: str, outputs: dict) -> None:
     for name, video in frames.items():
         tile = video[middle][y1:y2, x1:x2].copy()
         label = name if name in ("source", "passthrough") else f"--paste {name}"
-        cv2.putText(tile, label, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2, cv2.LINE_AA)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        scale = min(0.9, 0.9 * (tile.shape[1] - 20) / cv2.getTextSize(label, font, 0.9, 2)[0][0])   # fits the tile
+        cv2.putText(tile, label, (10, 30), font, scale, (0, 0, 0), 4, cv2.LINE_AA)
+        cv2.putText(tile, label, (10, 30), font, scale, (255, 255, 255), 2, cv2.LINE_AA)
         tiles.append(tile)
     cv2.imwrite(path, np.concatenate(tiles, axis=1))
 
