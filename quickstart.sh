@@ -13,13 +13,13 @@
 #   bash quickstart.sh [--out_dir runs/quickstart] [--grammar grid|words] [--num_clips N] [--seed 0]
 #                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
-#                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J]
+#                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S]
 # Writes <out_dir>/summary.json, mouth_sync.png, samples.png and observer_wer.png, and prints them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
 out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
-lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0
+lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
@@ -36,6 +36,7 @@ while [ $# -gt 0 ]; do
     --lip_augment) lip_augment=$2; shift 2 ;;
     --lip_ensemble) lip_ensemble=$2; shift 2 ;;
     --av_jitter) av_jitter=$2; shift 2 ;;
+    --corpus_seed) corpus_seed=$2; shift 2 ;;
     -h|--help) sed -n '2,17p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -70,8 +71,9 @@ t0=$(date +%s); stamp() { echo $(( $(date +%s) - t0 )); }
 declare -A took
 
 s=$(stamp)
-# --av_jitter J (grid): each clip's mouth runs up to J frames before or behind its speech (make_synthetic.py)
-$PYTHON -m preparation.make_synthetic --out_dir "$c" --num_clips "$num_clips" --seed "$seed" --grammar "$grammar" \
+# --av_jitter J (grid): each clip's mouth runs up to J frames before or behind its speech (make_synthetic.py);
+# --corpus_seed S draws the corpus of seed S whatever --seed (training's), so seeds differ in training alone
+$PYTHON -m preparation.make_synthetic --out_dir "$c" --num_clips "$num_clips" --seed "${corpus_seed:-$seed}" --grammar "$grammar" \
   --av_jitter_frames "$av_jitter"
 if [ "$grammar" = grid ]; then
   l=$out_dir/lists

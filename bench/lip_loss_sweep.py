@@ -4,7 +4,8 @@
 
 Each seed runs `quickstart.sh --seed S --ablation` (its own corpus, the lip-loss run and the ablation
 branched where stage 2 begins) with the flags after `--` (e.g. `--stage_steps 150,75,150 --lip_w 1e-4
---lip_augment 4`); a seed whose summary.json exists is read, not run again. Prints a markdown table
+--lip_augment 4`; `--corpus_seed 0`: every seed trains on the corpus of seed 0, so the seeds differ in
+training alone); a seed whose summary.json exists is read, not run again. Prints a markdown table
 (per seed and mean +- std: the observer's WER after training with the lip loss and without, mouth sync,
 PSNR) and one JSON line with the effect (ablation - lip loss, in observer WER) and whether it exceeds
 twice the larger of the two arms' seed standard deviations (the issue's bar), beside the paired effect
