@@ -17,6 +17,7 @@ Without ``--ckpt_path`` a random-weight generator (the cpu preset) is used, whic
 but says nothing about a trained generator's colours.
 """
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ from dubbing.options import MouthRegion
 from dubbing.render import mouth_mask
 from face_detection import CascadeDetector
 from utils.cli import positive_float
-from utils.video import VideoReader, VideoWriter
+from utils.video import VideoReader, VideoWriter, probe_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,15 +58,23 @@ def sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
 
 
+def largest_face_box(cascade: CascadeDetector, frame: np.ndarray):
+    """(x1, y1, x2, y2) ints of the largest face OpenCV's cascade finds in ``frame``, or None."""
+    found = cascade.detect_faces(frame[None])[0]
+    if len(found) == 0:
+        return None
+    return tuple(int(v) for v in max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))[:4])
+
+
 def measure(source_path: str, dub_path: str, region: MouthRegion) -> dict:
     cascade = CascadeDetector()
     upper, upper_y, lower, sharp, delta = [], [], [], [], []
     with VideoReader(source_path) as src, VideoReader(dub_path) as dub:
         for frame, dubbed in zip(src, dub):
-            found = cascade.detect_faces(frame[None])[0]
-            if len(found) == 0:
+            box = largest_face_box(cascade, frame)
+            if box is None:
                 continue
-            x1, y1, x2, y2 = (int(v) for v in max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))[:4])
+            x1, y1, x2, y2 = box
             a, b = frame[y1:y2, x1:x2], dubbed[y1:y2, x1:x2]
             half = (y2 - y1) // 2
             upper.append(psnr(a[:half], b[:half]))
@@ -130,14 +139,16 @@ def main(argv=None) -> None:
 def write_crops(path: str, source_path: str, outputs: dict) -> None:
     """The middle frame's face box (OpenCV's cascade on the source) at its own pixels, labelled: the
     source, then each output."""
-    frames = {"source": list(VideoReader(source_path))}
-    frames.update({mode: list(VideoReader(out)) for mode, out in outputs.items()})
-    middle = min(len(f) for f in frames.values()) // 2
-    found = CascadeDetector().detect_faces(frames["source"][middle][None])[0]
-    x1, y1, x2, y2 = (int(v) for v in max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))[:4])
+    paths = {"source": source_path, **outputs}
+    middle = min(probe_video(p).num_frames for p in paths.values()) // 2
+    frames = {}
+    for name, p in paths.items():             # one frame of each, not whole 720p videos in memory
+        with VideoReader(p) as reader:
+            frames[name] = next(itertools.islice(reader, middle, None))
+    x1, y1, x2, y2 = largest_face_box(CascadeDetector(), frames["source"])
     tiles = []
-    for name, video in frames.items():
-        tile = video[middle][y1:y2, x1:x2].copy()
+    for name, frame in frames.items():
+        tile = frame[y1:y2, x1:x2].copy()
         label = name if name in ("source", "passthrough") else f"--paste {name}"
         font = cv2.FONT_HERSHEY_SIMPLEX
         scale = min(0.9, 0.9 * (tile.shape[1] - 20) / cv2.getTextSize(label, font, 0.9, 2)[0][0])   # fits the tile

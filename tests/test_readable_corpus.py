@@ -49,7 +49,7 @@ def test_closed_lips_for_p_b_m_and_an_open_mouth_for_a(grid_corpus):
 
 def test_av_jitter_moves_each_clip_s_mouth_off_its_speech_by_whole_frames(grid_corpus, tmp_path):
     """--av_jitter_frames 2: the same speech as the corpus in step (the sound is drawn first), each clip's
-    mouth track (visemes, shapes, and the pixels' opening) shifted by its own offset in [-2, 2] frames, which
+    mouth track (visemes and shapes) and phoneme times shifted by its own offset in [-2, 2] frames, which
     gt keeps; the in-step corpus records offset 0. A non-grid corpus refuses the option."""
     from utils.errors import TalkLipError
     data, splits = grid_corpus
