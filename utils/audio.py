@@ -12,8 +12,6 @@ from typing import Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from python_speech_features import logfbank
-from scipy.signal import resample_poly
 
 from utils.errors import MediaError, one_line, say_on_stderr
 from utils.ffmpeg import run_ffmpeg
@@ -34,6 +32,7 @@ def resample(wav: np.ndarray, rate_in: int, rate_out: int = AUDIO_RATE_HZ) -> np
     """Band-limited polyphase resampling of a 1-D (T,) or 2-D (T, C) float signal."""
     if rate_in == rate_out:
         return wav
+    from scipy.signal import resample_poly       # here, not at import: scipy.signal takes 0.5 s to import
     common = math.gcd(int(rate_in), int(rate_out))
     return resample_poly(wav, rate_out // common, rate_in // common, axis=0)
 
@@ -218,6 +217,14 @@ def feature_count(num_samples: int) -> int:
     return -(-fbank // STACK_ORDER)
 
 
+def _logfbank():
+    """python_speech_features' logfbank, imported when first asked for (it imports scipy.fftpack, 0.2 s): a
+    dub computes its first features on the thread that encodes the speech's first window, beside the
+    face search, not before it."""
+    from python_speech_features import logfbank
+    return logfbank
+
+
 def talklip_feature_rows(samples: SpeechSamples, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of ``talklip_features`` of the whole file, computed from the samples they
     need (and the one before, for the pre-emphasis): the same numbers, for any range."""
@@ -227,7 +234,7 @@ def talklip_feature_rows(samples: SpeechSamples, start: int, stop: int) -> np.nd
     end = min(samples.count, FBANK_HOP * (last - 1) + FBANK_WINDOW)
     x = samples.read(max(0, begin - 1), end).astype(np.float64) * INT16_SCALE
     emphasised = x[1:] - PREEMPHASIS * x[:-1] if begin > 0 else np.append(x[0], x[1:] - PREEMPHASIS * x[:-1])
-    fbank = logfbank(emphasised, samplerate=AUDIO_RATE_HZ, nfilt=N_FILTERBANKS, preemph=0).astype(np.float32)
+    fbank = _logfbank()(emphasised, samplerate=AUDIO_RATE_HZ, nfilt=N_FILTERBANKS, preemph=0).astype(np.float32)
     stacked = torch.from_numpy(stack_frames(fbank))
     with torch.no_grad():
         return F.layer_norm(stacked, stacked.shape[1:]).numpy()
@@ -271,7 +278,7 @@ def talklip_features(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     else:
         samples = wav.astype(np.float64)
     samples = resample(samples, sample_rate, AUDIO_RATE_HZ)
-    fbank = logfbank(samples, samplerate=AUDIO_RATE_HZ, nfilt=N_FILTERBANKS).astype(np.float32)
+    fbank = _logfbank()(samples, samplerate=AUDIO_RATE_HZ, nfilt=N_FILTERBANKS).astype(np.float32)
     stacked = torch.from_numpy(stack_frames(fbank))
     with torch.no_grad():
         normed = F.layer_norm(stacked, stacked.shape[1:])
