@@ -31,7 +31,7 @@ from utils.timeline import frame_feature_rows, ping_pong
 from utils.video import FrameSeeker, VideoWriter
 
 SPILL_BYTES = 4 << 30          # a video replayed back and forth is kept on disk up to this size (24 s at 1080p)
-CHUNK_BYTES = 12 << 20         # frames in one chunk at most (4 at 720p, 1 at 4K); up to ~4 chunks are in flight
+CHUNK_BYTES = 24 << 20         # frames in one chunk at most (8 at 720p, 3 at 1080p, 1 at 4K); up to ~4 chunks are in flight
 
 
 def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, detector,
@@ -66,6 +66,7 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
             track = follower.track()
         finally:
             follower.close()
+            speech.close()
     order = ping_pong(num_out, track.frames)
     return DubResult(frames=num_out, fps=source.fps, duration_s=speech.duration_s, source_frames=track.frames,
                      declared_s=source.declared_s,

@@ -66,6 +66,14 @@ class Speech:
         thread.start()
         self._early = (thread, box)
 
+    def close(self) -> None:
+        """Wait for the first window's thread, if it is still running (a dub refused before its first frame
+        must not leave it behind: a daemon thread inside torch or an import when the interpreter exits
+        aborts the process)."""
+        if self._early is not None:
+            self._early[0].join()
+            self._early = None
+
     def frames_at(self, fps: float) -> int:
         """How many video frames at ``fps`` it lasts (at least one): the dub's length."""
         return max(1, int(round(self.duration_s * fps)))

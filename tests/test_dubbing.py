@@ -2,6 +2,8 @@
 and the folded generator."""
 import copy
 import os
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -206,9 +208,14 @@ def test_a_video_without_any_face_is_one_error_and_writes_nothing(tmp_path, cpu_
     rendered = []
     generator = copy.deepcopy(cpu_generator)
     generator.render = lambda *a: rendered.append(1)       # counts calls; never reached
+    encode = generator.encode_audio
+    generator.encode_audio = lambda *a: (time.sleep(0.5), encode(*a))[1]   # still encoding when the search ends
     with pytest.raises(NoFaceError, match="wall.mp4"):
         dub(generator, video, audio, out, CascadeDetector(), SynthesisOptions(progress=False))
     assert set(os.listdir(tmp_path)) == {"wall.mp4", "a.wav"} and not rendered
+    # the speech's first window, encoded beside the face search, is not left running (a daemon thread inside
+    # torch when the interpreter exits aborts the process)
+    assert not [thread for thread in threading.enumerate() if thread.name == "first audio window"]
 
 
 def test_the_streaming_dub_equals_a_plain_frame_by_frame_dub(tmp_path, cpu_generator):
