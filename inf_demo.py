@@ -44,7 +44,7 @@ def parse_args(argv=None):
     add_device_arg(parser)
     add_ignored_flags(parser)
     parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
-    parser.add_argument("--batch_size", type=positive_int, default=4, help="faces per generator batch")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help="faces per generator batch")
     parser.add_argument("--chunk_frames", type=positive_int, default=32,
                         help="frames cropped, generated and pasted at a time, fewer for large frames "
                              "(at most 96 MB of frames; memory grows with it)")
