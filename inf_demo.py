@@ -47,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=positive_int, default=8, help="faces per generator batch")
     parser.add_argument("--chunk_frames", type=positive_int, default=32,
                         help="frames cropped, generated and pasted at a time, fewer for large frames "
-                             "(at most 96 MB of frames; memory grows with it)")
+                             "(at most 24 MB of frames: 8 at 720p; memory grows with it)")
     add_tracking_args(parser, smooth_window=5, dubbing=True)
     parser.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="auto",
                         help="generator precision: auto (bf16 where the CPU or GPU computes bf16 in hardware, "

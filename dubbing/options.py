@@ -29,8 +29,8 @@ PASTE_MODES = ("mouth", "face")
 
 @dataclass
 class SynthesisOptions:
-    batch_size: int = 8           # faces per generator batch (2 CPU cores, folded generator: 8 ran 1.1x (fp32) and 1.3x
-                                  # (bf16) 4's frames/s, 32 no faster, with 4x the memory)
+    batch_size: int = 8           # faces per generator batch (2 CPU cores, folded generator: 8 ran 1.3x 4's frames/s in
+                                  # bf16, 1.1x and 0.95x in fp32 in two runs; 32 no faster, with 4x the memory)
     chunk_frames: int = 32        # frames cropped / generated / pasted / handed to the encoder at a time
     feather: int = 0              # blend width in pixels (0: paste the face box as the original)
     audio_window: int = 1500      # audio frames (25 Hz) the transformer sees at once
