@@ -11,12 +11,17 @@ ground-truth opening is this same reading of its clean frames (teeth and tongue 
 darkness differ from its geometric opening), so its videos score 1. The corpus videos score about
 0.99; a frozen mouth about 0.
 
-    python -m evaluation.mouth_sync --video_root SYNT --gt_root CORPUS/gt --filelist CORPUS/test.txt
+    python -m evaluation.mouth_sync --video_root SYNT --gt_root CORPUS/gt --filelist CORPUS/test.txt [--against_speech]
     python -m evaluation.mouth_sync --dub dubbed.mp4 --face_gt CORPUS/gt/A.npz --speech_gt CORPUS/gt/B.npz
 
 A dub shows the face clip's frames (forward, then backward when the speech is longer) with the
 mouth driven by another clip's speech: output frame k is scored at the face clip's mouth position
 for the source frame it shows, against the speech clip's opening at the time of frame k.
+
+In a corpus whose mouths run off their speech (``make_synthetic --av_jitter_frames``) a clip's own
+opening is ``av_offset_frames`` off what its speech says; ``--against_speech`` scores a video generated
+from that speech against the opening the speech drives (frame k against the truth of frame k + offset,
+the frames the shift leaves without a partner dropped), not against the clip's own mouth.
 """
 import argparse
 import dataclasses
@@ -50,7 +55,9 @@ def load_ground_truth(path: str) -> Dict[str, np.ndarray]:
     with np.load(path) as data:
         if not {"mouth_opening", "face_box", "mouth_center"} <= set(data.files):
             raise MediaError(f"{path} lacks mouth_opening/face_box/mouth_center: not a synthetic-corpus ground truth")
-        return {k: data[k] for k in ("mouth_opening", "face_box", "mouth_center")}
+        truth = {k: data[k] for k in ("mouth_opening", "face_box", "mouth_center")}
+        truth["av_offset_frames"] = int(data["av_offset_frames"]) if "av_offset_frames" in data.files else 0
+        return truth
 
 
 def darkness_series(video_path: str, positions: Mapping[str, np.ndarray], source_index: np.ndarray,
@@ -73,10 +80,15 @@ def darkness_series(video_path: str, positions: Mapping[str, np.ndarray], source
     return np.array(values)
 
 
-def clip_mouth_sync(video_path: str, gt: Mapping[str, np.ndarray]) -> Dict:
-    """A video frame-aligned with its ground truth (a corpus clip or its synthesized copy)."""
+def clip_mouth_sync(video_path: str, gt: Mapping[str, np.ndarray], against_speech: bool = False) -> Dict:
+    """A video frame-aligned with its ground truth (a corpus clip or its synthesized copy); with
+    ``against_speech``, against the opening the clip's speech drives (its own shifted by its offset)."""
     opening = gt["mouth_opening"]
     darkness = darkness_series(video_path, gt, np.arange(len(opening)), exact=True)
+    shift = int(gt.get("av_offset_frames", 0)) if against_speech else 0
+    if shift:                     # the clip's frame k + shift shows what its speech says at frame k
+        n = len(opening)
+        darkness, opening = darkness[max(0, -shift):n - max(0, shift)], opening[max(0, shift):n + min(0, shift)]
     return {"frames": len(opening), "r": pearson(darkness, opening), "darkness": darkness.tolist(),
             "opening": opening.astype(float).tolist()}
 
@@ -103,6 +115,9 @@ def parse_args(argv=None):
     parser.add_argument("--dub", default=None, help="score one dubbed video instead (with --face_gt and --speech_gt)")
     parser.add_argument("--face_gt", default=None, help="gt .npz of the clip whose face was dubbed")
     parser.add_argument("--speech_gt", default=None, help="gt .npz of the clip whose speech drove the dub")
+    parser.add_argument("--against_speech", action="store_true",
+                        help="with --video_root: score each clip against the opening its speech drives, its own "
+                             "shifted by its gt's av_offset_frames (a corpus made with --av_jitter_frames)")
     add_clip_args(parser, filelist_help="text file of sample names (needed with --video_root)")
     args = parser.parse_args(argv)
     if args.dub:
@@ -117,19 +132,22 @@ def parse_args(argv=None):
 class MouthSyncOptions:
     video_root: str                # <name>.mp4 to score
     gt_root: str                   # the synthetic corpus' gt/<name>.npz
+    against_speech: bool = False   # score against the speech's opening (clip_mouth_sync)
 
 
 def evaluate(opts: MouthSyncOptions, run: ClipRun, names=None) -> Dict:
     """Per-clip r and the r over the frames of all clips ('r'), plus the mean of per-clip r ('r_mean')."""
     def per_clip(name):
-        return clip_mouth_sync(f"{opts.video_root}/{name}.mp4", load_ground_truth(f"{opts.gt_root}/{name}.npz"))
+        return clip_mouth_sync(f"{opts.video_root}/{name}.mp4", load_ground_truth(f"{opts.gt_root}/{name}.npz"),
+                               opts.against_speech)
 
     def overall(summary):
         rows = summary["per_clip"]
         summary["r_mean"] = summary.pop("r")
         summary["r"] = pearson([d for row in rows for d in row["darkness"]], [o for row in rows for o in row["opening"]])
     return evaluate_clips(run, "mouth_sync", per_clip, opts.video_root, "--video_root", weight="frames", names=names,
-                          references=lambda n: [f"{opts.gt_root}/{n}.npz"], summarize=overall)
+                          references=lambda n: [f"{opts.gt_root}/{n}.npz"], summarize=overall,
+                          settings={"against_speech": opts.against_speech})
 
 
 def main(args) -> int:

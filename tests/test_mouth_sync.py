@@ -57,6 +57,39 @@ def test_a_frozen_mouth_reads_as_constant(speech_corpus, tmp_path):
     assert pearson([1, 1, 1], [0, 1, 2]) == 0.0                       # constant darkness carries no sync
 
 
+def test_against_speech_scores_a_clip_off_its_speech_by_what_the_speech_says(speech_corpus, tmp_path):
+    """A corpus clip whose mouth runs 2 frames behind its speech (``--av_jitter_frames``: gt keeps the offset)
+    and a video drawn in step with that speech, the same head: scored against the clip's own mouth the clip
+    reads high and the in-step video lower; --against_speech turns that round, through ``evaluate`` too (its
+    cache keeps the two apart)."""
+    data, splits = speech_corpus
+    speech = load_ground_truth(f"{data}/gt/{splits['all'][0]}.npz")["mouth_opening"]     # what the speech says
+    shift = 2
+    behind = np.concatenate([np.full(shift, speech[0]), speech[:-shift]])    # frame k shows speech frame k - 2
+    face = neutral_face()
+    clip, in_step = list(render_clip(face, behind, MOTION)), list(render_clip(face, speech, MOTION))
+    (tmp_path / "videos").mkdir()
+    write_clip(tmp_path / "videos" / "clip.mp4", [f for f, _, _ in clip])
+    write_clip(tmp_path / "videos" / "in_step.mp4", [f for f, _, _ in in_step])
+    np.savez(tmp_path / "gt.npz", mouth_opening=behind.astype(np.float32), av_offset_frames=np.int64(shift),
+             face_box=np.array([b for _, b, _ in clip], np.float32), mouth_center=np.array([c for _, _, c in clip], np.float32))
+    gt = load_ground_truth(str(tmp_path / "gt.npz"))
+    assert gt["av_offset_frames"] == shift
+    own = {name: clip_mouth_sync(str(tmp_path / "videos" / f"{name}.mp4"), gt)["r"] for name in ("clip", "in_step")}
+    spoken = {name: clip_mouth_sync(str(tmp_path / "videos" / f"{name}.mp4"), gt, against_speech=True)
+              for name in ("clip", "in_step")}
+    assert own["clip"] >= 0.95 and spoken["in_step"]["r"] >= 0.95
+    assert own["in_step"] < own["clip"] - 0.1 and spoken["clip"]["r"] < spoken["in_step"]["r"] - 0.1
+    assert spoken["in_step"]["frames"] == len(speech) - shift
+    (tmp_path / "gt_root").mkdir()
+    np.savez(tmp_path / "gt_root" / "in_step.npz", **np.load(tmp_path / "gt.npz"))
+    run = ClipRun(cache_dir=str(tmp_path / "cache"), progress=False)
+    scores = [mouth_sync.evaluate(mouth_sync.MouthSyncOptions(str(tmp_path / "videos"), str(tmp_path / "gt_root"),
+                                                              against_speech=flag), run, ["in_step"])["r"]
+              for flag in (False, True, False)]
+    assert scores[0] == scores[2] == pytest.approx(own["in_step"]) and scores[1] == pytest.approx(spoken["in_step"]["r"])
+
+
 def test_a_dub_is_scored_against_the_driving_speech_through_the_ping_pong(corpus, tmp_path):
     """A dub rendered by hand: output frame k shows the face clip's head at source frame ping_pong(k) with
     the speech clip's opening at k. The measure must follow the speech, not the face clip's own."""
