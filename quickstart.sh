@@ -158,9 +158,12 @@ score() {                # tag, generator checkpoint: synthesize the test clips 
   $PYTHON -m evaluation.visual_quality --synt_root "$out_dir/synt_$1" --orig_root "$c/main" --bbx_root "$c/bbx" \
     --filelist "$l/test.txt" --out_json "$out_dir/quality_$1.json" --no_progress
   $PYTHON -m evaluation.mouth_sync --video_root "$out_dir/synt_$1" --gt_root "$c/gt" --filelist "$l/test.txt" \
-    --out_json "$out_dir/mouth_sync_$1.json" --no_progress
+    --out_json "$out_dir/mouth_sync_$1.json" --no_progress "${sync_flags[@]+"${sync_flags[@]}"}"
   observe "$out_dir/synt_$1" "$1"
 }
+# with --av_jitter the test videos' mouths are off their speech: the synthesized clips' mouth sync is scored
+# against the opening the speech drives (evaluation/mouth_sync.py --against_speech)
+sync_flags=(); [ "$av_jitter" = 0 ] || sync_flags=(--against_speech)
 first=$(ls "$out_dir"/train/checkpoint_step*.pth | head -1); last=$(ls "$out_dir"/train/checkpoint_step*.pth | tail -1)
 s=$(stamp)
 score before "$first"
