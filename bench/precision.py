@@ -18,7 +18,7 @@ import tempfile
 import numpy as np
 
 from bench.media import speech
-from bench.paste import ROOT, psnr, source_clip
+from bench.paste import ROOT, largest_face_box, psnr, source_clip
 from face_detection import CascadeDetector
 from utils.cli import positive_int
 from utils.video import VideoReader
@@ -52,10 +52,10 @@ def main(argv=None) -> None:
         cascade, face, whole = CascadeDetector(), [], []
         with VideoReader(clip) as src, VideoReader(outs["fp32"]) as a, VideoReader(outs["bf16"]) as b:
             for frame, x, y in zip(src, a, b):
-                found = cascade.detect_faces(frame[None])[0]
+                box = largest_face_box(cascade, frame)
                 whole.append(psnr(x, y))
-                if len(found):
-                    x1, y1, x2, y2 = (int(v) for v in max(found, key=lambda f: (f[2] - f[0]) * (f[3] - f[1]))[:4])
+                if box is not None:
+                    x1, y1, x2, y2 = box
                     face.append(psnr(x[y1:y2, x1:x2], y[y1:y2, x1:x2]))
         result["astronaut_720p"] = {"face_psnr_db": round(float(np.mean(face)), 2),
                                     "face_psnr_min_db": round(float(np.min(face)), 2),
