@@ -13,13 +13,16 @@
 #   bash quickstart.sh [--out_dir runs/quickstart] [--grammar grid|words] [--num_clips N] [--seed 0]
 #                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
-#                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S]
+#                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S] [--stage2_from STATE]
+# --stage2_from STATE: train stage 2 only, from another run's train.py state where stage 2 begins
+# (<run>/train/state_step<A+B>.pt of a run with the same corpus and stage 0-1 settings: the steps before it
+# are the same on the same machine, so this skips them; "before" is that run's step-0 generator).
 # Writes <out_dir>/summary.json, mouth_sync.png, samples.png and observer_wer.png, and prints them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
 out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
-lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed=""
+lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
@@ -37,7 +40,8 @@ while [ $# -gt 0 ]; do
     --lip_ensemble) lip_ensemble=$2; shift 2 ;;
     --av_jitter) av_jitter=$2; shift 2 ;;
     --corpus_seed) corpus_seed=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# //'; exit 0 ;;
+    --stage2_from) stage2_from=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -62,6 +66,10 @@ case "$precision" in
   *) echo "error: --precision must be auto, bf16 or fp32, not $precision" >&2; exit 2 ;;
 esac
 bf16_flag=(); [ "$precision" = bf16 ] && bf16_flag=(--bf16)
+if [ -n "$stage2_from" ]; then
+  [ -f "$stage2_from" ] || { echo "error: --stage2_from must be a train.py state file (state_step*.pt), not $stage2_from" >&2; exit 2; }
+  stage2_from=$(cd "$(dirname "$stage2_from")" && pwd)/$(basename "$stage2_from")
+fi
 echo "training precision: $precision"
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
@@ -149,7 +157,8 @@ train_talklip() {        # checkpoint folder, then extra flags
     --seed "$seed" --device cpu --no_progress "${bf16_flag[@]+"${bf16_flag[@]}"}" "$@"
 }
 s=$(stamp)
-train_talklip "$out_dir/train"
+branch=(); [ -n "$stage2_from" ] && branch=(--branch_from "$stage2_from")
+train_talklip "$out_dir/train" "${branch[@]+"${branch[@]}"}"
 took[train]=$(( $(stamp) - s ))
 
 score() {                # tag, generator checkpoint: synthesize the test clips and score them
@@ -164,7 +173,8 @@ score() {                # tag, generator checkpoint: synthesize the test clips 
 # with --av_jitter the test videos' mouths are off their speech: the synthesized clips' mouth sync is scored
 # against the opening the speech drives (evaluation/mouth_sync.py --against_speech)
 sync_flags=(); [ "$av_jitter" = 0 ] || sync_flags=(--against_speech)
-first=$(ls "$out_dir"/train/checkpoint_step*.pth | head -1); last=$(ls "$out_dir"/train/checkpoint_step*.pth | tail -1)
+first_dir=$out_dir/train; [ -n "$stage2_from" ] && first_dir=$(dirname "$stage2_from")     # the step-0 generator
+first=$(ls "$first_dir"/checkpoint_step*.pth | head -1); last=$(ls "$out_dir"/train/checkpoint_step*.pth | tail -1)
 s=$(stamp)
 score before "$first"
 score after "$last"

@@ -11,6 +11,10 @@ PSNR) and one JSON line with the effect (ablation - lip loss, in observer WER) a
 twice the larger of the two arms' seed standard deviations (the issue's bar), beside the paired effect
 (each seed's own difference: the arms share the seed's corpus and stages 0-1, so the corpus' difficulty,
 which moves both arms together, cancels in it).
+
+`--stage2_from DIR`: another sweep's folder whose seeds ran the same corpus and stages 0-1 (the same flags
+but for stage 2's: its length, the lip loss's settings); each seed's runs branch from
+DIR/seed<S>/train/state_step<A+B>.pt (`quickstart.sh --stage2_from`) instead of training stages 0-1 again.
 """
 import argparse
 import json
@@ -21,6 +25,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = ("after", "ablation")
+GRID_STAGE_STEPS = "400,200,300"    # quickstart.sh's --stage_steps for --grammar grid
 
 
 def parse_args(argv=None):
@@ -30,14 +35,27 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out_dir", required=True, help="one quickstart run per seed goes to <out_dir>/seed<S>")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds (at least 3 to claim an effect)")
+    p.add_argument("--stage2_from", default=None,
+                   help="another sweep's --out_dir with the same corpus and stages 0-1: train stage 2 only, from "
+                        "each seed's state where stage 2 begins there")
     args = p.parse_args(argv)
     args.quickstart_flags = passthrough
     return args
 
 
-def run_seed(out_dir: str, seed: int, flags) -> dict:
+def stage2_state(sweep_dir: str, seed: int, flags) -> str:
+    """The state where stage 2 begins in ``sweep_dir``'s run of ``seed`` (the grid's schedule unless
+    ``flags`` give --stage_steps)."""
+    steps = flags[flags.index("--stage_steps") + 1] if "--stage_steps" in flags else GRID_STAGE_STEPS
+    first_two = sum(int(n) for n in steps.split(",")[:2])
+    return os.path.join(sweep_dir, f"seed{seed}", "train", f"state_step{first_two:09d}.pt")
+
+
+def run_seed(out_dir: str, seed: int, flags, stage2_from=None) -> dict:
     run_dir = os.path.join(out_dir, f"seed{seed}")
     summary = os.path.join(run_dir, "summary.json")
+    if stage2_from:
+        flags = [*flags, "--stage2_from", stage2_state(stage2_from, seed, flags)]
     if not os.path.isfile(summary):
         with open(os.path.join(out_dir, f"seed{seed}.log"), "w") as log:
             subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", run_dir, "--seed", str(seed),
@@ -52,7 +70,7 @@ def spread(values):
 
 def main(args) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
-    rows = {s: run_seed(args.out_dir, s, args.quickstart_flags) for s in args.seeds}
+    rows = {s: run_seed(args.out_dir, s, args.quickstart_flags, args.stage2_from) for s in args.seeds}
     wer = {arm: [rows[s]["observer"]["wer"][arm] for s in args.seeds] for arm in ARMS}
     print("| seed | observer WER, lip loss | observer WER, no lip loss | mouth sync r (lip / no lip) | PSNR dB (lip / no lip) |")
     print("| --- | --- | --- | --- | --- |")
