@@ -13,10 +13,10 @@
 #   bash quickstart.sh [--out_dir runs/quickstart] [--grammar grid|words] [--num_clips N] [--seed 0]
 #                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
-#                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S] [--stage2_from STATE]
-# --stage2_from STATE: train stage 2 only, from another run's train.py state where stage 2 begins
-# (<run>/train/state_step<A+B>.pt of a run with the same corpus and stage 0-1 settings: the steps before it
-# are the same on the same machine, so this skips them; "before" is that run's step-0 generator).
+#                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S] [--stage2_from RUN]
+# --stage2_from RUN: train stage 2 only, from RUN's state where stage 2 begins (RUN: another --out_dir with
+# the same corpus and stage 0-1 settings, whose steps before it are the same on the same machine, so this
+# skips them; "before" is RUN's step-0 generator).
 # Writes <out_dir>/summary.json, mouth_sync.png, samples.png and observer_wer.png, and prints them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
@@ -58,6 +58,8 @@ case "$grammar" in
         ckpt_interval=${ckpt_interval:-60} ;;
   *) echo "error: --grammar must be grid or words, not $grammar" >&2; exit 2 ;;
 esac
+IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
+stage2_state() { printf '%s/train/state_step%09d.pt' "$1" $(( steps0 + steps1 )); }   # a run's state where stage 2 begins
 # Training precision: bf16 autocast where the CPU computes bf16 in hardware (AVX512-BF16 or AMX: a step
 # takes 0.6x the time at the same validation L1 and PSNR, README), fp32 elsewhere (emulated bf16 is slower).
 case "$precision" in
@@ -67,8 +69,10 @@ case "$precision" in
 esac
 bf16_flag=(); [ "$precision" = bf16 ] && bf16_flag=(--bf16)
 if [ -n "$stage2_from" ]; then
-  [ -f "$stage2_from" ] || { echo "error: --stage2_from must be a train.py state file (state_step*.pt), not $stage2_from" >&2; exit 2; }
-  stage2_from=$(cd "$(dirname "$stage2_from")" && pwd)/$(basename "$stage2_from")
+  state=$(stage2_state "$stage2_from")
+  [ -f "$state" ] || { echo "error: --stage2_from must be a quickstart run folder with train/${state##*/} (where stage 2" \
+                            "begins under --stage_steps $stage_steps), not $stage2_from" >&2; exit 2; }
+  stage2_from=$(cd "$stage2_from" && pwd)
 fi
 echo "training precision: $precision"
 mkdir -p "$out_dir"
@@ -145,7 +149,6 @@ observe "$c/main" ground_truth
 # mouth sync 0.73 vs 0.92); the learning rates fall to a tenth over stage 2 (--lr_warmdown: the last
 # weights are steadier: mouth sync 0.90 vs 0.84, +1.5 dB); a 10-step window lets the divergence
 # rollback act within this short run.
-IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
 train_talklip() {        # checkpoint folder, then extra flags
   local folder=$1; shift
   $PYTHON "$root/train.py" --file_dir "$l" --video_root "$c/main" --audio_root "$c/audio" --bbx_root "$c/bbx" \
@@ -157,7 +160,7 @@ train_talklip() {        # checkpoint folder, then extra flags
     --seed "$seed" --device cpu --no_progress "${bf16_flag[@]+"${bf16_flag[@]}"}" "$@"
 }
 s=$(stamp)
-branch=(); [ -n "$stage2_from" ] && branch=(--branch_from "$stage2_from")
+branch=(); [ -n "$stage2_from" ] && branch=(--branch_from "$(stage2_state "$stage2_from")")
 train_talklip "$out_dir/train" "${branch[@]+"${branch[@]}"}"
 took[train]=$(( $(stamp) - s ))
 
@@ -173,8 +176,7 @@ score() {                # tag, generator checkpoint: synthesize the test clips 
 # with --av_jitter the test videos' mouths are off their speech: the synthesized clips' mouth sync is scored
 # against the opening the speech drives (evaluation/mouth_sync.py --against_speech)
 sync_flags=(); [ "$av_jitter" = 0 ] || sync_flags=(--against_speech)
-first_dir=$out_dir/train; [ -n "$stage2_from" ] && first_dir=$(dirname "$stage2_from")     # the step-0 generator
-first=$(ls "$first_dir"/checkpoint_step*.pth | head -1); last=$(ls "$out_dir"/train/checkpoint_step*.pth | tail -1)
+first=$(ls "${stage2_from:-$out_dir}"/train/checkpoint_step*.pth | head -1); last=$(ls "$out_dir"/train/checkpoint_step*.pth | tail -1)
 s=$(stamp)
 score before "$first"
 score after "$last"
@@ -186,7 +188,7 @@ took[synthesis_eval]=$(( $(stamp) - s ))
 if [ "$ablation" = 1 ]; then
   s=$(stamp)
   train_talklip "$out_dir/train_ablation" --no_lip_loss \
-    --branch_from "$(printf '%s/train/state_step%09d.pt' "$out_dir" $(( steps0 + steps1 )))"
+    --branch_from "$(stage2_state "$out_dir")"
   score ablation "$(ls "$out_dir"/train_ablation/checkpoint_step*.pth | tail -1)"
   took[ablation]=$(( $(stamp) - s ))
 fi

@@ -13,8 +13,8 @@ twice the larger of the two arms' seed standard deviations (the issue's bar), be
 which moves both arms together, cancels in it).
 
 `--stage2_from DIR`: another sweep's folder whose seeds ran the same corpus and stages 0-1 (the same flags
-but for stage 2's: its length, the lip loss's settings); each seed's runs branch from
-DIR/seed<S>/train/state_step<A+B>.pt (`quickstart.sh --stage2_from`) instead of training stages 0-1 again.
+but for stage 2's: its length, the lip loss's settings); each seed's runs branch from DIR/seed<S>'s state
+where stage 2 begins (`quickstart.sh --stage2_from DIR/seed<S>`) instead of training stages 0-1 again.
 """
 import argparse
 import json
@@ -25,7 +25,6 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = ("after", "ablation")
-GRID_STAGE_STEPS = "400,200,300"    # quickstart.sh's --stage_steps for --grammar grid
 
 
 def parse_args(argv=None):
@@ -43,19 +42,11 @@ def parse_args(argv=None):
     return args
 
 
-def stage2_state(sweep_dir: str, seed: int, flags) -> str:
-    """The state where stage 2 begins in ``sweep_dir``'s run of ``seed`` (the grid's schedule unless
-    ``flags`` give --stage_steps)."""
-    steps = flags[flags.index("--stage_steps") + 1] if "--stage_steps" in flags else GRID_STAGE_STEPS
-    first_two = sum(int(n) for n in steps.split(",")[:2])
-    return os.path.join(sweep_dir, f"seed{seed}", "train", f"state_step{first_two:09d}.pt")
-
-
 def run_seed(out_dir: str, seed: int, flags, stage2_from=None) -> dict:
     run_dir = os.path.join(out_dir, f"seed{seed}")
     summary = os.path.join(run_dir, "summary.json")
     if stage2_from:
-        flags = [*flags, "--stage2_from", stage2_state(stage2_from, seed, flags)]
+        flags = [*flags, "--stage2_from", os.path.join(stage2_from, f"seed{seed}")]
     if not os.path.isfile(summary):
         with open(os.path.join(out_dir, f"seed{seed}.log"), "w") as log:
             subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", run_dir, "--seed", str(seed),

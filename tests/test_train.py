@@ -493,24 +493,19 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
 
 @pytest.mark.parametrize("flags, message", [(["--precision", "fp64"], "--precision must be auto, bf16 or fp32"),
                                             (["--grammar", "poems"], "--grammar must be grid or words"),
-                                            (["--stage2_from", "nope.pt"],
-                                             "--stage2_from must be a train.py state file (state_step*.pt)")])
+                                            (["--stage2_from", "nope"], "--stage2_from must be a quickstart run "
+                                             "folder with train/state_step000000600.pt (where stage 2 begins under "
+                                             "--stage_steps 400,200,300)"),
+                                            (["--stage2_from", "nope", "--stage_steps", "800,200,600"],
+                                             "--stage2_from must be a quickstart run folder with train/"
+                                             "state_step000001000.pt (where stage 2 begins under --stage_steps "
+                                             "800,200,600)")])
 def test_the_quickstart_refuses_bad_options_in_one_line_before_writing(tmp_path, flags, message):
     out = tmp_path / "run"
     proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(out), *flags],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}, not {flags[1]}"
     assert not out.exists()
-
-
-def test_the_sweep_branches_each_seed_where_stage_2_begins_under_the_schedule_given():
-    """bench/lip_loss_sweep.py --stage2_from: each seed's runs start from the other sweep's state of that
-    seed at the first step of stage 2, whose number follows --stage_steps (the grid's 400,200 unless given)."""
-    from bench.lip_loss_sweep import stage2_state
-    assert stage2_state("runs/a", 2, ["--av_jitter", "2"]) == os.path.join("runs/a", "seed2", "train",
-                                                                         "state_step000000600.pt")
-    assert stage2_state("runs/a", 0, ["--stage_steps", "800,200,600", "--lip_w", "3e-4"]).endswith(
-        os.path.join("seed0", "train", "state_step000001000.pt"))
 
 
 def test_missing_clip_inputs_and_a_missing_word_root_are_refused_before_training(corpus, one_shard, tiny_expert,
