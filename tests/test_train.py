@@ -216,6 +216,27 @@ def test_curriculum_plateaus_and_step_bounds():
 def test_learning_rate_warmdown():
     assert [warmdown_scale(s, 10, 4) for s in range(10)] == pytest.approx([1] * 6 + [0.775, 0.55, 0.325, 0.1])
     assert warmdown_scale(3, None, 0) == 1.0
+    # --lr_hold 3: the same warm-down, ended 3 steps early, then its floor for those 3
+    unheld = [warmdown_scale(s, 10, 4) for s in range(10)]
+    assert [warmdown_scale(s, 13, 4, hold=3) for s in range(13)] == unheld + unheld[-1:] * 3
+
+
+def test_the_trainer_steps_at_the_held_warmdowns_learning_rates(corpus, one_shard, tiny_expert, tmp_path):
+    """--lr_warmdown 2 --lr_hold 2 --max_steps 6: the generator's and the discriminator's rates are full for
+    two steps, half-way down at the third, a tenth from the fourth (worked out by hand), an --lr_hold
+    without a warm-down refused."""
+    trainer = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "a", lr=1e-3, disc_lr=1e-4, max_steps=6,
+                             lr_warmdown=2, lr_hold=2))
+    batch = trainer.next_micro_batches()[0]
+    seen = []
+    for step in range(6):
+        trainer.state.step = step
+        trainer.train_step([batch])
+        seen.append((trainer.optim.gen.param_groups[0]["lr"], trainer.optim.disc.param_groups[0]["lr"]))
+    scales = [1, 1, 0.55, 0.1, 0.1, 0.1]
+    assert seen == [(pytest.approx(1e-3 * s), pytest.approx(1e-4 * s)) for s in scales]
+    with pytest.raises(TalkLipError, match="--lr_hold holds the end of --lr_warmdown"):
+        Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "b", max_steps=6, lr_hold=2))
 
 
 def test_a_fixed_schedule_reaches_stage_2_and_validates_in_it(corpus, one_shard, tiny_expert, tmp_path):
@@ -499,7 +520,11 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
                                             (["--stage2_from", "nope", "--stage_steps", "800,200,600"],
                                              "--stage2_from must be a quickstart run folder with train/"
                                              "state_step000001000.pt (where stage 2 begins under --stage_steps "
-                                             "800,200,600)")])
+                                             "800,200,600)"),
+                                            (["--lr_hold", "300"], "--lr_hold must be a number of steps below stage "
+                                             "2's 300 (--stage_steps 400,200,300)"),
+                                            (["--lr_hold", "-5"], "--lr_hold must be a number of steps below stage "
+                                             "2's 300 (--stage_steps 400,200,300)")])
 def test_the_quickstart_refuses_bad_options_in_one_line_before_writing(tmp_path, flags, message):
     out = tmp_path / "run"
     proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(out), *flags],

@@ -89,12 +89,13 @@ def init_distributed(device_spec: str) -> Tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
-def warmdown_scale(step: int, max_steps: Optional[int], warmdown: int) -> float:
-    """Learning-rate factor for the step after ``step`` steps: 1, then over the last ``warmdown`` steps
-    before ``max_steps`` falling linearly to WARMDOWN_FLOOR (reached at the last step)."""
+def warmdown_scale(step: int, max_steps: Optional[int], warmdown: int, hold: int = 0) -> float:
+    """Learning-rate factor for the step after ``step`` steps: 1, then over the ``warmdown`` steps that
+    end ``hold`` steps before ``max_steps`` falling linearly to WARMDOWN_FLOOR (reached at the warm-down's
+    last step), held there for the ``hold`` steps after it."""
     if not warmdown:
         return 1.0
-    into = step + 1 - (max_steps - warmdown)          # 1..warmdown inside the warm-down
+    into = step + 1 - (max_steps - hold - warmdown)   # 1..warmdown inside the warm-down
     return 1.0 - (1.0 - WARMDOWN_FLOOR) * min(1.0, max(0.0, into / warmdown))
 
 
@@ -154,6 +155,8 @@ class Trainer:
             torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=(0.5, 0.999)))
         if cfg.lr_warmdown and cfg.max_steps is None:
             raise TalkLipError("--lr_warmdown counts back from --max_steps: give --max_steps too")
+        if cfg.lr_hold and not cfg.lr_warmdown:
+            raise TalkLipError("--lr_hold holds the end of --lr_warmdown: give --lr_warmdown too")
         self.curriculum = Curriculum(cfg.patience, cfg.start_stage, cfg.stage_min_steps, cfg.stage_max_steps)
         self.state = RunState()                      # the run's progress: saved and restored whole
         self.saved_step: Optional[int] = None        # the step whose files were written last
@@ -325,7 +328,7 @@ class Trainer:
     # ---- one optimisation step (accum_steps micro-batches on this process)
     def train_step(self, micro_batches: List[Dict]) -> StepResult:
         w, plan, step = self.cfg.weights, stage_plan(self.stage), self.state.step
-        scale = warmdown_scale(step, self.cfg.max_steps, self.cfg.lr_warmdown)
+        scale = warmdown_scale(step, self.cfg.max_steps, self.cfg.lr_warmdown, self.cfg.lr_hold)
         for opt, lr in ((self.optim.gen, self.cfg.lr), (self.optim.disc, self.cfg.disc_lr or self.cfg.lr)):
             for group in opt.param_groups:
                 group["lr"] = lr * scale
