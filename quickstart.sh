@@ -62,7 +62,7 @@ case "$grammar" in
   *) echo "error: --grammar must be grid or words, not $grammar" >&2; exit 2 ;;
 esac
 IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
-[[ "$lr_hold" =~ ^[0-9]+$ ]] && [ "$lr_hold" -lt "$steps2" ] || {
+[[ "$lr_hold" =~ ^[0-9]+$ ]] && { [ "$lr_hold" = 0 ] || [ "$lr_hold" -lt "${steps2:-0}" ]; } || {
   echo "error: --lr_hold must be a number of steps below stage 2's $steps2 (--stage_steps $stage_steps), not $lr_hold" >&2; exit 2; }
 stage2_state() { printf '%s/train/state_step%09d.pt' "$1" $(( steps0 + steps1 )); }   # a run's state where stage 2 begins
 # Training precision: bf16 autocast where the CPU computes bf16 in hardware (AVX512-BF16 or AMX: a step
