@@ -14,17 +14,18 @@
 #                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
 #                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S] [--stage2_from RUN]
-#                      [--lr_hold H]
+#                      [--lr_hold H] [--av_shift J]
 # --stage2_from RUN: train stage 2 only, from RUN's state where stage 2 begins (RUN: another --out_dir with
 # the same corpus and stage 0-1 settings, whose steps before it are the same on the same machine, so this
 # skips them; "before" is RUN's step-0 generator). --lr_hold H: the learning rates fall to a tenth over stage 2
-# but its last H steps, which hold the tenth.
+# but its last H steps, which hold the tenth. --av_shift J: training reads each clip's speech up to J frames
+# off its video, a new offset each time (train.py --av_shift; the corpus and the scoring stay in step).
 # Writes <out_dir>/summary.json, mouth_sync.png, samples.png and observer_wer.png, and prints them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
 out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
-lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0
+lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0 av_shift=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
@@ -44,6 +45,7 @@ while [ $# -gt 0 ]; do
     --corpus_seed) corpus_seed=$2; shift 2 ;;
     --stage2_from) stage2_from=$2; shift 2 ;;
     --lr_hold) lr_hold=$2; shift 2 ;;
+    --av_shift) av_shift=$2; shift 2 ;;
     -h|--help) sed -n '2,23p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -64,6 +66,7 @@ esac
 IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
 [[ "$lr_hold" =~ ^[0-9]+$ ]] && { [ "$lr_hold" = 0 ] || [ "$lr_hold" -lt "${steps2:-0}" ]; } || {
   echo "error: --lr_hold must be a number of steps below stage 2's $steps2 (--stage_steps $stage_steps), not $lr_hold" >&2; exit 2; }
+[[ "$av_shift" =~ ^[0-9]+$ ]] || { echo "error: --av_shift must be a number of frames, not $av_shift" >&2; exit 2; }
 stage2_state() { printf '%s/train/state_step%09d.pt' "$1" $(( steps0 + steps1 )); }   # a run's state where stage 2 begins
 # Training precision: bf16 autocast where the CPU computes bf16 in hardware (AVX512-BF16 or AMX: a step
 # takes 0.6x the time at the same validation L1 and PSNR, README), fp32 elsewhere (emulated bf16 is slower).
@@ -160,7 +163,7 @@ train_talklip() {        # checkpoint folder, then extra flags
     --word_root "$c/main" --avhubert_path "${reader_ckpt[expert]}" --checkpoint_dir "$folder" \
     --generator_preset cpu --batch_size 2 --windows_per_clip 4 --valid_clips 2 --num_worker 0 \
     --lr 2e-3 --disc_lr 1e-4 --perp_w 0.02 --lip_w "$lip_w" --lip_augment "$lip_augment" --lip_ensemble "$lip_ensemble" --stage_min_steps "$stage_steps" \
-    --stage_max_steps "$stage_steps" --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown $(( steps2 - lr_hold )) --lr_hold "$lr_hold" \
+    --stage_max_steps "$stage_steps" --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown $(( steps2 - lr_hold )) --lr_hold "$lr_hold" --av_shift "$av_shift" \
     --ckpt_interval "$ckpt_interval" --log_interval 10 --diverge_steps 10 --keep_last 1000 \
     --seed "$seed" --device cpu --no_progress "${bf16_flag[@]+"${bf16_flag[@]}"}" "$@"
 }

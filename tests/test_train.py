@@ -239,6 +239,36 @@ def test_the_trainer_steps_at_the_held_warmdowns_learning_rates(corpus, one_shar
         Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "b", max_steps=6, lr_hold=2))
 
 
+def test_av_shift_moves_a_training_clips_speech_by_a_new_offset_each_epoch(corpus, one_shard, tiny_expert):
+    """--av_shift 2: each reading of a training clip gets the unshifted features moved by a whole number of
+    frames in -2..2 (row t from row t + k, the ends repeated; checked row by row against the unshifted
+    item), the offset drawn anew per epoch, the windows and faces untouched; a validation clip stays in step."""
+    from training.data import TalkLipDataset
+    from training.labels import TRANSCRIPT
+    data, splits = corpus
+    name = splits["train"][0]
+    labels = {name: (TRANSCRIPT, read_transcript(f"{data}/main", name))}
+    codec = load_avhubert(tiny_expert).codec
+
+    def dataset(shift, train=True):
+        return TalkLipDataset("train", data, f"{data}/main", str(one_shard / "audio"), str(one_shard / "bbx"),
+                              labels, codec, train=train, names=[name], windows_per_clip=2, av_shift=shift)
+    plain, shifted = dataset(0), dataset(2)
+    offsets = []
+    for epoch in range(8):
+        plain.set_epoch(epoch)
+        shifted.set_epoch(epoch)
+        a, b = plain[0], shifted[0]
+        assert torch.equal(a["faces_in"], b["faces_in"]) and torch.equal(a["picked"], b["picked"])
+        rows = len(a["audio"])
+        fits = [k for k in range(-2, 3)
+                if all(torch.equal(b["audio"][t], a["audio"][min(max(t + k, 0), rows - 1)]) for t in range(rows))]
+        assert len(fits) == 1, fits
+        offsets.append(fits[0])
+    assert len(set(offsets)) >= 2 and set(offsets) <= {-2, -1, 0, 1, 2}, offsets
+    assert torch.equal(dataset(2, train=False)[0]["audio"], dataset(0, train=False)[0]["audio"])
+
+
 def test_a_fixed_schedule_reaches_stage_2_and_validates_in_it(corpus, one_shard, tiny_expert, tmp_path):
     cfg = config(corpus, one_shard, tiny_expert, tmp_path, ckpt_interval=2, stage_min_steps=(2, 1, 3),
                  stage_max_steps=(2, 1, 3), patience=100)
@@ -524,7 +554,8 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
                                             (["--lr_hold", "300"], "--lr_hold must be a number of steps below stage "
                                              "2's 300 (--stage_steps 400,200,300)"),
                                             (["--lr_hold", "-5"], "--lr_hold must be a number of steps below stage "
-                                             "2's 300 (--stage_steps 400,200,300)")])
+                                             "2's 300 (--stage_steps 400,200,300)"),
+                                            (["--av_shift", "two"], "--av_shift must be a number of frames")])
 def test_the_quickstart_refuses_bad_options_in_one_line_before_writing(tmp_path, flags, message):
     out = tmp_path / "run"
     proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(out), *flags],

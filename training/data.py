@@ -80,17 +80,26 @@ def check_inputs(names: List[str], video_root: str, audio_root: str, bbx_root: s
                          + "; ".join(missing[:shown]) + ": run preprocess.sh for them, or remove them from the lists")
 
 
+def shift_frames(feats: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-frame features moved k frames against the video (row t gets row t + k), the ends repeated:
+    --av_shift draws k anew each time a training clip is read, so the speech cannot tell the mouth's exact
+    timing and L1 alone learns the average over the offsets."""
+    index = torch.arange(len(feats)) + k
+    return feats[index.clamp_(0, len(feats) - 1)]
+
+
 class TalkLipDataset(torch.utils.data.Dataset):
     """Samples of ``<file_dir>/<split>.txt``; item -> dict (see ``__getitem__``)."""
 
     def __init__(self, split: str, file_dir: str, video_root: str, audio_root: str, bbx_root: str,
                  labels: Dict[str, Tuple[str, str]], codec, train: Optional[bool] = None, seed: int = 0,
-                 windows_per_clip: Optional[int] = None, names: Optional[List[str]] = None):
+                 windows_per_clip: Optional[int] = None, names: Optional[List[str]] = None, av_shift: int = 0):
         self.names = names if names is not None else read_filelist(os.path.join(file_dir, f"{split}.txt"))
         self.video_root, self.audio_root, self.bbx_root = video_root, audio_root, bbx_root
         self.labels = labels          # name -> (kind, text): see training.labels; empty text: no lip loss
         self.codec, self.seed, self.windows_per_clip = codec, seed, windows_per_clip
         self.train = split == "train" if train is None else train
+        self.av_shift = av_shift if self.train else 0   # training only: see shift_frames
         self.epoch, self.rollbacks = 0, 0
         self.segmented = set()        # long clips already said to train on segments
 
@@ -127,6 +136,8 @@ class TalkLipDataset(torch.utils.data.Dataset):
         audio = torch.from_numpy(np.ascontiguousarray(feats[first:]))
         boxes = boxes[first:]
         starts, refs = window_starts(len(frames), self.train, rng, self.windows_per_clip)
+        if self.av_shift:             # drawn after the windows, so they are the same with and without it
+            audio = shift_frames(audio, int(rng.integers(-self.av_shift, self.av_shift + 1)))
         picked = np.concatenate([np.arange(s, s + WINDOW) for s in starts])
         ref_idx = (np.concatenate([np.arange(r, r + WINDOW) for r in refs]) if refs is not None
                    else np.zeros(len(picked), np.int64))

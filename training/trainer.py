@@ -536,7 +536,8 @@ class Trainer:
         labels = self._labels(train_names + valid_names)
         common = dict(file_dir=cfg.file_dir, video_root=cfg.video_root, audio_root=cfg.audio_root,
                       bbx_root=cfg.bbx_root, labels=labels, codec=self.expert.codec, seed=cfg.seed)
-        train_set = TalkLipDataset("train", windows_per_clip=cfg.windows_per_clip, names=train_names, **common)
+        train_set = TalkLipDataset("train", windows_per_clip=cfg.windows_per_clip, names=train_names,
+                                   av_shift=cfg.av_shift, **common)
         sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, self.dist.world, self.dist.rank,
                                         cfg.accum_steps, cfg.seed)
         return TrainData(labels, train_set, TalkLipDataset("valid", names=valid_names, **common), sampler)
