@@ -67,6 +67,9 @@ class TrainConfig(OptionsFromDict):
     windows_per_clip: Optional[int] = option(
         None, type=positive_int, group="data",
         help="5-frame training windows drawn per clip (default: 8%% of its frames, as the original)")
+    av_shift: int = option(0, type=non_negative_int, group="data",
+                           help="each time a training clip is read, move its speech by a random whole number of "
+                                "frames, up to N, against the video (validation stays in step; 0: off)")
     # models
     avhubert_path: str = option(help="the lip-reading expert (AV-HuBERT seq2seq .pt)", group="models")
     lip_ensemble: Tuple[str, ...] = option(
@@ -113,9 +116,6 @@ class TrainConfig(OptionsFromDict):
     lr_warmdown: int = option(0, type=non_negative_int, group="losses and optimisation",
                               help="decay both learning rates linearly to a tenth over the last N steps before "
                                    "--max_steps (0: constant, as the original)")
-    av_shift: int = option(0, type=non_negative_int, group="losses and optimisation",
-                           help="each time a training clip is read, move its speech by a random whole number of "
-                                "frames, up to N, against the video (validation stays in step; 0: off)")
     lr_hold: int = option(0, type=non_negative_int, group="losses and optimisation",
                           help="end --lr_warmdown this many steps before --max_steps and hold the tenth for them")
     batch_size: int = option(8, type=positive_int, group="losses and optimisation", help="clips per step per process")
