@@ -59,6 +59,19 @@ def spread(values):
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+def effect_of_lip_loss(wer) -> dict:
+    """The issue's verdict on per-seed observer WERs {"after": [...], "ablation": [...]}: each arm's mean and
+    seed std, the effect (ablation's mean - lip loss'), twice the larger std, whether the effect is >= 0.10
+    and beyond it, and the paired effect (each seed's own difference, mean +- std)."""
+    stats = {arm: spread(wer[arm]) for arm in ARMS}
+    effect = stats["ablation"]["mean"] - stats["after"]["mean"]
+    bound = 2 * max(stats["after"]["std"], stats["ablation"]["std"])
+    paired = [without - with_lip for with_lip, without in zip(wer["after"], wer["ablation"])]
+    return {"spread": stats, "effect": effect, "twice_larger_std": bound,
+            "paired_effect": {"per_seed": paired, **spread(paired)},
+            "beyond_spread": effect > bound, "meets_0.10": effect >= 0.10 and effect > bound}
+
+
 def main(args) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     rows = {s: run_seed(args.out_dir, s, args.quickstart_flags, args.stage2_from) for s in args.seeds}
@@ -70,18 +83,13 @@ def main(args) -> int:
         print(f"| {s} | {wer['after'][args.seeds.index(s)]:.3f} | {wer['ablation'][args.seeds.index(s)]:.3f} | "
               f"{m['after']['mouth_sync']:.3f} / {m['ablation']['mouth_sync']:.3f} | "
               f"{m['after']['psnr']:.2f} / {m['ablation']['psnr']:.2f} |")
-    stats = {arm: spread(wer[arm]) for arm in ARMS}
+    verdict = effect_of_lip_loss(wer)
+    stats, paired = verdict["spread"], verdict["paired_effect"]
     print(f"| mean +- std | {stats['after']['mean']:.3f} +- {stats['after']['std']:.3f} | "
           f"{stats['ablation']['mean']:.3f} +- {stats['ablation']['std']:.3f} | | |")
-    effect = stats["ablation"]["mean"] - stats["after"]["mean"]
-    bound = 2 * max(stats["after"]["std"], stats["ablation"]["std"])
-    paired = [without - with_lip for with_lip, without in zip(wer["after"], wer["ablation"])]
-    print(f"| effect per seed (no lip loss - lip loss) | {' / '.join(f'{d:+.3f}' for d in paired)} | "
-          f"{spread(paired)['mean']:+.3f} +- {spread(paired)['std']:.3f} | | |")
-    print(json.dumps({"seeds": args.seeds, "quickstart_flags": args.quickstart_flags, "observer_wer": wer,
-                      "spread": stats, "effect": effect, "twice_larger_std": bound,
-                      "paired_effect": {"per_seed": paired, **spread(paired)},
-                      "beyond_spread": effect > bound, "meets_0.10": effect >= 0.10 and effect > bound}))
+    print(f"| effect per seed (no lip loss - lip loss) | {' / '.join(f'{d:+.3f}' for d in paired['per_seed'])} | "
+          f"{paired['mean']:+.3f} +- {paired['std']:.3f} | | |")
+    print(json.dumps({"seeds": args.seeds, "quickstart_flags": args.quickstart_flags, "observer_wer": wer, **verdict}))
     return 0
 
 

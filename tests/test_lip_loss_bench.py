@@ -1,0 +1,51 @@
+"""bench/lip_loss_sweep.py's verdict and bench/wide_test.py's test set: the issue's bar computed as the issue
+states it, and the wider test set made of held-out clips only, ready to synthesize, made once."""
+import os
+
+import numpy as np
+import pytest
+
+from bench.lip_loss_sweep import effect_of_lip_loss
+from bench.wide_test import last_checkpoint, make_test_set
+
+
+def test_the_verdict_is_the_mean_difference_against_twice_the_larger_seed_std():
+    wer = {"after": [0.10, 0.14, 0.12], "ablation": [0.40, 0.30, 0.35]}
+    verdict = effect_of_lip_loss(wer)
+    std = {arm: float(np.std(v, ddof=1)) for arm, v in wer.items()}
+    assert verdict["effect"] == pytest.approx(np.mean(wer["ablation"]) - np.mean(wer["after"]))
+    assert verdict["twice_larger_std"] == pytest.approx(2 * max(std.values()))
+    assert verdict["spread"]["ablation"]["std"] == pytest.approx(std["ablation"])
+    assert verdict["paired_effect"]["per_seed"] == pytest.approx([0.30, 0.16, 0.23])
+    assert verdict["beyond_spread"] and verdict["meets_0.10"]
+    # every seed gains 0.10, but the seeds differ by more than the arms: beyond 0.10, not beyond the spread
+    spread_out = effect_of_lip_loss({"after": [0.1, 0.3, 0.5], "ablation": [0.2, 0.4, 0.6]})
+    assert spread_out["paired_effect"]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert spread_out["effect"] == pytest.approx(0.1) and not spread_out["beyond_spread"]
+    assert not spread_out["meets_0.10"]
+
+
+def test_the_wide_test_set_is_held_out_clips_ready_to_synthesize_and_made_once(tmp_path):
+    test_dir = str(tmp_path / "wide")
+    listed = make_test_set(test_dir, av_jitter=0, clips=3, corpus_seed=5)
+    corpus = os.path.join(test_dir, "corpus")
+    names = open(listed).read().split()
+    held_out = open(os.path.join(corpus, "test.txt")).read().split()
+    trained = open(os.path.join(corpus, "train.txt")).read().split()
+    assert len(names) == 3 and set(names) <= set(held_out) and not set(names) & set(trained)
+    for name in names:
+        assert os.path.getsize(os.path.join(corpus, "audio", f"{name}.wav")) > 0
+        boxes = np.load(os.path.join(corpus, "bbx", f"{name}.npy"))
+        assert boxes.ndim == 2 and boxes.shape[1] == 4 and len(boxes) > 0
+    stamp = os.path.getmtime(os.path.join(corpus, "test.txt"))
+    assert make_test_set(test_dir, av_jitter=0, clips=3, corpus_seed=5) == listed
+    assert os.path.getmtime(os.path.join(corpus, "test.txt")) == stamp
+
+
+def test_an_arm_is_read_at_its_last_generator_checkpoint(tmp_path):
+    for name in ("checkpoint_step000000600.pth", "checkpoint_step000000900.pth", "disc_checkpoint_step000001200.pth",
+                 "state_step000001200.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint_step000000900.pth")
+    with pytest.raises(SystemExit, match="no checkpoint_step"):
+        last_checkpoint(str(tmp_path / "missing"))
