@@ -86,7 +86,8 @@ def last_checkpoint(folder: str) -> str:
 def observer_wer(test_dir: str, listed: str, ckpt: str) -> float:
     """The observer's corpus-level WER on the generator's synthesis of the test clips (cached per checkpoint)."""
     corpus = os.path.join(test_dir, "corpus")
-    key = hashlib.sha1(os.path.realpath(ckpt).encode()).hexdigest()[:12]
+    stat = os.stat(ckpt)      # a checkpoint rewritten at the same path is read again
+    key = hashlib.sha1(f"{os.path.realpath(ckpt)} {stat.st_size} {stat.st_mtime_ns}".encode()).hexdigest()[:12]
     scores = os.path.join(test_dir, "scores")
     out_json = os.path.join(scores, f"{key}.json")
     if not os.path.isfile(out_json):
