@@ -23,6 +23,9 @@ import subprocess
 import sys
 
 from bench.lip_loss_sweep import ARMS, effect_of_lip_loss
+from training.checkpoints import PATTERNS
+
+GENERATOR_PATTERN = PATTERNS[0]     # train.py's generator files, checkpoint_step<9 digits>.pth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,9 +50,12 @@ def parse_args(argv=None):
 
 
 def run(cmd, log):
+    """``cmd`` (a script or ``-m module`` and its arguments, or ``bash`` and a script) with this Python,
+    its output appended to ``log``."""
+    argv = cmd if cmd[0] == "bash" else [sys.executable, *cmd]
     with open(log, "a") as handle:
-        subprocess.run([sys.executable, *cmd], stdout=handle, stderr=subprocess.STDOUT, check=True,
-                       env=dict(os.environ, PYTHONPATH=ROOT))
+        subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, check=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable))
 
 
 def make_test_set(test_dir: str, av_jitter: int, clips: int, corpus_seed: int) -> str:
@@ -67,19 +73,16 @@ def make_test_set(test_dir: str, av_jitter: int, clips: int, corpus_seed: int) -
         names = [line.strip() for line in handle if line.strip()][:clips]
     with open(listed, "w") as handle:
         handle.writelines(f"{n}\n" for n in names)
-    with open(log, "a") as handle:
-        subprocess.run(["bash", os.path.join(ROOT, "preprocess.sh"), "--filelist", listed, "--video_root",
-                        os.path.join(corpus, "main"), "--audio_root", os.path.join(corpus, "audio"), "--bbx_root",
-                        os.path.join(corpus, "bbx"), "--nshard", "2"], stdout=handle, stderr=subprocess.STDOUT,
-                       check=True, env=dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable))
+    run(["bash", os.path.join(ROOT, "preprocess.sh"), "--filelist", listed, "--video_root", os.path.join(corpus, "main"),
+         "--audio_root", os.path.join(corpus, "audio"), "--bbx_root", os.path.join(corpus, "bbx"), "--nshard", "2"], log)
     open(os.path.join(test_dir, "ready"), "w").close()
     return listed
 
 
 def last_checkpoint(folder: str) -> str:
-    found = sorted(glob.glob(os.path.join(folder, "checkpoint_step*.pth")))
+    found = sorted(glob.glob(os.path.join(folder, GENERATOR_PATTERN)))
     if not found:
-        raise SystemExit(f"error: no checkpoint_step*.pth in {folder}: give the arm's training folder")
+        raise SystemExit(f"error: no {GENERATOR_PATTERN} in {folder}: give the arm's training folder")
     return found[-1]
 
 
