@@ -14,7 +14,7 @@
 #                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
 #                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S] [--stage2_from RUN]
-#                      [--lr_hold H] [--av_shift J]
+#                      [--lr_hold H] [--av_shift J] [--mouth_scale K] [--readers_from RUN]
 # --stage2_from RUN: train stage 2 only, from RUN's state where stage 2 begins (RUN: another --out_dir with
 # the same corpus and stage 0-1 settings, whose steps before it are the same on the same machine, so this
 # skips them; "before" is RUN's step-0 generator). --lr_hold H: the learning rates fall to a tenth over stage 2
@@ -25,7 +25,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
 out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
-lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0 av_shift=0
+lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0 av_shift=0 mouth_scale="" readers_from=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
@@ -46,6 +46,8 @@ while [ $# -gt 0 ]; do
     --stage2_from) stage2_from=$2; shift 2 ;;
     --lr_hold) lr_hold=$2; shift 2 ;;
     --av_shift) av_shift=$2; shift 2 ;;
+    --mouth_scale) mouth_scale=$2; shift 2 ;;
+    --readers_from) readers_from=$2; shift 2 ;;
     -h|--help) sed -n '2,23p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -58,7 +60,7 @@ case "$grammar" in
   # trains on 120 train clips and is scored on 20 test clips, the only ones preprocessed. 220 clips give
   # those (and 40 valid / 43 test for the shipped readers' check); readers trained in the run get 400
   # (241 train, mouth crops only, no boxes needed).
-  grid) default_clips=220; [ "$train_readers" = 1 ] && default_clips=400
+  grid) default_clips=220; [ "$train_readers" = 1 ] || [ -n "$readers_from" ] && default_clips=400
         num_clips=${num_clips:-$default_clips} expert_steps=${expert_steps:-300} stage_steps=${stage_steps:-400,200,300}
         ckpt_interval=${ckpt_interval:-60} ;;
   *) echo "error: --grammar must be grid or words, not $grammar" >&2; exit 2 ;;
@@ -67,6 +69,21 @@ IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
 [[ "$lr_hold" =~ ^[0-9]+$ ]] && { [ "$lr_hold" = 0 ] || [ "$lr_hold" -lt "${steps2:-0}" ]; } || {
   echo "error: --lr_hold must be a number of steps below stage 2's $steps2 (--stage_steps $stage_steps), not $lr_hold" >&2; exit 2; }
 [[ "$av_shift" =~ ^[0-9]+$ ]] || { echo "error: --av_shift must be a number of frames, not $av_shift" >&2; exit 2; }
+# --mouth_scale K (grid): the corpus' mouth at K x the photo's (the shipped readers read the default 1.3x only)
+[ -z "$mouth_scale" ] || [[ "$mouth_scale" =~ ^[0-9]*\.?[0-9]+$ ]] || {
+  echo "error: --mouth_scale must be a number (x the photo's mouth), not $mouth_scale" >&2; exit 2; }
+[ -z "$mouth_scale" ] || [ "$grammar/$train_readers" = grid/1 ] || [ "$grammar/${readers_from:+from}" = grid/from ] || {
+  echo "error: --mouth_scale needs --grammar grid and --train_readers or --readers_from (the shipped readers read the" \
+       "default mouth only)" >&2; exit 2; }
+# --readers_from RUN: the readers a --train_readers run trained (RUN/expert.pt, observer.pt, expert_2.pt, ...),
+# for runs on the same corpus (--corpus_seed, --mouth_scale, --av_jitter as RUN's), so seeds share them
+if [ -n "$readers_from" ]; then
+  [ "$train_readers" = 0 ] && [ -f "$readers_from/expert.pt" ] && [ -f "$readers_from/observer.pt" ] || {
+    echo "error: --readers_from (without --train_readers) must be a quickstart run folder with the expert.pt and" \
+         "observer.pt its --train_readers made, not $readers_from" >&2; exit 2; }
+  readers_from=$(cd "$readers_from" && pwd)
+fi
+mouth_flag=(); [ -n "$mouth_scale" ] && mouth_flag=(--mouth_scale "$mouth_scale")
 stage2_state() { printf '%s/train/state_step%09d.pt' "$1" $(( steps0 + steps1 )); }   # a run's state where stage 2 begins
 # Training precision: bf16 autocast where the CPU computes bf16 in hardware (AVX512-BF16 or AMX: a step
 # takes 0.6x the time at the same validation L1 and PSNR, README), fp32 elsewhere (emulated bf16 is slower).
@@ -94,7 +111,7 @@ s=$(stamp)
 # --av_jitter J (grid): each clip's mouth runs up to J frames before or behind its speech (make_synthetic.py);
 # --corpus_seed S draws the corpus of seed S whatever --seed (training's), so seeds differ in training alone
 $PYTHON -m preparation.make_synthetic --out_dir "$c" --num_clips "$num_clips" --seed "${corpus_seed:-$seed}" --grammar "$grammar" \
-  --av_jitter_frames "$av_jitter"
+  --av_jitter_frames "$av_jitter" "${mouth_flag[@]+"${mouth_flag[@]}"}"
 if [ "$grammar" = grid ]; then
   l=$out_dir/lists
   mkdir -p "$l"
@@ -121,6 +138,7 @@ declare -A reader_ckpt
 for reader in $readers; do
   reader_ckpt[$reader]=$out_dir/$reader.pt
   shipped=$root/weights/${grammar}_$reader.pt
+  [ -n "$readers_from" ] && shipped=$readers_from/$reader.pt
   if [ "$train_readers" = 0 ] && [ -f "$shipped" ]; then
     # trained once by `quickstart.sh --grammar grid --train_readers` (weights/README.md); the expert reads this
     # run's test clips (and blanked), the observer's reading of them is its ground-truth WER below

@@ -123,15 +123,16 @@ def apply(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width: Optional[np.ndarray] = None,
-                shapes: Optional[np.ndarray] = None):
+                shapes: Optional[np.ndarray] = None, mouth_scale: Optional[float] = None):
     """Yield (frame BGR uint8, face_box (4,), mouth_center (2,)) for each frame. The mouth opens by
-    ``opening`` (and ``width``), or takes the poses ``shapes`` (N, 6) when given (the readable corpus)."""
+    ``opening`` (and ``width``), or takes the poses ``shapes`` (N, 6) when given (the readable corpus),
+    drawn at ``mouth_scale`` times the photo's mouth (None: ``VISEME_MOUTH_SCALE``)."""
     corners = np.array([FACE_BOX[:2], FACE_BOX[2:]])
     width = np.ones(len(opening)) if width is None else width
     for i, value in enumerate(opening):
         image = face.copy()
         if shapes is not None:
-            draw_viseme_mouth(image, shapes[i])
+            draw_viseme_mouth(image, shapes[i], mouth_scale)
         else:
             draw_mouth(image, float(value), float(width[i]))
         affine = frame_transform(i, motion)
@@ -141,7 +142,8 @@ def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width
 
 
 def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, face: np.ndarray,
-              use_espeak: bool, grammar: str = "words", av_jitter_frames: int = 0) -> None:
+              use_espeak: bool, grammar: str = "words", av_jitter_frames: int = 0,
+              mouth_scale: Optional[float] = None) -> None:
     samples_per_frame = AUDIO_RATE_HZ // FPS
     offset_frames = 0
     if grammar == "grid":             # phonemes rendered one by one: the mouth shows each one's viseme
@@ -176,7 +178,7 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
         wav_path = os.path.join(scratch, "speech.wav")
         save_wav(wav_path, wav)
         with VideoWriter(video_path, FPS, FRAME_SIZE, FRAME_SIZE, audio_path=wav_path) as writer:
-            for frame, box, center in render_clip(face, opening, motion, width, shapes):
+            for frame, box, center in render_clip(face, opening, motion, width, shapes, mouth_scale):
                 writer.write(frame)
                 boxes.append(box)
                 centers.append(center)
@@ -243,15 +245,21 @@ def grid_splits(names, sentences, rng, slots=SLOTS):
 
 def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: int = 0,
                 min_words: int = 3, max_words: int = 6, use_espeak: bool = True, grammar: str = "words",
-                slots=SLOTS, av_jitter_frames: int = 0) -> dict:
+                slots=SLOTS, av_jitter_frames: int = 0, mouth_scale: Optional[float] = None) -> dict:
     """Generate the corpus; return {split: [names]} (plus 'all'). ``grammar``: ``words`` (random words,
     a mouth that opens with the loudness) or ``grid`` (the readable corpus: preparation/visemes.py, whose
     ``slots`` a test may narrow). ``av_jitter_frames`` J (grid only): each clip's mouth runs a random whole
     number of frames in [-J, J] behind its speech, as real clips' sound and picture are off by a frame or
     two: the audio then no longer fixes the mouth frame for frame (gt/*.npz keeps what the video shows,
-    and ``av_offset_frames``)."""
+    and ``av_offset_frames``). ``mouth_scale`` (grid only): the mouth's size, x the photo's (None:
+    ``VISEME_MOUTH_SCALE``, 1.3; 1.0 is the photo's own, whose teeth and tongue are a pixel or two on a 96-px
+    face)."""
     if av_jitter_frames and grammar != "grid":
         raise TalkLipError("--av_jitter_frames needs --grammar grid (the words corpus' mouth follows its loudness)")
+    if mouth_scale is not None and grammar != "grid":
+        raise TalkLipError("--mouth_scale needs --grammar grid (the words corpus' mouth is the photo's)")
+    if mouth_scale is not None and not 0.5 <= mouth_scale <= 2.0:
+        raise TalkLipError(f"--mouth_scale must be between 0.5 and 2 (x the photo's mouth), got {mouth_scale:g}")
     if num_clips < 3:
         raise TalkLipError(f"--num_clips {num_clips} is too small: train, valid and test each need a clip")
     rng = np.random.default_rng(seed)
@@ -270,7 +278,7 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     for i, (name, sentence) in enumerate(tqdm(list(zip(names, sentences)), desc="clips",
                                               file=sys.stderr, disable=None)):
         make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak, grammar,
-                  av_jitter_frames)
+                  av_jitter_frames, mouth_scale)
     splits = grid_splits(names, sentences, rng, slots) if grammar == "grid" else split_names(names, rng)
     for split, members in splits.items():
         write_list(os.path.join(out_dir, f"{split}.txt"), members)
@@ -293,6 +301,9 @@ def parse_args(argv=None):
     parser.add_argument("--av_jitter_frames", type=non_negative_int, default=0,
                         help="grid: each clip's mouth runs a random number of frames in [-J, J] behind its speech "
                              "(real clips' sound and picture are off by a frame or two); 0: in step")
+    parser.add_argument("--mouth_scale", type=float, default=None,
+                        help=f"grid: the mouth's size x the photo's (default {VISEME_MOUTH_SCALE}, what the shipped "
+                             f"readers read; 1.0: the photo's own, smaller visemes)")
     parser.add_argument("--no_espeak", action="store_true",
                         help="use the built-in synthesiser even when espeak-ng is installed")
     return parser.parse_args(argv)
@@ -302,7 +313,7 @@ def main(args) -> int:
     started = time.time()
     make_corpus(args.out_dir, args.num_clips, args.seed, args.num_speakers, args.min_words,
                 args.max_words, use_espeak=not args.no_espeak, grammar=args.grammar,
-                av_jitter_frames=args.av_jitter_frames)
+                av_jitter_frames=args.av_jitter_frames, mouth_scale=args.mouth_scale)
     print(f"wrote {args.num_clips} clips to {args.out_dir} in {time.time() - started:.1f}s",
           file=sys.stderr)
     return 0

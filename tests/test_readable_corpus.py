@@ -74,6 +74,33 @@ def test_av_jitter_moves_each_clip_s_mouth_off_its_speech_by_whole_frames(grid_c
         make_corpus(str(tmp_path / "words"), num_clips=3, grammar="words", av_jitter_frames=1)
 
 
+def test_mouth_scale_draws_the_same_visemes_smaller(grid_corpus, tmp_path):
+    """--mouth_scale 1.0: the same sentences, speech and viseme track as the default 1.3x corpus, the mouth
+    drawn smaller: on wide-open frames the dark interior covers less of the window around the mouth, by
+    about the area's ratio (1 / 1.3^2 ~ 0.59; the window holds both). Refused off the grid grammar and
+    outside 0.5-2."""
+    from utils.errors import TalkLipError
+    data, splits = grid_corpus
+    small = make_corpus(str(tmp_path), num_clips=6, seed=3, grammar="grid", mouth_scale=1.0)
+    assert small == splits
+    dark = {data: [], str(tmp_path): []}
+    for name in splits["all"]:
+        ref, other = np.load(f"{data}/gt/{name}.npz"), np.load(f"{tmp_path}/gt/{name}.npz")
+        np.testing.assert_array_equal(other["viseme"], ref["viseme"])
+        np.testing.assert_array_equal(other["mouth_shape"], ref["mouth_shape"])
+        np.testing.assert_array_equal(load_audio(f"{tmp_path}/main/{name}.mp4"), load_audio(f"{data}/main/{name}.mp4"))
+        wide = np.flatnonzero(ref["mouth_shape"][:, 0] >= 0.8)
+        for folder in dark:
+            frames = list(VideoReader(f"{folder}/main/{name}.mp4"))
+            dark[folder] += [(mouth_window(frames[k], ref["mouth_center"][k], 14, 8) < 60).mean() for k in wide]
+    ratio = np.mean(dark[str(tmp_path)]) / np.mean(dark[data])
+    assert 0.4 < ratio < 0.8, ratio
+    with pytest.raises(TalkLipError, match="grid"):
+        make_corpus(str(tmp_path / "words"), num_clips=3, grammar="words", mouth_scale=1.0)
+    with pytest.raises(TalkLipError, match="between 0.5 and 2"):
+        make_corpus(str(tmp_path / "huge"), num_clips=3, grammar="grid", mouth_scale=3.0)
+
+
 def test_each_viseme_draws_its_own_mouth(grid_corpus):
     """The mean mouth picture of each viseme class differs from every other class's."""
     data, splits = grid_corpus

@@ -555,12 +555,29 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
                                              "2's 300 (--stage_steps 400,200,300)"),
                                             (["--lr_hold", "-5"], "--lr_hold must be a number of steps below stage "
                                              "2's 300 (--stage_steps 400,200,300)"),
-                                            (["--av_shift", "two"], "--av_shift must be a number of frames")])
+                                            (["--av_shift", "two"], "--av_shift must be a number of frames"),
+                                            (["--mouth_scale", "big"], "--mouth_scale must be a number (x the photo's "
+                                             "mouth)"),
+                                            (["--readers_from", "nope"], "--readers_from (without --train_readers) must "
+                                             "be a quickstart run folder with the expert.pt and observer.pt its "
+                                             "--train_readers made")])
 def test_the_quickstart_refuses_bad_options_in_one_line_before_writing(tmp_path, flags, message):
     out = tmp_path / "run"
     proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(out), *flags],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}, not {flags[1]}"
+    assert not out.exists()
+
+
+def test_the_quickstart_refuses_a_mouth_scale_its_shipped_readers_cannot_read(tmp_path):
+    """--mouth_scale without --train_readers: the shipped readers were trained on the default mouth, so the run
+    would score with readers that cannot read it; refused in one line before anything is written."""
+    out = tmp_path / "run"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(out), "--mouth_scale", "1.0"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: --mouth_scale needs --grammar grid and --train_readers or --readers_from (the shipped readers read the "
+        "default mouth only)")
     assert not out.exists()
 
 
