@@ -36,6 +36,11 @@ def parse_args(argv=None):
     p.add_argument("--av_jitter", type=int, default=0, help="the test corpus' --av_jitter_frames (the sweep's)")
     p.add_argument("--clips", type=int, default=100, help="test clips (the corpus is made with 5x as many clips)")
     p.add_argument("--corpus_seed", type=int, default=9000, help="the test corpus' seed (not a training corpus')")
+    p.add_argument("--mouth_scale", type=float, default=None,
+                   help="the test corpus' --mouth_scale (the sweep's; default: make_synthetic's)")
+    p.add_argument("--observer", default=os.path.join(ROOT, "weights", "grid_observer.pt"),
+                   help="the observer that reads (the shipped one; a --train_readers run's observer.pt for a corpus "
+                        "the shipped readers do not read, e.g. --mouth_scale 1.0)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sweep", default=None, help="a lip_loss_sweep --out_dir: its seeds' train and train_ablation")
     p.add_argument("--lip_runs", default=None, help="training folder of the lip-loss arm, {seed} in it")
@@ -58,24 +63,34 @@ def run(cmd, log):
                        env=dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable))
 
 
-def make_test_set(test_dir: str, av_jitter: int, clips: int, corpus_seed: int) -> str:
-    """The corpus, its first ``clips`` test clips listed and preprocessed (boxes, 16 kHz speech)."""
+def make_test_set(test_dir: str, av_jitter: int, clips: int, corpus_seed: int, mouth_scale=None) -> str:
+    """The corpus, its first ``clips`` test clips listed and preprocessed (boxes, 16 kHz speech). A folder made
+    with other settings is refused (its ``ready`` file keeps them; an empty one is from before they were kept)."""
     corpus, lists = os.path.join(test_dir, "corpus"), os.path.join(test_dir, "lists")
     listed = os.path.join(lists, "test.txt")
-    if os.path.isfile(os.path.join(test_dir, "ready")):
+    settings = {"av_jitter": av_jitter, "clips": clips, "corpus_seed": corpus_seed, "mouth_scale": mouth_scale}
+    ready = os.path.join(test_dir, "ready")
+    if os.path.isfile(ready):
+        with open(ready) as handle:
+            text = handle.read().strip()
+        if text and json.loads(text) != settings:
+            raise SystemExit(f"error: {test_dir} holds a test set made with {text}, not {json.dumps(settings)}: "
+                             f"give another --test_dir")
         return listed
     os.makedirs(lists, exist_ok=True)
     log = os.path.join(test_dir, "make.log")
     if not os.path.isfile(os.path.join(corpus, "test.txt")):
+        scale = [] if mouth_scale is None else ["--mouth_scale", str(mouth_scale)]
         run(["-m", "preparation.make_synthetic", "--out_dir", corpus, "--num_clips", str(5 * clips),
-             "--seed", str(corpus_seed), "--grammar", "grid", "--av_jitter_frames", str(av_jitter)], log)
+             "--seed", str(corpus_seed), "--grammar", "grid", "--av_jitter_frames", str(av_jitter), *scale], log)
     with open(os.path.join(corpus, "test.txt")) as handle:
         names = [line.strip() for line in handle if line.strip()][:clips]
     with open(listed, "w") as handle:
         handle.writelines(f"{n}\n" for n in names)
     run(["bash", os.path.join(ROOT, "preprocess.sh"), "--filelist", listed, "--video_root", os.path.join(corpus, "main"),
          "--audio_root", os.path.join(corpus, "audio"), "--bbx_root", os.path.join(corpus, "bbx"), "--nshard", "2"], log)
-    open(os.path.join(test_dir, "ready"), "w").close()
+    with open(ready, "w") as handle:
+        json.dump(settings, handle)
     return listed
 
 
@@ -86,11 +101,15 @@ def last_checkpoint(folder: str) -> str:
     return found[-1]
 
 
-def observer_wer(test_dir: str, listed: str, ckpt: str) -> float:
-    """The observer's corpus-level WER on the generator's synthesis of the test clips (cached per checkpoint)."""
+def observer_wer(test_dir: str, listed: str, ckpt: str, observer: str) -> float:
+    """The observer's corpus-level WER on the generator's synthesis of the test clips (cached per checkpoint
+    and observer)."""
     corpus = os.path.join(test_dir, "corpus")
     stat = os.stat(ckpt)      # a checkpoint rewritten at the same path is read again
-    key = hashlib.sha1(f"{os.path.realpath(ckpt)} {stat.st_size} {stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = f"{os.path.realpath(ckpt)} {stat.st_size} {stat.st_mtime_ns}"
+    if os.path.realpath(observer) != os.path.realpath(os.path.join(ROOT, "weights", "grid_observer.pt")):
+        key += f" {os.path.realpath(observer)}"     # the shipped observer's readings keep their old keys
+    key = hashlib.sha1(key.encode()).hexdigest()[:12]
     scores = os.path.join(test_dir, "scores")
     out_json = os.path.join(scores, f"{key}.json")
     if not os.path.isfile(out_json):
@@ -102,19 +121,19 @@ def observer_wer(test_dir: str, listed: str, ckpt: str) -> float:
              os.path.join(corpus, "audio"), "--bbx_root", os.path.join(corpus, "bbx"), "--save_root", synt,
              "--ckpt_path", ckpt, "--device", "cpu", "--no_progress"], log)
         run(["-m", "evaluation.avhubert_wer", "--video_root", synt, "--ckpt_path",
-             os.path.join(ROOT, "weights", "grid_observer.pt"), "--word_root", os.path.join(corpus, "main"),
+             observer, "--word_root", os.path.join(corpus, "main"),
              "--roi", "center", "--beam", "1", "--filelist", listed, "--out_json", out_json, "--no_progress"], log)
     with open(out_json) as handle:
         return float(json.load(handle)["wer"])
 
 
 def main(args) -> int:
-    listed = make_test_set(args.test_dir, args.av_jitter, args.clips, args.corpus_seed)
+    listed = make_test_set(args.test_dir, args.av_jitter, args.clips, args.corpus_seed, args.mouth_scale)
     with open(listed) as handle:
         clips = sum(1 for line in handle if line.strip())
     folders = {"after": args.lip_runs, "ablation": args.ablation_runs}
     ckpts = {arm: [last_checkpoint(folders[arm].format(seed=s)) for s in args.seeds] for arm in ARMS}
-    wer = {arm: [observer_wer(args.test_dir, listed, c) for c in ckpts[arm]] for arm in ARMS}
+    wer = {arm: [observer_wer(args.test_dir, listed, c, args.observer) for c in ckpts[arm]] for arm in ARMS}
     verdict = effect_of_lip_loss(wer)
     stats, paired = verdict["spread"], verdict["paired_effect"]
     print(f"| seed | observer WER over {clips} clips, lip loss | no lip loss | no lip loss - lip loss |")
