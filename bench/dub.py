@@ -19,6 +19,9 @@ boxes to behave as it would). Each dub runs in a fresh process, so its peak RSS 
 - memory: peak RSS of the default mode for every 720p length, for ``--speech_seconds`` of speech over
   the first clip (played back and forth), and for a 3840x2160 clip; within each run the RSS sampled
   every half second, as the peak of each quarter of the run (no climb within a run);
+- ``free_detection`` (``--free_detection``): the first length again with the cascade's boxes alone, no
+  S3FD cost: what the rest of the pipeline (decoding, audio, cropping, pasting, encoding) leaves of the
+  generator's speed;
 - ``memory_release_ab``: the first length again with SynthesisOptions.release_memory off (no heap
   trimming, the audio encoder's pages kept): the time the memory behaviour costs;
 - the generator's own fp32 and bf16 frames/s on the CPU (``--precision auto`` dubs in bf16 where the CPU
@@ -77,13 +80,14 @@ class S3FDCostCascadeBoxes:
     """S3FD's full cost on the frames asked about (random weights, loaded from a file as s3fd.pth is),
     the cascade's boxes."""
 
-    def __init__(self, s3fd_path: str):
+    def __init__(self, s3fd_path: str, with_s3fd: bool = True):
         from face_detection import CascadeDetector, S3FDDetector
-        self.s3fd = S3FDDetector(s3fd_path)
+        self.s3fd = S3FDDetector(s3fd_path) if with_s3fd else None     # False: boxes without S3FD's cost
         self.cascade = CascadeDetector()
 
     def detect_faces(self, frames):
-        self.s3fd.detect_faces(frames)
+        if self.s3fd is not None:
+            self.s3fd.detect_faces(frames)
         return self.cascade.detect_faces(frames)
 
 
@@ -125,8 +129,9 @@ class RssSampler:
 
 
 def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool, precision: str = "auto") -> dict:
-    """One dub in this process: ``mode`` 'default' (the CLI's tracking defaults) or 'original' (every
-    frame, full resolution); ``release``: SynthesisOptions.release_memory; ``precision``: inf_demo.py's."""
+    """One dub in this process: ``mode`` 'default' (the CLI's tracking defaults), 'original' (every
+    frame, full resolution) or 'free_detection' (the defaults, the boxes without S3FD's cost);
+    ``release``: SynthesisOptions.release_memory; ``precision``: inf_demo.py's."""
     import torch
     from utils.device import autocast_dtype
     started = time.perf_counter()
@@ -135,8 +140,8 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool,
     from models.talklip import load_talklip, prepare_for_inference
     dtype = autocast_dtype(precision, torch.device("cpu"))
     generator = prepare_for_inference(load_talklip(ckpt), dtype)
-    detector = S3FDCostCascadeBoxes(s3fd)
-    tracking = (TrackingOptions(smooth_window=5) if mode == "default"
+    detector = S3FDCostCascadeBoxes(s3fd, with_s3fd=mode != "free_detection")
+    tracking = (TrackingOptions(smooth_window=5) if mode in ("default", "free_detection")
                 else TrackingOptions(detect_every=1, detect_max_side=0, smooth_window=5))
     load_s = time.perf_counter() - started
     out = os.path.join(os.path.dirname(wav), f"out_{mode}_{os.path.basename(video)}")
@@ -256,6 +261,9 @@ def main():
     parser.add_argument("--speech_seconds", type=non_negative_float, default=3600,
                         help="speech length dubbed over the first clip, played back and forth (0: skip)")
     parser.add_argument("--uhd_seconds", type=non_negative_float, default=5, help="length of the 3840x2160 clip (0: skip)")
+    parser.add_argument("--free_detection", action="store_true",
+                        help="also dub the first length with the boxes found at no S3FD cost: the end-to-end speed "
+                             "against the generator's with detection taken out (the rest of the pipeline's ceiling)")
     parser.add_argument("--workdir", default="/tmp/talklip_bench", help="where clips and outputs go")
     parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -302,6 +310,9 @@ def main():
         result["original_mode"] = run_worker(video, wav, ckpt, s3fd, mode="original")
         result["speedup_default_vs_original"] = round(first["frames_per_s"] / result["original_mode"]["frames_per_s"], 2)
     result["end_to_end_vs_generator"] = round(first["frames_per_s"] / generator["best"], 3)
+    if args.free_detection:
+        free = run_worker(*clip_in(args.workdir, args.lengths[0]), ckpt, s3fd, mode="free_detection")
+        result["free_detection"] = dict(free, vs_generator=round(free["frames_per_s"] / generator["best"], 3))
     if args.speech_seconds:
         video, wav = clip_in(args.workdir, args.lengths[0], speech_s=args.speech_seconds)
         result["long_speech"] = dict(run_worker(video, wav, ckpt, s3fd), speech_s=args.speech_seconds,
