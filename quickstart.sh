@@ -70,8 +70,8 @@ IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
   echo "error: --lr_hold must be a number of steps below stage 2's $steps2 (--stage_steps $stage_steps), not $lr_hold" >&2; exit 2; }
 [[ "$av_shift" =~ ^[0-9]+$ ]] || { echo "error: --av_shift must be a number of frames, not $av_shift" >&2; exit 2; }
 # --mouth_scale K (grid): the corpus' mouth at K x the photo's (the shipped readers read the default 1.3x only)
-[ -z "$mouth_scale" ] || [[ "$mouth_scale" =~ ^[0-9]*\.?[0-9]+$ ]] || {
-  echo "error: --mouth_scale must be a number (x the photo's mouth), not $mouth_scale" >&2; exit 2; }
+[ -z "$mouth_scale" ] || { [[ "$mouth_scale" =~ ^[0-9]*\.?[0-9]+$ ]] && awk -v k="$mouth_scale" 'BEGIN { exit !(k >= 0.5 && k <= 2) }'; } || {
+  echo "error: --mouth_scale must be a number from 0.5 to 2 (x the photo's mouth), not $mouth_scale" >&2; exit 2; }
 [ -z "$mouth_scale" ] || [ "$grammar/$train_readers" = grid/1 ] || [ "$grammar/${readers_from:+from}" = grid/from ] || {
   echo "error: --mouth_scale needs --grammar grid and --train_readers or --readers_from (the shipped readers read the" \
        "default mouth only)" >&2; exit 2; }

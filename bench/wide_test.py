@@ -24,6 +24,7 @@ import sys
 
 from bench.lip_loss_sweep import ARMS, effect_of_lip_loss
 from training.checkpoints import PATTERNS
+from utils.cli import number_in_range
 
 GENERATOR_PATTERN = PATTERNS[0]     # train.py's generator files, checkpoint_step<9 digits>.pth
 
@@ -36,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--av_jitter", type=int, default=0, help="the test corpus' --av_jitter_frames (the sweep's)")
     p.add_argument("--clips", type=int, default=100, help="test clips (the corpus is made with 5x as many clips)")
     p.add_argument("--corpus_seed", type=int, default=9000, help="the test corpus' seed (not a training corpus')")
-    p.add_argument("--mouth_scale", type=float, default=None,
+    p.add_argument("--mouth_scale", type=number_in_range(0.5, 2.0), default=None,
                    help="the test corpus' --mouth_scale (the sweep's; default: make_synthetic's)")
     p.add_argument("--observer", default=os.path.join(ROOT, "weights", "grid_observer.pt"),
                    help="the observer that reads (the shipped one; a --train_readers run's observer.pt for a corpus "

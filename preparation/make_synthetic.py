@@ -32,7 +32,7 @@ from preparation.mouth_pixels import OPEN_DARKNESS, mouth_darkness
 from preparation.speech import espeak_available, mouth_opening, mouth_width, speak
 from preparation.visemes import SLOTS, Segment, mouth_track, speak_phonemes
 from preparation.visemes import sentence as grid_sentence
-from utils.cli import int_at_least, non_negative_int, positive_int
+from utils.cli import int_at_least, non_negative_int, number_in_range, positive_int
 from utils.audio import AUDIO_RATE_HZ, save_wav
 from utils.errors import TalkLipError, run_cli
 from utils.fileio import atomic_output
@@ -301,7 +301,7 @@ def parse_args(argv=None):
     parser.add_argument("--av_jitter_frames", type=non_negative_int, default=0,
                         help="grid: each clip's mouth runs a random number of frames in [-J, J] behind its speech "
                              "(real clips' sound and picture are off by a frame or two); 0: in step")
-    parser.add_argument("--mouth_scale", type=float, default=None,
+    parser.add_argument("--mouth_scale", type=number_in_range(0.5, 2.0), default=None,
                         help=f"grid: the mouth's size x the photo's (default {VISEME_MOUTH_SCALE}, what the shipped "
                              f"readers read; 1.0: the photo's own, smaller visemes)")
     parser.add_argument("--no_espeak", action="store_true",

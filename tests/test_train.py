@@ -556,8 +556,10 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
                                             (["--lr_hold", "-5"], "--lr_hold must be a number of steps below stage "
                                              "2's 300 (--stage_steps 400,200,300)"),
                                             (["--av_shift", "two"], "--av_shift must be a number of frames"),
-                                            (["--mouth_scale", "big"], "--mouth_scale must be a number (x the photo's "
-                                             "mouth)"),
+                                            (["--mouth_scale", "big"], "--mouth_scale must be a number from 0.5 to 2 "
+                                             "(x the photo's mouth)"),
+                                            (["--mouth_scale", "3"], "--mouth_scale must be a number from 0.5 to 2 "
+                                             "(x the photo's mouth)"),
                                             (["--readers_from", "nope"], "--readers_from (without --train_readers) must "
                                              "be a quickstart run folder with the expert.pt and observer.pt its "
                                              "--train_readers made")])

@@ -50,6 +50,12 @@ def int_in_range(lowest: int, highest: int):
                     f"{{value}} is outside {lowest}..{highest}")
 
 
+def number_in_range(lowest: float, highest: float):
+    """A number from ``lowest`` to ``highest``."""
+    return _checked(float, f"number{lowest:g}..{highest:g}", lambda v: lowest <= v <= highest,
+                    f"{{value:g}} is outside {lowest:g}..{highest:g}")
+
+
 def fraction_below(limit: float):
     """A number in [0, limit)."""
     return _checked(float, f"fraction<{limit:g}", lambda value: 0.0 <= value < limit,
