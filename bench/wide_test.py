@@ -23,12 +23,14 @@ import subprocess
 import sys
 
 from bench.lip_loss_sweep import ARMS, effect_of_lip_loss
+from preparation.make_synthetic import MOUTH_SCALES
 from training.checkpoints import PATTERNS
 from utils.cli import number_in_range
 
 GENERATOR_PATTERN = PATTERNS[0]     # train.py's generator files, checkpoint_step<9 digits>.pth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_OBSERVER = os.path.join(ROOT, "weights", "grid_observer.pt")
 
 
 def parse_args(argv=None):
@@ -37,9 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--av_jitter", type=int, default=0, help="the test corpus' --av_jitter_frames (the sweep's)")
     p.add_argument("--clips", type=int, default=100, help="test clips (the corpus is made with 5x as many clips)")
     p.add_argument("--corpus_seed", type=int, default=9000, help="the test corpus' seed (not a training corpus')")
-    p.add_argument("--mouth_scale", type=number_in_range(0.5, 2.0), default=None,
+    p.add_argument("--mouth_scale", type=number_in_range(*MOUTH_SCALES), default=None,
                    help="the test corpus' --mouth_scale (the sweep's; default: make_synthetic's)")
-    p.add_argument("--observer", default=os.path.join(ROOT, "weights", "grid_observer.pt"),
+    p.add_argument("--observer", default=SHIPPED_OBSERVER,
                    help="the observer that reads (the shipped one; a --train_readers run's observer.pt for a corpus "
                         "the shipped readers do not read, e.g. --mouth_scale 1.0)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -108,7 +110,7 @@ def observer_wer(test_dir: str, listed: str, ckpt: str, observer: str) -> float:
     corpus = os.path.join(test_dir, "corpus")
     stat = os.stat(ckpt)      # a checkpoint rewritten at the same path is read again
     key = f"{os.path.realpath(ckpt)} {stat.st_size} {stat.st_mtime_ns}"
-    if os.path.realpath(observer) != os.path.realpath(os.path.join(ROOT, "weights", "grid_observer.pt")):
+    if os.path.realpath(observer) != os.path.realpath(SHIPPED_OBSERVER):
         key += f" {os.path.realpath(observer)}"     # the shipped observer's readings keep their old keys
     key = hashlib.sha1(key.encode()).hexdigest()[:12]
     scores = os.path.join(test_dir, "scores")

@@ -45,6 +45,7 @@ SOURCE_CROP_SIDE = 224.0              # photo pixels mapped onto one output fram
 MOUTH_CENTER = (222.0, 146.0)         # the astronaut's mouth, photo pixels
 MOUTH_HALF_WIDTH = 21.0
 VISEME_MOUTH_SCALE = 1.3              # the readable corpus' mouth, x the photo's: visemes a 96-px face shows
+MOUTH_SCALES = (0.5, 2.0)             # the mouth sizes --mouth_scale takes (x the photo's)
 FACE_BOX = (172.0, 62.0, 274.0, 178.0)  # forehead-to-chin box in the photo
 LEAD_SILENCE_S = 0.3
 WORDS = ("ABOUT AFTER AGAIN BECAUSE BEFORE BETTER CHANGE COUNTRY DIFFERENT EVERY FAMILY "
@@ -258,8 +259,9 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
         raise TalkLipError("--av_jitter_frames needs --grammar grid (the words corpus' mouth follows its loudness)")
     if mouth_scale is not None and grammar != "grid":
         raise TalkLipError("--mouth_scale needs --grammar grid (the words corpus' mouth is the photo's)")
-    if mouth_scale is not None and not 0.5 <= mouth_scale <= 2.0:
-        raise TalkLipError(f"--mouth_scale must be between 0.5 and 2 (x the photo's mouth), got {mouth_scale:g}")
+    if mouth_scale is not None and not MOUTH_SCALES[0] <= mouth_scale <= MOUTH_SCALES[1]:
+        raise TalkLipError(f"--mouth_scale must be between {MOUTH_SCALES[0]:g} and {MOUTH_SCALES[1]:g} (x the photo's "
+                           f"mouth), got {mouth_scale:g}")
     if num_clips < 3:
         raise TalkLipError(f"--num_clips {num_clips} is too small: train, valid and test each need a clip")
     rng = np.random.default_rng(seed)
@@ -301,7 +303,7 @@ def parse_args(argv=None):
     parser.add_argument("--av_jitter_frames", type=non_negative_int, default=0,
                         help="grid: each clip's mouth runs a random number of frames in [-J, J] behind its speech "
                              "(real clips' sound and picture are off by a frame or two); 0: in step")
-    parser.add_argument("--mouth_scale", type=number_in_range(0.5, 2.0), default=None,
+    parser.add_argument("--mouth_scale", type=number_in_range(*MOUTH_SCALES), default=None,
                         help=f"grid: the mouth's size x the photo's (default {VISEME_MOUTH_SCALE}, what the shipped "
                              f"readers read; 1.0: the photo's own, smaller visemes)")
     parser.add_argument("--no_espeak", action="store_true",
