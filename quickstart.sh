@@ -14,7 +14,7 @@
 #                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
 #                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S] [--stage2_from RUN]
-#                      [--lr_hold H] [--av_shift J] [--mouth_scale K] [--readers_from RUN]
+#                      [--lr_hold H] [--av_shift J] [--mouth_scale K] [--readers_from RUN] [--speech_snr DB]
 # --stage2_from RUN: train stage 2 only, from RUN's state where stage 2 begins (RUN: another --out_dir with
 # the same corpus and stage 0-1 settings, whose steps before it are the same on the same machine, so this
 # skips them; "before" is RUN's step-0 generator). --lr_hold H: the learning rates fall to a tenth over stage 2
@@ -25,7 +25,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
 out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
-lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0 av_shift=0 mouth_scale="" readers_from=""
+lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0 av_shift=0 mouth_scale="" readers_from="" speech_snr=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
@@ -48,6 +48,7 @@ while [ $# -gt 0 ]; do
     --av_shift) av_shift=$2; shift 2 ;;
     --mouth_scale) mouth_scale=$2; shift 2 ;;
     --readers_from) readers_from=$2; shift 2 ;;
+    --speech_snr) speech_snr=$2; shift 2 ;;
     -h|--help) sed -n '2,23p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -83,7 +84,13 @@ if [ -n "$readers_from" ]; then
          "observer.pt its --train_readers made, not $readers_from" >&2; exit 2; }
   readers_from=$(cd "$readers_from" && pwd)
 fi
-mouth_flag=(); [ -n "$mouth_scale" ] && mouth_flag=(--mouth_scale "$mouth_scale")
+corpus_flags=(); [ -n "$mouth_scale" ] && corpus_flags=(--mouth_scale "$mouth_scale")
+# --speech_snr DB (grid): white noise under the corpus' speech, DB below its power; the picture is the noiseless
+# corpus' own, so the shipped readers read it (make_synthetic.py --speech_snr_db)
+[ -z "$speech_snr" ] || { [[ "$speech_snr" =~ ^-?[0-9]*\.?[0-9]+$ ]] && awk -v k="$speech_snr" 'BEGIN { exit !(k >= -30 && k <= 60) }'; } || {
+  echo "error: --speech_snr must be a number of dB from -30 to 60, not $speech_snr" >&2; exit 2; }
+[ -z "$speech_snr" ] || [ "$grammar" = grid ] || { echo "error: --speech_snr needs --grammar grid" >&2; exit 2; }
+[ -n "$speech_snr" ] && corpus_flags+=(--speech_snr_db "$speech_snr")
 stage2_state() { printf '%s/train/state_step%09d.pt' "$1" $(( steps0 + steps1 )); }   # a run's state where stage 2 begins
 # Training precision: bf16 autocast where the CPU computes bf16 in hardware (AVX512-BF16 or AMX: a step
 # takes 0.6x the time at the same validation L1 and PSNR, README), fp32 elsewhere (emulated bf16 is slower).
@@ -111,7 +118,7 @@ s=$(stamp)
 # --av_jitter J (grid): each clip's mouth runs up to J frames before or behind its speech (make_synthetic.py);
 # --corpus_seed S draws the corpus of seed S whatever --seed (training's), so seeds differ in training alone
 $PYTHON -m preparation.make_synthetic --out_dir "$c" --num_clips "$num_clips" --seed "${corpus_seed:-$seed}" --grammar "$grammar" \
-  --av_jitter_frames "$av_jitter" "${mouth_flag[@]+"${mouth_flag[@]}"}"
+  --av_jitter_frames "$av_jitter" "${corpus_flags[@]+"${corpus_flags[@]}"}"
 if [ "$grammar" = grid ]; then
   l=$out_dir/lists
   mkdir -p "$l"

@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 from bench.lip_loss_sweep import ARMS, effect_of_lip_loss
-from preparation.make_synthetic import MOUTH_SCALES
+from preparation.make_synthetic import MOUTH_SCALES, SPEECH_SNRS_DB
 from training.checkpoints import PATTERNS
 from utils.cli import number_in_range
 
@@ -41,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--corpus_seed", type=int, default=9000, help="the test corpus' seed (not a training corpus')")
     p.add_argument("--mouth_scale", type=number_in_range(*MOUTH_SCALES), default=None,
                    help="the test corpus' --mouth_scale (the sweep's; default: make_synthetic's)")
+    p.add_argument("--speech_snr", type=number_in_range(*SPEECH_SNRS_DB), default=None,
+                   help="the test corpus' --speech_snr_db (the sweep's quickstart --speech_snr; default: no noise)")
     p.add_argument("--observer", default=SHIPPED_OBSERVER,
                    help="the observer that reads (the shipped one; a --train_readers run's observer.pt for a corpus "
                         "the shipped readers do not read, e.g. --mouth_scale 1.0)")
@@ -66,12 +68,15 @@ def run(cmd, log):
                        env=dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable))
 
 
-def make_test_set(test_dir: str, av_jitter: int, clips: int, corpus_seed: int, mouth_scale=None) -> str:
+def make_test_set(test_dir: str, av_jitter: int, clips: int, corpus_seed: int, mouth_scale=None,
+                  speech_snr=None) -> str:
     """The corpus, its first ``clips`` test clips listed and preprocessed (boxes, 16 kHz speech). A folder made
     with other settings is refused (its ``ready`` file keeps them; an empty one is from before they were kept)."""
     corpus, lists = os.path.join(test_dir, "corpus"), os.path.join(test_dir, "lists")
     listed = os.path.join(lists, "test.txt")
     settings = {"av_jitter": av_jitter, "clips": clips, "corpus_seed": corpus_seed, "mouth_scale": mouth_scale}
+    if speech_snr is not None:       # kept only when set: the folders made before it stay valid
+        settings["speech_snr_db"] = speech_snr
     ready = os.path.join(test_dir, "ready")
     if os.path.isfile(ready):
         with open(ready) as handle:
@@ -84,6 +89,7 @@ def make_test_set(test_dir: str, av_jitter: int, clips: int, corpus_seed: int, m
     log = os.path.join(test_dir, "make.log")
     if not os.path.isfile(os.path.join(corpus, "test.txt")):
         scale = [] if mouth_scale is None else ["--mouth_scale", str(mouth_scale)]
+        scale += [] if speech_snr is None else ["--speech_snr_db", str(speech_snr)]
         run(["-m", "preparation.make_synthetic", "--out_dir", corpus, "--num_clips", str(5 * clips),
              "--seed", str(corpus_seed), "--grammar", "grid", "--av_jitter_frames", str(av_jitter), *scale], log)
     with open(os.path.join(corpus, "test.txt")) as handle:
@@ -131,7 +137,8 @@ def observer_wer(test_dir: str, listed: str, ckpt: str, observer: str) -> float:
 
 
 def main(args) -> int:
-    listed = make_test_set(args.test_dir, args.av_jitter, args.clips, args.corpus_seed, args.mouth_scale)
+    listed = make_test_set(args.test_dir, args.av_jitter, args.clips, args.corpus_seed, args.mouth_scale,
+                           args.speech_snr)
     with open(listed) as handle:
         clips = sum(1 for line in handle if line.strip())
     folders = {"after": args.lip_runs, "ablation": args.ablation_runs}

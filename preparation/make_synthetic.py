@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -46,6 +46,7 @@ MOUTH_CENTER = (222.0, 146.0)         # the astronaut's mouth, photo pixels
 MOUTH_HALF_WIDTH = 21.0
 VISEME_MOUTH_SCALE = 1.3              # the readable corpus' mouth, x the photo's: visemes a 96-px face shows
 MOUTH_SCALES = (0.5, 2.0)             # the mouth sizes --mouth_scale takes (x the photo's)
+SPEECH_SNRS_DB = (-30.0, 60.0)        # the speech-to-noise ratios --speech_snr_db takes
 FACE_BOX = (172.0, 62.0, 274.0, 178.0)  # forehead-to-chin box in the photo
 LEAD_SILENCE_S = 0.3
 WORDS = ("ABOUT AFTER AGAIN BECAUSE BEFORE BETTER CHANGE COUNTRY DIFFERENT EVERY FAMILY "
@@ -142,13 +143,23 @@ def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width
         yield frame, apply(affine, corners).reshape(4), apply(affine, np.array([MOUTH_CENTER]))[0]
 
 
+def add_noise(wav: np.ndarray, spoken: Tuple[int, int], snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``wav`` under white Gaussian noise (the whole clip) ``snr_db`` below the speech's mean power over
+    ``spoken`` (its first to last phoneme, samples), clipped to [-1, 1]."""
+    power = float(np.mean(np.square(wav[spoken[0]:spoken[1]], dtype=np.float64)))
+    noise = rng.standard_normal(len(wav)) * np.sqrt(power / 10.0 ** (snr_db / 10.0))
+    return np.clip(wav + noise, -1.0, 1.0).astype(np.float32)
+
+
 def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, face: np.ndarray,
               use_espeak: bool, grammar: str = "words", av_jitter_frames: int = 0,
-              mouth_scale: Optional[float] = None) -> None:
+              mouth_scale: Optional[float] = None, speech_snr_db: Optional[float] = None) -> None:
     samples_per_frame = AUDIO_RATE_HZ // FPS
     offset_frames = 0
     if grammar == "grid":             # phonemes rendered one by one: the mouth shows each one's viseme
         wav, segments = speak_phonemes(sentence.split(), rng, LEAD_SILENCE_S)
+        words = [seg for seg in segments if seg.phone != "SIL"]
+        spoken = (int(words[0].start * AUDIO_RATE_HZ), int(np.ceil(words[-1].end * AUDIO_RATE_HZ)))
         if av_jitter_frames:          # the mouth moves this many frames after (or, < 0, before) the sound
             offset_frames = int(rng.integers(-av_jitter_frames, av_jitter_frames + 1))
             segments = [Segment(seg.phone, seg.start + offset_frames / FPS, seg.end + offset_frames / FPS)
@@ -171,6 +182,8 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
         width = mouth_width(wav, opening, FPS)
     motion = np.array([rng.uniform(2, 5), rng.uniform(1, 3), rng.uniform(0.2, 0.5),
                        rng.uniform(0, 2 * np.pi), rng.uniform(0.95, 1.05)])
+    if speech_snr_db is not None:     # drawn last: the clip's picture is the noiseless corpus' own
+        wav = add_noise(wav, spoken, speech_snr_db, rng)
 
     video_path = os.path.join(out_dir, "main", f"{name}.mp4")
     os.makedirs(os.path.dirname(video_path), exist_ok=True)
@@ -246,7 +259,8 @@ def grid_splits(names, sentences, rng, slots=SLOTS):
 
 def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: int = 0,
                 min_words: int = 3, max_words: int = 6, use_espeak: bool = True, grammar: str = "words",
-                slots=SLOTS, av_jitter_frames: int = 0, mouth_scale: Optional[float] = None) -> dict:
+                slots=SLOTS, av_jitter_frames: int = 0, mouth_scale: Optional[float] = None,
+                speech_snr_db: Optional[float] = None) -> dict:
     """Generate the corpus; return {split: [names]} (plus 'all'). ``grammar``: ``words`` (random words,
     a mouth that opens with the loudness) or ``grid`` (the readable corpus: preparation/visemes.py, whose
     ``slots`` a test may narrow). ``av_jitter_frames`` J (grid only): each clip's mouth runs a random whole
@@ -254,11 +268,17 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     two: the audio then no longer fixes the mouth frame for frame (gt/*.npz keeps what the video shows,
     and ``av_offset_frames``). ``mouth_scale`` (grid only): the mouth's size, x the photo's (None:
     ``VISEME_MOUTH_SCALE``, 1.3; 1.0 is the photo's own, whose teeth and tongue are a pixel or two on a 96-px
-    face)."""
+    face). ``speech_snr_db`` (grid only): white noise under the speech, this many dB below its power (the
+    picture and the truth are the noiseless corpus'; noisy sound leaves the audio less sure of the words)."""
     if av_jitter_frames and grammar != "grid":
         raise TalkLipError("--av_jitter_frames needs --grammar grid (the words corpus' mouth follows its loudness)")
     if mouth_scale is not None and grammar != "grid":
         raise TalkLipError("--mouth_scale needs --grammar grid (the words corpus' mouth is the photo's)")
+    if speech_snr_db is not None and grammar != "grid":
+        raise TalkLipError("--speech_snr_db needs --grammar grid (the words corpus' mouth follows its loudness)")
+    if speech_snr_db is not None and not SPEECH_SNRS_DB[0] <= speech_snr_db <= SPEECH_SNRS_DB[1]:
+        raise TalkLipError(f"--speech_snr_db must be between {SPEECH_SNRS_DB[0]:g} and {SPEECH_SNRS_DB[1]:g} dB, "
+                           f"got {speech_snr_db:g}")
     if mouth_scale is not None and not MOUTH_SCALES[0] <= mouth_scale <= MOUTH_SCALES[1]:
         raise TalkLipError(f"--mouth_scale must be between {MOUTH_SCALES[0]:g} and {MOUTH_SCALES[1]:g} (x the photo's "
                            f"mouth), got {mouth_scale:g}")
@@ -280,7 +300,7 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     for i, (name, sentence) in enumerate(tqdm(list(zip(names, sentences)), desc="clips",
                                               file=sys.stderr, disable=None)):
         make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak, grammar,
-                  av_jitter_frames, mouth_scale)
+                  av_jitter_frames, mouth_scale, speech_snr_db)
     splits = grid_splits(names, sentences, rng, slots) if grammar == "grid" else split_names(names, rng)
     for split, members in splits.items():
         write_list(os.path.join(out_dir, f"{split}.txt"), members)
@@ -306,6 +326,9 @@ def parse_args(argv=None):
     parser.add_argument("--mouth_scale", type=number_in_range(*MOUTH_SCALES), default=None,
                         help=f"grid: the mouth's size x the photo's (default {VISEME_MOUTH_SCALE}, what the shipped "
                              f"readers read; 1.0: the photo's own, smaller visemes)")
+    parser.add_argument("--speech_snr_db", type=number_in_range(*SPEECH_SNRS_DB), default=None,
+                        help="grid: white noise under the speech, this many dB below its power (the picture is "
+                             "unchanged; default: no noise)")
     parser.add_argument("--no_espeak", action="store_true",
                         help="use the built-in synthesiser even when espeak-ng is installed")
     return parser.parse_args(argv)
@@ -315,7 +338,8 @@ def main(args) -> int:
     started = time.time()
     make_corpus(args.out_dir, args.num_clips, args.seed, args.num_speakers, args.min_words,
                 args.max_words, use_espeak=not args.no_espeak, grammar=args.grammar,
-                av_jitter_frames=args.av_jitter_frames, mouth_scale=args.mouth_scale)
+                av_jitter_frames=args.av_jitter_frames, mouth_scale=args.mouth_scale,
+                speech_snr_db=args.speech_snr_db)
     print(f"wrote {args.num_clips} clips to {args.out_dir} in {time.time() - started:.1f}s",
           file=sys.stderr)
     return 0

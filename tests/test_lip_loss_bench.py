@@ -42,6 +42,8 @@ def test_the_wide_test_set_is_held_out_clips_ready_to_synthesize_and_made_once(t
     assert os.path.getmtime(os.path.join(corpus, "test.txt")) == stamp
     with pytest.raises(SystemExit, match="made with .* give another --test_dir"):    # not another corpus' clips
         make_test_set(test_dir, av_jitter=0, clips=3, corpus_seed=5, mouth_scale=1.0)
+    with pytest.raises(SystemExit, match="made with .* give another --test_dir"):
+        make_test_set(test_dir, av_jitter=0, clips=3, corpus_seed=5, speech_snr=10.0)
 
 
 def test_an_arm_is_read_at_its_last_generator_checkpoint(tmp_path):

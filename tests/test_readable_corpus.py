@@ -101,6 +101,36 @@ def test_mouth_scale_draws_the_same_visemes_smaller(grid_corpus, tmp_path):
         make_corpus(str(tmp_path / "huge"), num_clips=3, grammar="grid", mouth_scale=3.0)
 
 
+def test_speech_snr_puts_noise_under_the_same_speech_and_leaves_the_picture(grid_corpus, tmp_path):
+    """--speech_snr_db 0: the same clips, pictures and truth as the noiseless corpus; the sound track is the
+    same speech plus noise whose power over the spoken span is the speech's (0 dB, measured on the decoded
+    AAC tracks, within 1 dB), and the noise also covers the silence before the first word. Refused off the
+    grid grammar and outside -30..60 dB."""
+    from utils.errors import TalkLipError
+    data, splits = grid_corpus
+    noisy = make_corpus(str(tmp_path), num_clips=6, seed=3, grammar="grid", speech_snr_db=0.0)
+    assert noisy == splits
+    ratios_db = []
+    for name in splits["all"][:3]:
+        ref, other = np.load(f"{data}/gt/{name}.npz"), np.load(f"{tmp_path}/gt/{name}.npz")
+        for key in ref.files:
+            np.testing.assert_array_equal(other[key], ref[key])
+        for a, b in zip(VideoReader(f"{data}/main/{name}.mp4"), VideoReader(f"{tmp_path}/main/{name}.mp4")):
+            np.testing.assert_array_equal(a, b)
+        clean, sound = load_audio(f"{data}/main/{name}.mp4"), load_audio(f"{tmp_path}/main/{name}.mp4")
+        times = ref["phoneme_times"][ref["phonemes"] != "SIL"]       # the first word's start to the last's end
+        start, end = (int(t * AUDIO_RATE_HZ) for t in (times[0, 0], times[-1, 1]))
+        speech, noise = clean[start:end].astype(np.float64), (sound - clean)[start:end].astype(np.float64)
+        ratios_db.append(10 * np.log10(np.mean(speech ** 2) / np.mean(noise ** 2)))
+        lead = sound[:start // 2].astype(np.float64)
+        assert np.sqrt(np.mean(lead ** 2)) > 0.5 * np.sqrt(np.mean(speech ** 2))
+    assert np.all(np.abs(ratios_db) < 1.0), ratios_db
+    with pytest.raises(TalkLipError, match="grid"):
+        make_corpus(str(tmp_path / "words"), num_clips=3, grammar="words", speech_snr_db=0.0)
+    with pytest.raises(TalkLipError, match="between -30 and 60"):
+        make_corpus(str(tmp_path / "loud"), num_clips=3, grammar="grid", speech_snr_db=-40.0)
+
+
 def test_each_viseme_draws_its_own_mouth(grid_corpus):
     """The mean mouth picture of each viseme class differs from every other class's."""
     data, splits = grid_corpus

@@ -560,6 +560,10 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
                                              "(x the photo's mouth)"),
                                             (["--mouth_scale", "3"], "--mouth_scale must be a number from 0.5 to 2 "
                                              "(x the photo's mouth)"),
+                                            (["--speech_snr", "loud"], "--speech_snr must be a number of dB from "
+                                             "-30 to 60"),
+                                            (["--speech_snr", "-45"], "--speech_snr must be a number of dB from "
+                                             "-30 to 60"),
                                             (["--readers_from", "nope"], "--readers_from (without --train_readers) must "
                                              "be a quickstart run folder with the expert.pt and observer.pt its "
                                              "--train_readers made")])
