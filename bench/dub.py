@@ -8,10 +8,12 @@ length, speech length and frame size.
 Prints one JSON line. Clips are 25 fps: a photographed head (skimage's astronaut) drifting and
 bobbing, with speech-like audio (16 kHz WAV). The generator is the paper's TalkLip with random
 weights, loaded from a checkpoint file as inf_demo.py loads one. Detection cost is S3FD's, with
-random weights loaded from a file in the original key layout: its forward pass and post-processing
-run on exactly the frames (and scale) the pipeline asks for, while the boxes come from OpenCV's
+random weights loaded from a file in the original key layout (``random_s3fd_weights``: no anchor scores
+as a face, so its post-processing costs what the real weights' few candidates cost): its forward pass
+runs on exactly the frames (and scale) the pipeline asks for, while the boxes come from OpenCV's
 cascade on the same frames (random S3FD weights find no real face, and the key-frame logic needs real
-boxes to behave as it would). Each dub runs in a fresh process, so its peak RSS is its own.
+boxes to behave as it would); the default mode pays both, S3FD's cost and the cascade's. Each dub runs
+in a fresh process, so its peak RSS is its own.
 - speed: the default mode (the CLI's tracking defaults) on the first length (720p), against the
   generator's own folded frames/s measured in the same run (``end_to_end_vs_generator``), and the
   original's mode (every frame, full resolution) on ``--original_seconds`` (``speedup_default_vs_original``);
@@ -20,8 +22,10 @@ boxes to behave as it would). Each dub runs in a fresh process, so its peak RSS 
   the first clip (played back and forth), and for a 3840x2160 clip; within each run the RSS sampled
   every half second, as the peak of each quarter of the run (no climb within a run);
 - ``free_detection`` (``--free_detection``): the first length again with the cascade's boxes alone, no
-  S3FD cost: what the rest of the pipeline (decoding, audio, cropping, pasting, encoding) leaves of the
-  generator's speed;
+  S3FD cost (what a dub without s3fd.pth runs): what the rest of the pipeline (decoding, audio,
+  cropping, pasting, encoding) leaves of the generator's speed; then ``s3fd_only``: the same again with
+  S3FD's cost and the boxes that run recorded (looked up by each call's frames), without the cascade's
+  cost: what a dub with the real S3FD weights pays (``replay_misses`` counts calls it had no boxes for);
 - ``memory_release_ab``: the first length again with SynthesisOptions.release_memory off (no heap
   trimming, the audio encoder's pages kept): the time the memory behaviour costs;
 - the generator's own fp32 and bf16 frames/s on the CPU (``--precision auto`` dubs in bf16 where the CPU
@@ -76,19 +80,52 @@ def make_clip(path: str, seconds: float, width: int = WIDTH, height: int = HEIGH
             writer.write(canvas)
 
 
+def view_key(frames) -> str:
+    """A detector call's frames, as a key (their shape and bytes hashed)."""
+    import hashlib
+    frames = np.ascontiguousarray(frames)
+    return hashlib.blake2b(repr(frames.shape).encode() + frames.tobytes(), digest_size=16).hexdigest()
+
+
 class S3FDCostCascadeBoxes:
     """S3FD's full cost on the frames asked about (random weights, loaded from a file as s3fd.pth is),
-    the cascade's boxes."""
+    the cascade's boxes. ``with_s3fd`` False: the boxes without S3FD's cost. ``record``: a dict that
+    keeps each call's boxes under ``view_key`` of its frames; ``replay``: such a dict, whose boxes are
+    returned instead of running the cascade (whose cost a dub with the real S3FD weights never pays;
+    a call it lacks runs the cascade and counts in ``replay_misses``)."""
 
-    def __init__(self, s3fd_path: str, with_s3fd: bool = True):
+    def __init__(self, s3fd_path: str, with_s3fd: bool = True, record: dict = None, replay: dict = None):
         from face_detection import CascadeDetector, S3FDDetector
-        self.s3fd = S3FDDetector(s3fd_path) if with_s3fd else None     # False: boxes without S3FD's cost
+        self.s3fd = S3FDDetector(s3fd_path) if with_s3fd else None
         self.cascade = CascadeDetector()
+        self.record, self.replay, self.replay_misses = record, replay, 0
 
     def detect_faces(self, frames):
         if self.s3fd is not None:
             self.s3fd.detect_faces(frames)
-        return self.cascade.detect_faces(frames)
+        key = view_key(frames) if self.record is not None or self.replay is not None else None
+        if self.replay is not None and key in self.replay:
+            return [np.array(found) for found in self.replay[key]]
+        self.replay_misses += self.replay is not None
+        found = self.cascade.detect_faces(frames)
+        if self.record is not None:
+            self.record[key] = [np.asarray(f).tolist() for f in found]
+        return found
+
+
+def random_s3fd_weights(seed: int = 0) -> dict:
+    """S3FD's weights drawn at random (torch's default initialisation), every score head's face logit
+    biased far below its background: the forward pass costs what the real network's does, and no anchor
+    scores as a face. With unbiased random weights all ~5000 anchors of a 328x184 view pass the 0.05
+    candidate score and their decoding and NMS cost 60-130 ms a call, where the real weights leave a few
+    dozen candidates near the face (about a millisecond): a cost no real dub pays."""
+    import torch
+    from face_detection import S3FD
+    torch.manual_seed(seed)
+    state = S3FD().state_dict()
+    for source, _, n_scores in S3FD.HEADS:
+        state[f"{source}_mbox_conf.bias"][n_scores - 1] = -50.0     # the face channel is the last
+    return state
 
 
 class RssSampler:
@@ -128,10 +165,16 @@ class RssSampler:
         return [round(max(self.samples[k * n // 4:(k + 1) * n // 4] or [0.0]), 1) for k in range(4)]
 
 
+def boxes_file(video: str) -> str:
+    """Where a 'free_detection' dub of ``video`` keeps the cascade's boxes for an 's3fd_only' dub."""
+    return os.path.join(os.path.dirname(video), "cascade_boxes.json")
+
+
 def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool, precision: str = "auto") -> dict:
     """One dub in this process: ``mode`` 'default' (the CLI's tracking defaults), 'original' (every
-    frame, full resolution) or 'free_detection' (the defaults, the boxes without S3FD's cost);
-    ``release``: SynthesisOptions.release_memory; ``precision``: inf_demo.py's."""
+    frame, full resolution), 'free_detection' (the defaults, the boxes without S3FD's cost; it records
+    them, ``boxes_file``) or 's3fd_only' (the defaults, S3FD's cost, the recorded boxes: what a dub with
+    the real weights pays); ``release``: SynthesisOptions.release_memory; ``precision``: inf_demo.py's."""
     import torch
     from utils.device import autocast_dtype
     started = time.perf_counter()
@@ -140,9 +183,14 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool,
     from models.talklip import load_talklip, prepare_for_inference
     dtype = autocast_dtype(precision, torch.device("cpu"))
     generator = prepare_for_inference(load_talklip(ckpt), dtype)
-    detector = S3FDCostCascadeBoxes(s3fd, with_s3fd=mode != "free_detection")
-    tracking = (TrackingOptions(smooth_window=5) if mode in ("default", "free_detection")
-                else TrackingOptions(detect_every=1, detect_max_side=0, smooth_window=5))
+    record = {} if mode == "free_detection" else None
+    replay = None
+    if mode == "s3fd_only":
+        with open(boxes_file(video)) as handle:
+            replay = json.load(handle)
+    detector = S3FDCostCascadeBoxes(s3fd, with_s3fd=mode != "free_detection", record=record, replay=replay)
+    tracking = (TrackingOptions(detect_every=1, detect_max_side=0, smooth_window=5) if mode == "original"
+                else TrackingOptions(smooth_window=5))
     load_s = time.perf_counter() - started
     out = os.path.join(os.path.dirname(wav), f"out_{mode}_{os.path.basename(video)}")
     started = time.perf_counter()
@@ -150,7 +198,13 @@ def worker(video: str, wav: str, ckpt: str, s3fd: str, mode: str, release: bool,
         info = dub(generator, video, wav, out, detector,
                    SynthesisOptions(progress=False, release_memory=release, dtype=dtype), tracking)
     elapsed = time.perf_counter() - started
-    return {"precision": "bf16" if dtype is torch.bfloat16 else "fp32", "frames": info.frames, "seconds": round(elapsed, 1), "frames_per_s": round(info.frames / elapsed, 3),
+    if record is not None:
+        from utils.fileio import atomic_output
+        with atomic_output(boxes_file(video)) as tmp, open(tmp, "w") as handle:
+            json.dump(record, handle)
+    replayed = {"replay_misses": detector.replay_misses} if replay is not None else {}
+    return {**replayed, "precision": "bf16" if dtype is torch.bfloat16 else "fp32", "frames": info.frames,
+            "seconds": round(elapsed, 1), "frames_per_s": round(info.frames / elapsed, 3),
             "load_s": round(load_s, 2), "time_to_first_frame_s": round(load_s + info.first_frame_s, 2),
             "detected_frames": info.detected_frames, "detected_megapixels": round(info.detected_pixels / 1e6, 1),
             "frames_with_face": info.frames_with_face, "stage_seconds": info.seconds,
@@ -274,16 +328,15 @@ def main():
     global PRECISION
     PRECISION = args.precision
     import torch
-    from face_detection import S3FD
     from models.talklip import TalkLip
     os.makedirs(args.workdir, exist_ok=True)
-    ckpt, s3fd = os.path.join(args.workdir, "random_talklip.pth"), os.path.join(args.workdir, "random_s3fd.pth")
+    ckpt = os.path.join(args.workdir, "random_talklip.pth")
     if not os.path.exists(ckpt):
         torch.manual_seed(0)
         torch.save({"state_dict": TalkLip().state_dict()}, ckpt)
+    s3fd = os.path.join(args.workdir, "random_s3fd_no_face.pth")
     if not os.path.exists(s3fd):
-        torch.manual_seed(0)
-        torch.save(S3FD().state_dict(), s3fd)
+        torch.save(random_s3fd_weights(), s3fd)
     result = {"bench": "dub", "resolution": f"{WIDTH}x{HEIGHT}", "torch": torch.__version__,
               "cpu_threads": torch.get_num_threads(), "default_mode": {}}
     from utils.device import has_native_bf16
@@ -311,8 +364,10 @@ def main():
         result["speedup_default_vs_original"] = round(first["frames_per_s"] / result["original_mode"]["frames_per_s"], 2)
     result["end_to_end_vs_generator"] = round(first["frames_per_s"] / generator["best"], 3)
     if args.free_detection:
-        free = run_worker(*clip_in(args.workdir, args.lengths[0]), ckpt, s3fd, mode="free_detection")
-        result["free_detection"] = dict(free, vs_generator=round(free["frames_per_s"] / generator["best"], 3))
+        clip = clip_in(args.workdir, args.lengths[0])
+        for mode in ("free_detection", "s3fd_only"):      # the second replays the boxes the first recorded
+            run = run_worker(*clip, ckpt, s3fd, mode=mode)
+            result[mode] = dict(run, vs_generator=round(run["frames_per_s"] / generator["best"], 3))
     if args.speech_seconds:
         video, wav = clip_in(args.workdir, args.lengths[0], speech_s=args.speech_seconds)
         result["long_speech"] = dict(run_worker(video, wav, ckpt, s3fd), speech_s=args.speech_seconds,
