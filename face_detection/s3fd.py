@@ -168,10 +168,7 @@ class S3FDDetector:
         load_strict(self.net, {k: v.float() for k, v in state.items()},
                     source=weights if isinstance(weights, str) else "S3FD state dict", assign=True)
         self.device = torch.device(device)
-        # frames come in as (N, H, W, 3) pixels, so the network's input is channels-last already; its weights
-        # stored so too spare every convolution a reorder (~8% less time on a 2-core CPU, the output bit for bit
-        # the same there)
-        self.net.to(self.device, memory_format=torch.channels_last).eval()
+        self.net.to(self.device).eval()
 
     @torch.no_grad()
     def detect_faces(self, frames_bgr: np.ndarray) -> List[np.ndarray]:

@@ -358,19 +358,3 @@ def test_a_box_larger_than_the_frame_never_shrinks_the_view_below_s3fd_s_smalles
             raise RuntimeError("max_pool2d: Given input size: (512x1x2). Calculated output size: (512x0x1)")
     with pytest.raises(TalkLipError, match=r"^the face detector failed on a \d+x\d+ view of the frame \(RuntimeError: max_pool2d"):
         KeyFrameDetector(Failing(), 640).detect_views([view])
-
-
-def test_s3fd_keeps_its_weights_channels_last_and_scores_as_the_plain_network():
-    """The detector's network stores its convolutions channels-last (its input, pixels permuted from
-    (N, H, W, 3), is so already) and gives the plain network's scores and offsets."""
-    state = random_s3fd_state()
-    detector = S3FDDetector(state)
-    assert detector.net.conv1_1.weight.is_contiguous(memory_format=torch.channels_last)
-    plain = S3FD().eval()
-    plain.load_state_dict(state)
-    frames = astronaut_bgr()[None, 100:292, 100:292]
-    x = torch.from_numpy(np.ascontiguousarray(frames[..., ::-1])).permute(0, 3, 1, 2).float() - 110.0
-    with torch.no_grad():
-        for (a, b), (c, d) in zip(detector.net(x), plain(x.contiguous())):
-            torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-4)
-            torch.testing.assert_close(b, d, rtol=1e-5, atol=1e-4)
