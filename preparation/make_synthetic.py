@@ -145,7 +145,7 @@ def render_clip(face: np.ndarray, opening: np.ndarray, motion: np.ndarray, width
 
 def add_noise(wav: np.ndarray, spoken: Tuple[int, int], snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """``wav`` under white Gaussian noise (the whole clip) ``snr_db`` below the speech's mean power over
-    ``spoken`` (its first to last phoneme, samples), clipped to [-1, 1]."""
+    ``spoken`` (samples from the first word's start to the last word's end), clipped to [-1, 1]."""
     power = float(np.mean(np.square(wav[spoken[0]:spoken[1]], dtype=np.float64)))
     noise = rng.standard_normal(len(wav)) * np.sqrt(power / 10.0 ** (snr_db / 10.0))
     return np.clip(wav + noise, -1.0, 1.0).astype(np.float32)
