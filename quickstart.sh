@@ -70,8 +70,9 @@ IFS=, read -r steps0 steps1 steps2 <<< "$stage_steps"
 [[ "$lr_hold" =~ ^[0-9]+$ ]] && { [ "$lr_hold" = 0 ] || [ "$lr_hold" -lt "${steps2:-0}" ]; } || {
   echo "error: --lr_hold must be a number of steps below stage 2's $steps2 (--stage_steps $stage_steps), not $lr_hold" >&2; exit 2; }
 [[ "$av_shift" =~ ^[0-9]+$ ]] || { echo "error: --av_shift must be a number of frames, not $av_shift" >&2; exit 2; }
+number_between() { [[ "$1" =~ ^-?[0-9]*\.?[0-9]+$ ]] && awk -v k="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(k >= lo && k <= hi) }'; }
 # --mouth_scale K (grid): the corpus' mouth at K x the photo's (the shipped readers read the default 1.3x only)
-[ -z "$mouth_scale" ] || { [[ "$mouth_scale" =~ ^[0-9]*\.?[0-9]+$ ]] && awk -v k="$mouth_scale" 'BEGIN { exit !(k >= 0.5 && k <= 2) }'; } || {
+[ -z "$mouth_scale" ] || number_between "$mouth_scale" 0.5 2 || {
   echo "error: --mouth_scale must be a number from 0.5 to 2 (x the photo's mouth), not $mouth_scale" >&2; exit 2; }
 [ -z "$mouth_scale" ] || [ "$grammar/$train_readers" = grid/1 ] || [ "$grammar/${readers_from:+from}" = grid/from ] || {
   echo "error: --mouth_scale needs --grammar grid and --train_readers or --readers_from (the shipped readers read the" \
@@ -87,7 +88,7 @@ fi
 corpus_flags=(); [ -n "$mouth_scale" ] && corpus_flags=(--mouth_scale "$mouth_scale")
 # --speech_snr DB (grid): white noise under the corpus' speech, DB below its power; the picture is the noiseless
 # corpus' own, so the shipped readers read it (make_synthetic.py --speech_snr_db)
-[ -z "$speech_snr" ] || { [[ "$speech_snr" =~ ^-?[0-9]*\.?[0-9]+$ ]] && awk -v k="$speech_snr" 'BEGIN { exit !(k >= -30 && k <= 60) }'; } || {
+[ -z "$speech_snr" ] || number_between "$speech_snr" -30 60 || {
   echo "error: --speech_snr must be a number of dB from -30 to 60, not $speech_snr" >&2; exit 2; }
 [ -z "$speech_snr" ] || [ "$grammar" = grid ] || { echo "error: --speech_snr needs --grammar grid" >&2; exit 2; }
 [ -n "$speech_snr" ] && corpus_flags+=(--speech_snr_db "$speech_snr")
