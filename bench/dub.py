@@ -316,8 +316,9 @@ def main():
                         help="speech length dubbed over the first clip, played back and forth (0: skip)")
     parser.add_argument("--uhd_seconds", type=non_negative_float, default=5, help="length of the 3840x2160 clip (0: skip)")
     parser.add_argument("--free_detection", action="store_true",
-                        help="also dub the first length with the boxes found at no S3FD cost: the end-to-end speed "
-                             "against the generator's with detection taken out (the rest of the pipeline's ceiling)")
+                        help="also dub the first length with the cascade's boxes at no S3FD cost (the rest of the "
+                             "pipeline's ceiling), then with S3FD's cost and those boxes replayed (s3fd_only: what a "
+                             "dub with the real weights pays, without the cascade's cost)")
     parser.add_argument("--workdir", default="/tmp/talklip_bench", help="where clips and outputs go")
     parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -88,10 +88,10 @@ def make_test_set(test_dir: str, av_jitter: int, clips: int, corpus_seed: int, m
     os.makedirs(lists, exist_ok=True)
     log = os.path.join(test_dir, "make.log")
     if not os.path.isfile(os.path.join(corpus, "test.txt")):
-        scale = [] if mouth_scale is None else ["--mouth_scale", str(mouth_scale)]
-        scale += [] if speech_snr is None else ["--speech_snr_db", str(speech_snr)]
+        options = [] if mouth_scale is None else ["--mouth_scale", str(mouth_scale)]
+        options += [] if speech_snr is None else ["--speech_snr_db", str(speech_snr)]
         run(["-m", "preparation.make_synthetic", "--out_dir", corpus, "--num_clips", str(5 * clips),
-             "--seed", str(corpus_seed), "--grammar", "grid", "--av_jitter_frames", str(av_jitter), *scale], log)
+             "--seed", str(corpus_seed), "--grammar", "grid", "--av_jitter_frames", str(av_jitter), *options], log)
     with open(os.path.join(corpus, "test.txt")) as handle:
         names = [line.strip() for line in handle if line.strip()][:clips]
     with open(listed, "w") as handle:

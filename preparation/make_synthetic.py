@@ -275,7 +275,8 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     if mouth_scale is not None and grammar != "grid":
         raise TalkLipError("--mouth_scale needs --grammar grid (the words corpus' mouth is the photo's)")
     if speech_snr_db is not None and grammar != "grid":
-        raise TalkLipError("--speech_snr_db needs --grammar grid (the words corpus' mouth follows its loudness)")
+        raise TalkLipError("--speech_snr_db needs --grammar grid (the words corpus has no word timing to measure the "
+                           "speech's power over)")
     if speech_snr_db is not None and not SPEECH_SNRS_DB[0] <= speech_snr_db <= SPEECH_SNRS_DB[1]:
         raise TalkLipError(f"--speech_snr_db must be between {SPEECH_SNRS_DB[0]:g} and {SPEECH_SNRS_DB[1]:g} dB, "
                            f"got {speech_snr_db:g}")
