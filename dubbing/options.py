@@ -27,10 +27,15 @@ class MouthRegion:
 PASTE_MODES = ("mouth", "face")
 
 
+BF16_BATCH = 8     # 2 CPU cores, folded generator: 8 ran 1.3x 4's frames/s in bf16 (and on a GPU)
+FP32_BATCH = 4     # fp32 is as fast at 4 (41.7 vs 40.7 frames/s at 8) and a 720p dub peaks ~90 MB lower (938-958 vs
+                   # 1037-1047 MB, the batch's activations on top of the dub's first chunk); the faces are the same bit
+                   # for bit at any batch
+
+
 @dataclass
 class SynthesisOptions:
-    batch_size: int = 8           # faces per generator batch (2 CPU cores, folded generator: 8 ran 1.3x 4's frames/s in
-                                  # bf16, 1.1x and 0.95x in fp32 in two runs; 32 no faster, with 4x the memory)
+    batch_size: Optional[int] = None   # faces per generator batch; None: FP32_BATCH in fp32 on the CPU, else BF16_BATCH
     chunk_frames: int = 32        # frames cropped / generated / pasted / handed to the encoder at a time
     feather: int = 0              # blend width in pixels (0: paste the face box as the original)
     audio_window: int = 1500      # audio frames (25 Hz) the transformer sees at once
@@ -46,6 +51,11 @@ class SynthesisOptions:
     crf: int = 18                 # the dub's H.264 quality (x264's crf: lower is better and larger; 18 ~ visually lossless)
 
     def __post_init__(self):
+        if self.batch_size is None:
+            fp32_cpu = self.dtype not in (torch.bfloat16, torch.float16) and str(self.device).startswith("cpu")
+            self.batch_size = FP32_BATCH if fp32_cpu else BF16_BATCH
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be 0..51, got {self.crf}")
         if self.paste not in PASTE_MODES:
