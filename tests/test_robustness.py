@@ -9,6 +9,7 @@ import runpy
 import subprocess
 import sys
 import time
+import warnings
 
 import cv2
 import numpy as np
@@ -137,7 +138,9 @@ def _parsers():
         for name in SCRIPTS + BENCHES:
             try:
                 if name.startswith("bench."):
-                    runpy.run_module(name, run_name="__main__")
+                    with warnings.catch_warnings():    # another test imported it: runpy says so, harmlessly here
+                        warnings.filterwarnings("ignore", "'bench.* found in sys.modules", RuntimeWarning)
+                        runpy.run_module(name, run_name="__main__")
                 else:
                     importlib.import_module(name).parse_args([])
             except Caught as caught:
