@@ -38,6 +38,16 @@ def speech_corpus(request, tmp_path_factory):
     return out, splits
 
 
+class Collect:
+    """Stands where the encoder would: keeps the frames ``render_into`` writes (``write_batch``)."""
+
+    def __init__(self):
+        self.frames = []
+
+    def write_batch(self, frames):
+        self.frames.extend(frames)
+
+
 def run_module(module, *args, cwd=ROOT, timeout=300):
     """Run ``python -m module args`` like a user would; return the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=ROOT)

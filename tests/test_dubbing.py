@@ -328,22 +328,12 @@ def test_a_bf16_dub_stays_within_40_db_of_the_fp32_dub(tmp_path, cpu_generator):
     assert np.abs(dubs["fp32"][:, :, :80] - dubs["bf16"][:, :, :80]).mean() < 0.5     # untouched, up to the encoder
 
 
-
-class Written:
-    """What ``render_into`` hands the encoder."""
-
-    def __init__(self):
-        self.frames = []
-
-    def write_batch(self, frames):
-        self.frames.extend(frames)
-
-
 def test_fp32_dubs_in_batches_of_4_with_the_faces_of_batches_of_8():
     """SynthesisOptions' batch follows the precision: 4 faces in fp32 on the CPU (as fast, ~90 MB less at a
     720p dub's peak), 8 under bf16 or fp16 or on a GPU, a given batch kept; the paper's folded generator in
     fp32 pastes the same frames, bit for bit, at 4 as at 8 (the dub's frames did not change with the default)."""
     from dubbing.render import render_into
+    from tests.conftest import Collect
     from utils.pipeline import StageClock
     assert SynthesisOptions().batch_size == 4 and SynthesisOptions(dtype=torch.bfloat16).batch_size == 8
     assert SynthesisOptions(dtype=torch.float16, device="cuda").batch_size == 8
@@ -358,12 +348,13 @@ def test_fp32_dubs_in_batches_of_4_with_the_faces_of_batches_of_8():
     emb = torch.randn(13, generator.audio_dim)
     pasted = {}
     for batch in (None, 8):
-        written = Written()
+        written = Collect()
         opts = SynthesisOptions(batch_size=batch, chunk_frames=16, progress=False)
         render_into(written, generator, zip(frames.copy(), boxes, range(13)), emb, opts, StageClock())
         pasted[opts.batch_size] = np.stack(written.frames)
     assert not np.array_equal(pasted[4], frames)
     np.testing.assert_array_equal(pasted[4], pasted[8])
+
 
 HEAP_HOLES = """
 import sys

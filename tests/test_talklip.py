@@ -15,7 +15,7 @@ from utils.timeline import frame_feature_rows, ping_pong
 from utils.pipeline import StageClock
 from models.presets import talklip_preset
 from models.talklip import AVSync, TalkLip, TalkLipDiscriminator, bce, load_discriminator, load_talklip
-from tests.conftest import run_module
+from tests.conftest import Collect, run_module
 from utils.audio import AUDIO_RATE_HZ, load_audio
 from utils.errors import CheckpointError
 from utils.video import VideoReader, VideoWriter, probe_video
@@ -152,14 +152,6 @@ def write_tone(path, seconds, rate=AUDIO_RATE_HZ, channels=1, **kw):
 
 def frames_of(path):
     return np.stack(list(VideoReader(path)))
-
-
-class Collect:
-    def __init__(self):
-        self.frames = []
-
-    def write_batch(self, frames):
-        self.frames.extend(frames)
 
 
 def test_only_the_face_box_changes_and_chunking_does_not_matter(talklip_checkpoint, clip):
