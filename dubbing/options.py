@@ -28,9 +28,10 @@ PASTE_MODES = ("mouth", "face")
 
 
 BF16_BATCH = 8     # 2 CPU cores, folded generator: 8 ran 1.3x 4's frames/s in bf16 (and on a GPU)
-FP32_BATCH = 4     # fp32 is as fast at 4 (41.7 vs 40.7 frames/s at 8) and a 720p dub peaks ~90 MB lower (938-958 vs
-                   # 1037-1047 MB, the batch's activations on top of the dub's first chunk); the faces are the same bit
-                   # for bit at any batch
+FP32_BATCH = 4     # fp32 is within a few % of 8's speed at 4 (the generator alone 41.7 / 42.0 / 32.6 frames/s at 4
+                   # against 40.7 / 45.2 / 33.7 at 8 in three runs; a 60 s 720p dub 23.2 / 23.2 against 24.1 / 23.5) and
+                   # the dub peaks 80-110 MB lower (938 / 958 against 1047 / 1037 MB: the batch's activations on top of
+                   # its first chunk), under the 1 GB bound; the faces are the same bit for bit at any batch
 
 
 @dataclass

@@ -329,8 +329,8 @@ def test_a_bf16_dub_stays_within_40_db_of_the_fp32_dub(tmp_path, cpu_generator):
 
 
 def test_fp32_dubs_in_batches_of_4_with_the_faces_of_batches_of_8():
-    """SynthesisOptions' batch follows the precision: 4 faces in fp32 on the CPU (as fast, ~90 MB less at a
-    720p dub's peak), 8 under bf16 or fp16 or on a GPU, a given batch kept; the paper's folded generator in
+    """SynthesisOptions' batch follows the precision: 4 faces in fp32 on the CPU (nearly as fast, ~100 MB less at
+    a 720p dub's peak), 8 under bf16 or fp16 or on a GPU, a given batch kept; the paper's folded generator in
     fp32 pastes the same frames, bit for bit, at 4 as at 8 (the dub's frames did not change with the default)."""
     from dubbing.render import render_into
     from tests.conftest import Collect
