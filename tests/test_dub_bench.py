@@ -6,7 +6,7 @@ import torch
 
 from bench.dub import S3FDCostCascadeBoxes, random_s3fd_weights
 from face_detection import S3FD, S3FDDetector
-from face_detection.s3fd import decode_heads
+from face_detection.s3fd import BGR_MEAN, decode_heads
 
 
 def photo(side=192):
@@ -15,7 +15,8 @@ def photo(side=192):
 
 def candidates(state, frames):
     detector = S3FDDetector(state)
-    x = torch.from_numpy(np.ascontiguousarray(frames[..., ::-1])).permute(0, 3, 1, 2).float() - 110.0
+    x = torch.from_numpy(np.ascontiguousarray(frames[..., ::-1])).permute(0, 3, 1, 2).float()
+    x = x - torch.tensor(BGR_MEAN).view(1, 3, 1, 1)            # the input detect_faces gives the network
     with torch.no_grad():
         return len(decode_heads(detector.net(x), 0))
 
