@@ -55,7 +55,7 @@ def test_an_arm_is_read_at_its_last_generator_checkpoint(tmp_path):
         last_checkpoint(str(tmp_path / "missing"))
 
 
-def test_a_common_start_branches_every_seed_from_one_state_and_keeps_each_seed_for_stage_2():
+def test_a_common_start_branches_every_seed_from_one_state_and_keeps_each_seed_for_stage_2(capsys):
     def flags_of(cmd):
         return {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i] in ("--seed", "--stage2_from", "--out_dir")}
     for seed in (11, 12):
@@ -67,5 +67,8 @@ def test_a_common_start_branches_every_seed_from_one_state_and_keeps_each_seed_f
     args = parse_args(["--out_dir", "o", "--stage2_from", "runs/sweepc", "--start_seed", "1", "--seeds", "11", "--",
                        "--av_jitter", "2"])
     assert (args.start_seed, args.seeds, args.quickstart_flags) == (1, [11], ["--av_jitter", "2"])
-    with pytest.raises(SystemExit):                # a common start names the sweep it branches from
+    with pytest.raises(SystemExit) as refused:     # a common start names the sweep it branches from
         parse_args(["--out_dir", "o", "--start_seed", "1"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: --start_seed needs --stage2_from (the sweep whose seed<T> holds the state where stage 2 begins)")
