@@ -15,6 +15,7 @@
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
 #                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S] [--stage2_from RUN]
 #                      [--lr_hold H] [--av_shift J] [--mouth_scale K] [--readers_from RUN] [--speech_snr DB]
+#                      [--articulation A]
 # --stage2_from RUN: train stage 2 only, from RUN's state where stage 2 begins (RUN: another --out_dir with
 # the same corpus and stage 0-1 settings, whose steps before it are the same on the same machine, so this
 # skips them; "before" is RUN's step-0 generator). --lr_hold H: the learning rates fall to a tenth over stage 2
@@ -25,7 +26,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
 out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
-lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0 av_shift=0 mouth_scale="" readers_from="" speech_snr=""
+lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0 av_shift=0 mouth_scale="" readers_from="" speech_snr="" articulation=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out_dir) out_dir=$2; shift 2 ;;
@@ -49,7 +50,8 @@ while [ $# -gt 0 ]; do
     --mouth_scale) mouth_scale=$2; shift 2 ;;
     --readers_from) readers_from=$2; shift 2 ;;
     --speech_snr) speech_snr=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# //'; exit 0 ;;
+    --articulation) articulation=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -92,6 +94,12 @@ corpus_flags=(); [ -n "$mouth_scale" ] && corpus_flags=(--mouth_scale "$mouth_sc
   echo "error: --speech_snr must be a number of dB from -30 to 60, not $speech_snr" >&2; exit 2; }
 [ -z "$speech_snr" ] || [ "$grammar" = grid ] || { echo "error: --speech_snr needs --grammar grid" >&2; exit 2; }
 [ -n "$speech_snr" ] && corpus_flags+=(--speech_snr_db "$speech_snr")
+# --articulation A (grid): each speaker opens, rounds and shows teeth in their own way, gains within exp(+-A)
+# (make_synthetic.py --articulation), so the speech alone no longer fixes the mouth
+[ -z "$articulation" ] || number_between "$articulation" 0 1 || {
+  echo "error: --articulation must be a number from 0 to 1, not $articulation" >&2; exit 2; }
+[ -z "$articulation" ] || [ "$grammar" = grid ] || { echo "error: --articulation needs --grammar grid" >&2; exit 2; }
+[ -n "$articulation" ] && corpus_flags+=(--articulation "$articulation")
 stage2_state() { printf '%s/train/state_step%09d.pt' "$1" $(( steps0 + steps1 )); }   # a run's state where stage 2 begins
 # Training precision: bf16 autocast where the CPU computes bf16 in hardware (AVX512-BF16 or AMX: a step
 # takes 0.6x the time at the same validation L1 and PSNR, README), fp32 elsewhere (emulated bf16 is slower).

@@ -47,6 +47,7 @@ MOUTH_HALF_WIDTH = 21.0
 VISEME_MOUTH_SCALE = 1.3              # the readable corpus' mouth, x the photo's: visemes a 96-px face shows
 MOUTH_SCALES = (0.5, 2.0)             # the mouth sizes --mouth_scale takes (x the photo's)
 SPEECH_SNRS_DB = (-30.0, 60.0)        # the speech-to-noise ratios --speech_snr_db takes
+ARTICULATIONS = (0.0, 1.0)            # the per-speaker style spreads --articulation takes
 FACE_BOX = (172.0, 62.0, 274.0, 178.0)  # forehead-to-chin box in the photo
 LEAD_SILENCE_S = 0.3
 WORDS = ("ABOUT AFTER AGAIN BECAUSE BEFORE BETTER CHANGE COUNTRY DIFFERENT EVERY FAMILY "
@@ -151,9 +152,31 @@ def add_noise(wav: np.ndarray, spoken: Tuple[int, int], snr_db: float, rng: np.r
     return np.clip(wav + noise, -1.0, 1.0).astype(np.float32)
 
 
+def speaker_style(seed: int, speaker: int, spread: float) -> np.ndarray:
+    """One speaker's way of articulating (``--articulation``), the same in all their clips: gains
+    (opening, width, roundness, teeth and tongue, coarticulation time), each exp(spread * u) with u
+    uniform in [-1, 1] (width's a quarter of that), drawn from the corpus seed and the speaker's index
+    alone, so a speaker keeps their style whatever else the corpus holds. spread 0: all ones."""
+    u = np.random.default_rng([seed, speaker, 1]).uniform(-1.0, 1.0, 5)
+    return np.exp(spread * u * np.array([1.0, 0.25, 1.0, 1.0, 1.0]))
+
+
+def articulate(shapes: np.ndarray, style: np.ndarray) -> np.ndarray:
+    """``shapes`` (N, 6: opening, width, roundness, teeth, tongue, tuck) as a speaker of ``style``
+    (``speaker_style``) makes them: a wider or narrower opening, lips more or less rounded, teeth and tongue
+    more or less shown. Closures stay closed (a gain of 0's opening is 0)."""
+    out = shapes.copy()
+    out[:, 0] = np.clip(shapes[:, 0] * style[0], 0.0, 1.0)
+    out[:, 1] = shapes[:, 1] * style[1]
+    out[:, 2] = np.clip(shapes[:, 2] * style[2], 0.0, 1.0)
+    out[:, 3:5] = np.clip(shapes[:, 3:5] * style[3], 0.0, 1.0)
+    return out
+
+
 def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, face: np.ndarray,
               use_espeak: bool, grammar: str = "words", av_jitter_frames: int = 0,
-              mouth_scale: Optional[float] = None, speech_snr_db: Optional[float] = None) -> None:
+              mouth_scale: Optional[float] = None, speech_snr_db: Optional[float] = None,
+              style: Optional[np.ndarray] = None) -> None:
     samples_per_frame = AUDIO_RATE_HZ // FPS
     offset_frames = 0
     if grammar == "grid":             # phonemes rendered one by one: the mouth shows each one's viseme
@@ -171,12 +194,18 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
     wav = np.pad(wav, (0, num_frames * samples_per_frame - len(wav)))
     truth, shapes = {}, None
     if grammar == "grid":
-        shapes, visemes = mouth_track(segments, num_frames, FPS)
+        if style is None:
+            shapes, visemes = mouth_track(segments, num_frames, FPS)
+        else:                         # the speaker's own articulation: gains on the shapes, their coarticulation
+            shapes, visemes = mouth_track(segments, num_frames, FPS, ease_s=0.03 * float(style[4]))
+            shapes = articulate(shapes, style)
         opening, width = shapes[:, 0], shapes[:, 1]
         truth = {"mouth_roundness": shapes[:, 2], "mouth_shape": shapes, "viseme": visemes,
                  "phonemes": np.array([seg.phone for seg in segments]),
                  "phoneme_times": np.array([(seg.start, seg.end) for seg in segments], np.float32),
                  "av_offset_frames": np.int64(offset_frames)}
+        if style is not None:
+            truth["articulation"] = style.astype(np.float32)
     else:
         opening = mouth_opening(wav, num_frames, FPS)
         width = mouth_width(wav, opening, FPS)
@@ -260,7 +289,7 @@ def grid_splits(names, sentences, rng, slots=SLOTS):
 def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: int = 0,
                 min_words: int = 3, max_words: int = 6, use_espeak: bool = True, grammar: str = "words",
                 slots=SLOTS, av_jitter_frames: int = 0, mouth_scale: Optional[float] = None,
-                speech_snr_db: Optional[float] = None) -> dict:
+                speech_snr_db: Optional[float] = None, articulation: float = 0.0) -> dict:
     """Generate the corpus; return {split: [names]} (plus 'all'). ``grammar``: ``words`` (random words,
     a mouth that opens with the loudness) or ``grid`` (the readable corpus: preparation/visemes.py, whose
     ``slots`` a test may narrow). ``av_jitter_frames`` J (grid only): each clip's mouth runs a random whole
@@ -269,7 +298,10 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     and ``av_offset_frames``). ``mouth_scale`` (grid only): the mouth's size, x the photo's (None:
     ``VISEME_MOUTH_SCALE``, 1.3; 1.0 is the photo's own, whose teeth and tongue are a pixel or two on a 96-px
     face). ``speech_snr_db`` (grid only): white noise under the speech, this many dB below its power (the
-    picture and the truth are the noiseless corpus'; noisy sound leaves the audio less sure of the words)."""
+    picture and the truth are the noiseless corpus'; noisy sound leaves the audio less sure of the words).
+    ``articulation`` A (grid only): each speaker articulates in their own way (``speaker_style``: opening,
+    width, rounding, teeth and coarticulation gains within exp(+-A)), as real speakers do, so the speech
+    alone no longer fixes the mouth pixel for pixel; 0: every speaker articulates alike."""
     if av_jitter_frames and grammar != "grid":
         raise TalkLipError("--av_jitter_frames needs --grammar grid (the words corpus' mouth follows its loudness)")
     if mouth_scale is not None and grammar != "grid":
@@ -280,6 +312,11 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     if speech_snr_db is not None and not SPEECH_SNRS_DB[0] <= speech_snr_db <= SPEECH_SNRS_DB[1]:
         raise TalkLipError(f"--speech_snr_db must be between {SPEECH_SNRS_DB[0]:g} and {SPEECH_SNRS_DB[1]:g} dB, "
                            f"got {speech_snr_db:g}")
+    if articulation and grammar != "grid":
+        raise TalkLipError("--articulation needs --grammar grid (the words corpus' mouth follows its loudness)")
+    if not ARTICULATIONS[0] <= articulation <= ARTICULATIONS[1]:
+        raise TalkLipError(f"--articulation must be between {ARTICULATIONS[0]:g} and {ARTICULATIONS[1]:g}, "
+                           f"got {articulation:g}")
     if mouth_scale is not None and not MOUTH_SCALES[0] <= mouth_scale <= MOUTH_SCALES[1]:
         raise TalkLipError(f"--mouth_scale must be between {MOUTH_SCALES[0]:g} and {MOUTH_SCALES[1]:g} (x the photo's "
                            f"mouth), got {mouth_scale:g}")
@@ -300,8 +337,9 @@ def make_corpus(out_dir: str, num_clips: int = 10, seed: int = 0, num_speakers: 
     print(f"synthetic corpus: {num_clips} clips, speech from {source}", file=sys.stderr)
     for i, (name, sentence) in enumerate(tqdm(list(zip(names, sentences)), desc="clips",
                                               file=sys.stderr, disable=None)):
+        style = speaker_style(seed, i % num_speakers, articulation) if articulation else None
         make_clip(out_dir, name, sentence, np.random.default_rng([seed, i]), face, use_espeak, grammar,
-                  av_jitter_frames, mouth_scale, speech_snr_db)
+                  av_jitter_frames, mouth_scale, speech_snr_db, style)
     splits = grid_splits(names, sentences, rng, slots) if grammar == "grid" else split_names(names, rng)
     for split, members in splits.items():
         write_list(os.path.join(out_dir, f"{split}.txt"), members)
@@ -330,6 +368,9 @@ def parse_args(argv=None):
     parser.add_argument("--speech_snr_db", type=number_in_range(*SPEECH_SNRS_DB), default=None,
                         help="grid: white noise under the speech, this many dB below its power (the picture is "
                              "unchanged; default: no noise)")
+    parser.add_argument("--articulation", type=number_in_range(*ARTICULATIONS), default=0.0,
+                        help="grid: each speaker articulates in their own way, gains on opening, rounding, teeth "
+                             "and coarticulation within exp(+-A) (default 0: every speaker alike)")
     parser.add_argument("--no_espeak", action="store_true",
                         help="use the built-in synthesiser even when espeak-ng is installed")
     return parser.parse_args(argv)
@@ -340,7 +381,7 @@ def main(args) -> int:
     make_corpus(args.out_dir, args.num_clips, args.seed, args.num_speakers, args.min_words,
                 args.max_words, use_espeak=not args.no_espeak, grammar=args.grammar,
                 av_jitter_frames=args.av_jitter_frames, mouth_scale=args.mouth_scale,
-                speech_snr_db=args.speech_snr_db)
+                speech_snr_db=args.speech_snr_db, articulation=args.articulation)
     print(f"wrote {args.num_clips} clips to {args.out_dir} in {time.time() - started:.1f}s",
           file=sys.stderr)
     return 0

@@ -131,6 +131,49 @@ def test_speech_snr_puts_noise_under_the_same_speech_and_leaves_the_picture(grid
         make_corpus(str(tmp_path / "loud"), num_clips=3, grammar="grid", speech_snr_db=-40.0)
 
 
+def test_articulation_gives_each_speaker_a_style_of_their_own(grid_corpus, tmp_path):
+    """--articulation 0.5: the same sentences, speech and viseme ids as the corpus without it; each speaker
+    keeps one style (gt's ``articulation``, the same in all their clips, within exp(+-0.5)) and speakers
+    differ; the shapes are the viseme track at the speaker's coarticulation time times its gains, and the
+    pixels show it: a speaker who opens wider draws more dark mouth interior than the plain corpus does
+    on the same clip. Refused off the grid grammar and above 1."""
+    from preparation.make_synthetic import articulate, speaker_style
+    from preparation.visemes import Segment
+    from utils.errors import TalkLipError
+    data, splits = grid_corpus
+    styled = make_corpus(str(tmp_path), num_clips=6, seed=3, grammar="grid", articulation=0.5)
+    assert styled == splits
+    styles, checked = {}, 0
+    for name in splits["all"]:
+        ref, other = np.load(f"{data}/gt/{name}.npz"), np.load(f"{tmp_path}/gt/{name}.npz")
+        assert "articulation" not in ref.files
+        np.testing.assert_array_equal(other["viseme"], ref["viseme"])
+        np.testing.assert_array_equal(load_audio(f"{tmp_path}/main/{name}.mp4"), load_audio(f"{data}/main/{name}.mp4"))
+        style = other["articulation"]
+        assert np.all((style >= np.exp(-0.5) - 1e-6) & (style <= np.exp(0.5) + 1e-6))
+        styles.setdefault(name.split("/")[0], []).append(style)
+        segments = [Segment(p, float(a), float(b)) for p, (a, b) in zip(ref["phonemes"], ref["phoneme_times"])]
+        track, _ = mouth_track(segments, len(ref["viseme"]), FPS, ease_s=0.03 * float(style[4]))
+        np.testing.assert_allclose(other["mouth_shape"], articulate(track, style), atol=1e-5)
+        if abs(np.log(style[0])) > 0.15:                    # opening gain past 1.16 or under 0.86
+            dark = [np.mean([(mouth_window(f, c, 14, 8) < 60).mean()
+                             for f, c in zip(VideoReader(f"{folder}/main/{name}.mp4"), ref["mouth_center"])])
+                    for folder in (data, str(tmp_path))]
+            assert np.sign(dark[1] - dark[0]) == np.sign(style[0] - 1) and abs(dark[1] / dark[0] - 1) > 0.05, dark
+            checked += 1
+    assert checked >= 3
+    assert len(styles) == 2                                  # 6 clips, 2 speakers of 3 clips each
+    for speaker_styles in styles.values():
+        np.testing.assert_array_equal(speaker_styles[0], speaker_styles[-1])
+    first, second = (v[0] for v in styles.values())
+    assert np.abs(first - second).max() > 0.05
+    np.testing.assert_array_equal(speaker_style(3, 0, 0.0), np.ones(5))
+    with pytest.raises(TalkLipError, match="grid"):
+        make_corpus(str(tmp_path / "words"), num_clips=3, grammar="words", articulation=0.5)
+    with pytest.raises(TalkLipError, match="between 0 and 1"):
+        make_corpus(str(tmp_path / "wild"), num_clips=3, grammar="grid", articulation=1.5)
+
+
 def test_each_viseme_draws_its_own_mouth(grid_corpus):
     """The mean mouth picture of each viseme class differs from every other class's."""
     data, splits = grid_corpus

@@ -564,6 +564,8 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
                                              "-30 to 60"),
                                             (["--speech_snr", "-45"], "--speech_snr must be a number of dB from "
                                              "-30 to 60"),
+                                            (["--articulation", "1.5"], "--articulation must be a number from 0 "
+                                             "to 1"),
                                             (["--readers_from", "nope"], "--readers_from (without --train_readers) must "
                                              "be a quickstart run folder with the expert.pt and observer.pt its "
                                              "--train_readers made")])
