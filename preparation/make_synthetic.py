@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from preparation.mouth_pixels import OPEN_DARKNESS, mouth_darkness
 from preparation.speech import espeak_available, mouth_opening, mouth_width, speak
-from preparation.visemes import SLOTS, Segment, mouth_track, speak_phonemes
+from preparation.visemes import EASE_S, SLOTS, Segment, mouth_track, speak_phonemes
 from preparation.visemes import sentence as grid_sentence
 from utils.cli import int_at_least, non_negative_int, number_in_range, positive_int
 from utils.audio import AUDIO_RATE_HZ, save_wav
@@ -164,7 +164,7 @@ def speaker_style(seed: int, speaker: int, spread: float) -> np.ndarray:
 def articulate(shapes: np.ndarray, style: np.ndarray) -> np.ndarray:
     """``shapes`` (N, 6: opening, width, roundness, teeth, tongue, tuck) as a speaker of ``style``
     (``speaker_style``) makes them: a wider or narrower opening, lips more or less rounded, teeth and tongue
-    more or less shown. Closures stay closed (a gain of 0's opening is 0)."""
+    more or less shown. Closures stay closed (the gain scales an opening of 0 to 0)."""
     out = shapes.copy()
     out[:, 0] = np.clip(shapes[:, 0] * style[0], 0.0, 1.0)
     out[:, 1] = shapes[:, 1] * style[1]
@@ -194,10 +194,9 @@ def make_clip(out_dir: str, name: str, sentence: str, rng: np.random.Generator, 
     wav = np.pad(wav, (0, num_frames * samples_per_frame - len(wav)))
     truth, shapes = {}, None
     if grammar == "grid":
-        if style is None:
-            shapes, visemes = mouth_track(segments, num_frames, FPS)
-        else:                         # the speaker's own articulation: gains on the shapes, their coarticulation
-            shapes, visemes = mouth_track(segments, num_frames, FPS, ease_s=0.03 * float(style[4]))
+        ease = EASE_S if style is None else EASE_S * float(style[4])     # a speaker's own coarticulation time
+        shapes, visemes = mouth_track(segments, num_frames, FPS, ease_s=ease)
+        if style is not None:         # and their own gains on the shapes
             shapes = articulate(shapes, style)
         opening, width = shapes[:, 0], shapes[:, 1]
         truth = {"mouth_roundness": shapes[:, 2], "mouth_shape": shapes, "viseme": visemes,

@@ -188,10 +188,11 @@ def _shape_vector(shape: MouthShape) -> np.ndarray:
 
 
 SHAPE_FIELDS = ("opening", "width", "roundness", "teeth", "tongue", "tuck")
+EASE_S = 0.03                         # the coarticulation time of mouth_track (a speaker's style scales it)
 
 
 def mouth_track(segments: Sequence[Segment], num_frames: int, fps: float,
-                ease_s: float = 0.03) -> Tuple[np.ndarray, np.ndarray]:
+                ease_s: float = EASE_S) -> Tuple[np.ndarray, np.ndarray]:
     """Per-frame mouth shapes (num_frames, 6: ``SHAPE_FIELDS``) and viseme ids (num_frames,), sampled at
     each frame's centre. Each phoneme holds its viseme's target over its middle 60% (a diphthong moves
     from its first vowel's to its second's); between holds the shape eases linearly, then a Gaussian

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from preparation.make_synthetic import FPS, make_corpus
-from preparation.visemes import LEXICON, SLOTS, VISEMES, VISEME_OF, mouth_track, speak_phonemes
+from preparation.visemes import EASE_S, LEXICON, SLOTS, VISEMES, VISEME_OF, mouth_track, speak_phonemes
 from utils.audio import AUDIO_RATE_HZ, load_audio
 from utils.video import VideoReader
 
@@ -153,7 +153,7 @@ def test_articulation_gives_each_speaker_a_style_of_their_own(grid_corpus, tmp_p
         assert np.all((style >= np.exp(-0.5) - 1e-6) & (style <= np.exp(0.5) + 1e-6))
         styles.setdefault(name.split("/")[0], []).append(style)
         segments = [Segment(p, float(a), float(b)) for p, (a, b) in zip(ref["phonemes"], ref["phoneme_times"])]
-        track, _ = mouth_track(segments, len(ref["viseme"]), FPS, ease_s=0.03 * float(style[4]))
+        track, _ = mouth_track(segments, len(ref["viseme"]), FPS, ease_s=EASE_S * float(style[4]))
         np.testing.assert_allclose(other["mouth_shape"], articulate(track, style), atol=1e-5)
         if abs(np.log(style[0])) > 0.15:                    # opening gain past 1.16 or under 0.86
             dark = [np.mean([(mouth_window(f, c, 14, 8) < 60).mean()
