@@ -1,0 +1,171 @@
+"""GRID as a dataset (preparation/grid.py) on the real clips of ../shared/data/grid (skipped without them): the
+split, the framing, every bad input the command must refuse in one line, and the measures of real mouths."""
+import glob
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from preparation import grid
+from tests.conftest import ROOT, run_module
+
+GRID = os.path.join(ROOT, "..", "shared", "data", "grid")
+needs_grid = pytest.mark.skipif(not os.path.isdir(os.path.join(GRID, "s1")),
+                                reason="../shared/data/grid (GRID s1) is not here")
+GOOD = ("bbaf2n", "bbaf3s", "brwn3a", "lbij8p")     # real clips: .mp4 and .mpg, and sgib8n.mpg (damaged)
+DAMAGED = "sgib8n"                                  # decodes with a damaged macroblock
+
+
+def link_clip(root, ident, speaker="s1", as_ident=None, align=True):
+    as_ident = as_ident or ident
+    os.makedirs(f"{root}/{speaker}", exist_ok=True)
+    os.makedirs(f"{root}/alignments/{speaker}", exist_ok=True)
+    video = glob.glob(f"{GRID}/s1/{ident}.*")[0]
+    os.symlink(os.path.abspath(video), f"{root}/{speaker}/{as_ident}{os.path.splitext(video)[1]}")
+    if align:
+        shutil.copy(f"{GRID}/alignments/s1/{ident}.align", f"{root}/alignments/{speaker}/{as_ident}.align")
+
+
+def temporaries(folder):
+    return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if ".tmp-" in f]
+
+
+def test_the_split_is_by_sentence_fixed_and_documented():
+    words = "BIN BLUE AT F TWO NOW".split()
+    assert grid.split_of(words) == grid.split_of([w.lower() for w in words])     # a sentence, not a spelling
+    assert grid.split_of(words) == "train"      # pinned: changing the rule moves every split (SPLIT_DOC)
+    # over the whole grammar every part is used in about its share
+    rng = np.random.default_rng(0)
+    parts = [grid.split_of([slot[rng.integers(len(slot))] for slot in grid.GRAMMAR]) for _ in range(3600)]
+    share = {p: parts.count(p) / len(parts) for p in ("train", "valid", "test")}
+    assert 0.04 < share["test"] < 0.075 and 0.04 < share["valid"] < 0.075, share
+
+
+@needs_grid
+def test_the_split_of_the_shared_s1_sentences_is_800_50_50():
+    sentences = [grid.read_alignment(p).words for p in sorted(glob.glob(f"{GRID}/alignments/s1/*.align"))]
+    parts = [grid.split_of(s) for s in sentences]
+    assert (parts.count("train"), parts.count("valid"), parts.count("test")) == (800, 50, 50)
+    by_sentence = {}
+    for s, p in zip(sentences, parts):
+        by_sentence.setdefault(s, set()).add(p)
+    assert all(len(p) == 1 for p in by_sentence.values())
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A GRID folder of real clips and every kind of bad input, prepared once through the command."""
+    if not os.path.isdir(os.path.join(GRID, "s1")):
+        pytest.skip("../shared/data/grid (GRID s1) is not here")
+    root = str(tmp_path_factory.mktemp("grid_in"))
+    for ident in GOOD + (DAMAGED,):
+        link_clip(root, ident)
+    link_clip(root, "bbaf2n", speaker="s9", as_ident="bbaf2n")      # the same sentence, another speaker
+    link_clip(root, "bbaf3s", as_ident="noalig", align=False)         # a video without its alignment
+    shutil.copy(f"{GRID}/alignments/s1/bbal6n.align", f"{root}/alignments/s1/novide.align")   # and the reverse
+    link_clip(root, "bbal7s", as_ident="toolng")                      # an alignment longer than its video
+    with open(f"{root}/alignments/s1/toolng.align", "a") as handle:
+        handle.write("74500 99000 sil\n")
+    link_clip(root, "bbal8p", as_ident="banana")                      # a word outside the grammar
+    text = open(f"{root}/alignments/s1/banana.align").read().replace(" bin", " banana")
+    open(f"{root}/alignments/s1/banana.align", "w").write(text)
+    os.makedirs(f"{root}/s5/video")                                   # a speaker folder with no clips
+    out = str(tmp_path_factory.mktemp("grid_out"))
+    result = run_module("preparation.grid", "--grid_root", root, "--out_dir", out, "--no_progress", timeout=600)
+    return root, out, result
+
+
+def test_grid_is_prepared_into_the_lrs2_layout(prepared):
+    _, out, result = prepared
+    assert result.returncode == 3, result.stderr            # some clips left out, the rest prepared
+    listed = open(f"{out}/filelist.txt").read().split()
+    assert sorted(listed) == sorted([f"s1/{i}" for i in GOOD + (DAMAGED,)] + ["s9/bbaf2n"])
+    for name in listed:
+        assert open(f"{out}/main/{name}.txt").readline().startswith("Text:  ")
+        for path in (f"{out}/main/{name}.mp4", f"{out}/audio/{name}.wav", f"{out}/bbx/{name}.npy", f"{out}/gt/{name}.npz"):
+            assert os.path.isfile(path), path
+    assert open(f"{out}/main/s1/bbaf2n.txt").readline().strip() == "Text:  BIN BLUE AT F TWO NOW"
+    truth = np.load(f"{out}/gt/s1/bbaf2n.npz")
+    assert list(truth["words"]) == "BIN BLUE AT F TWO NOW".split()
+    assert truth["word_start_s"][0] == pytest.approx(23750 / 25000) and truth["word_end_s"][-1] == pytest.approx(53000 / 25000)
+    # every list holds its sentences' part, and one sentence (two speakers) sits in one part
+    for part in ("train", "valid", "test"):
+        for name in open(f"{out}/{part}.txt").read().split():
+            assert grid.split_of(open(f"{out}/main/{name}.txt").readline().split()[1:]) == part
+    assert sum("bbaf2n" in open(f"{out}/{p}.txt").read() for p in ("train", "valid", "test")) == 1
+    assert not temporaries(out)
+
+
+def test_every_bad_input_is_one_line_naming_its_file(prepared):
+    root, out, result = prepared
+    lines = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+
+    def line_about(fragment):
+        found = [line for line in lines if fragment in line]
+        assert found, (fragment, result.stderr)
+        return found[0]
+    assert "has no alignment" in line_about("noalig") and "add GRID's alignment" in line_about("noalig")
+    assert "has no video" in line_about("novide.align")
+    assert "runs to 3.96 s, past the 3.00 s" in line_about("toolng")
+    assert "'banana' is not a word of GRID's grammar" in line_about("banana")
+    assert f"{root}/s5" in line_about("holds no video")
+    failures = open(f"{out}/failures_grid.txt").read()
+    for ident in ("noalig", "novide", "toolng", "banana"):
+        assert f"s1/{ident}\t" in failures
+        assert not glob.glob(f"{out}/*/s1/{ident}.*")      # nothing written for a clip left out
+    # a rerun resumes: only the clip whose length is known from its video alone is decoded again
+    again = run_module("preparation.grid", "--grid_root", root, "--out_dir", out, "--no_progress", timeout=300)
+    assert again.returncode == 3 and "framing 1 clips (6 already done)" in again.stderr, again.stderr
+    assert sorted(open(f"{out}/filelist.txt").read().split()) == sorted(open(f"{out}/prepared.txt").read().split())
+
+
+def test_a_folder_without_any_clip_is_refused_in_one_line(tmp_path):
+    os.makedirs(tmp_path / "g" / "s1")
+    os.makedirs(tmp_path / "g" / "alignments" / "s1")
+    result = run_module("preparation.grid", "--grid_root", tmp_path / "g", "--out_dir", tmp_path / "o")
+    assert result.returncode == 2 and "no clip of" in result.stderr and "Traceback" not in result.stderr
+    result = run_module("preparation.grid", "--grid_root", tmp_path / "nothing", "--out_dir", tmp_path / "o")
+    assert result.returncode == 2 and "does not exist" in result.stderr.splitlines()[-1]
+
+
+def test_the_damaged_mpg_is_read_and_framed_like_the_others(prepared):
+    _, out, _ = prepared
+    from utils.video import VideoReader
+    with VideoReader(f"{out}/main/s1/{DAMAGED}.mp4") as reader:
+        frames = list(reader)
+    assert len(frames) == 75 and frames[0].shape == (160, 160, 3)
+    boxes = np.load(f"{out}/bbx/s1/{DAMAGED}.npy")
+    assert len(boxes) == 75
+
+
+def test_the_copy_puts_the_mouth_at_the_frame_centre(prepared):
+    """The framing's promise, read from pixels: the mouth (the darkest band of the lower face) lies within a few
+    pixels of the frame centre row, and the face box the detector finds in the copy spans most of the frame."""
+    _, out, _ = prepared
+    from utils.video import VideoReader
+    for ident in GOOD:
+        with VideoReader(f"{out}/main/s1/{ident}.mp4") as reader:
+            frame = list(reader)[0]
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        rows = grey[60:110, 65:95].mean(1)                  # a column through the lips, nose tip to chin
+        assert abs(60 + int(np.argmin(rows)) - 80) <= 8, (ident, np.argmin(rows))
+        box = np.load(f"{out}/bbx/s1/{ident}.npy")[0]
+        assert 90 <= box[2] - box[0] <= 150 and box[0] < 80 < box[2], box
+
+
+def test_a_track_that_wanders_is_refused_as_a_damaged_picture():
+    steady = np.tile([100, 100, 200, 220], (75, 1))
+    grid.check_face_steady("clip.mpg", steady)
+    wandering = steady.copy()
+    wandering[:30] = [0, 230, 40, 288]
+    with pytest.raises(Exception, match="stays in place on only 45 of its 75 frames"):
+        grid.check_face_steady("clip.mpg", wandering)
+
+
+def test_frame_word_ids_follow_the_alignment():
+    ids = grid.frame_word_ids(["BIN", "BLUE"], [0.04, 0.12], [0.12, 0.2], 6)
+    assert ids.tolist() == [0, 1 + grid.VOCABULARY.index("BIN"), 1 + grid.VOCABULARY.index("BIN"),
+                            1 + grid.VOCABULARY.index("BLUE"), 1 + grid.VOCABULARY.index("BLUE"), 0]
