@@ -215,8 +215,9 @@ class ExpertConfig(OptionsFromDict):
     video_root: str = option(help="folder of <spk>/<clip>.mp4 (face-centred frames, as LRS2)", group="data")
     word_root: str = option(help="folder of <name>.txt transcripts", group="data")
     viseme_root: Optional[str] = option(
-        None, group="data", help="a synthetic corpus' gt/ folder: also learn each frame's viseme (frame-level "
-                                 "supervision of the visual front end; the head is not saved)")
+        None, group="data", help="a corpus' gt/ folder: also learn each frame's label, the readable corpus' viseme or "
+                                 "GRID's word (preparation.grid): frame-level supervision of the visual front end; the "
+                                 "head is not saved")
     test_filelist: Optional[str] = option(None, group="data",
                                           help="also report the WER (and the blank-video WER) on these held-out clips")
     # model

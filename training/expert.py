@@ -18,7 +18,7 @@ from utils.corpus import read_transcript
 from models.avhubert import AVHubertSeq2Seq, load_avhubert, load_lip_reader
 from models.avhubert.model import AVHubertModel
 from models.avhubert.tokenizer import Dictionary, SentencePieceTokenizer, TextCodec
-from models.avhubert.expert_input import ROI_STD, collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
+from models.avhubert.expert_input import ROI_SOURCE, ROI_STD, collate_targets, collate_videos, frames_to_mouth_rois, lip_reading_loss
 from models.presets import decoder_preset, encoder_preset
 from training.config import ExpertConfig
 from training.mouth_augment import ROI_HIGH, ROI_LOW, CropAugment
@@ -104,9 +104,38 @@ class AdversarialCrops:
         return attacked.detach()
 
 
+def central_square(frame: np.ndarray, side: int = ROI_SOURCE) -> np.ndarray:
+    """The central ``side`` x ``side`` of a frame (all of a smaller side): what ``frames_to_mouth_rois`` reads."""
+    top, left = max(0, (frame.shape[0] - side) // 2), max(0, (frame.shape[1] - side) // 2)
+    return frame[top:top + side, left:left + side]
+
+
+def frame_labels(path: str, frames: int) -> torch.Tensor:
+    """(frames,) per-frame class ids from a corpus' gt ``.npz``: the readable corpus' ``viseme``, or GRID's word at
+    each frame (``words`` / ``word_start_s`` / ``word_end_s``, preparation.grid: 0 in a pause)."""
+    with np.load(path) as data:
+        if "viseme" in data.files:
+            return torch.from_numpy(data["viseme"]).long()
+        if "words" in data.files:
+            from preparation.grid import frame_word_ids
+            return torch.from_numpy(frame_word_ids(data["words"], data["word_start_s"], data["word_end_s"], frames))
+    raise TalkLipError(f"{path} holds no per-frame labels (a readable corpus' viseme, or GRID's word timings): "
+                       f"--viseme_root must be the gt/ folder of make_synthetic --grammar grid or preparation.grid")
+
+
+def frame_label_classes(path: str) -> int:
+    """How many frame classes a gt file's labels have (visemes, or GRID's words and the pause)."""
+    with np.load(path) as data:
+        if "viseme" in data.files:
+            from preparation.visemes import VISEMES
+            return len(VISEMES)
+    from preparation.grid import VOCABULARY
+    return len(VOCABULARY) + 1
+
+
 class ClipCache:
     """Mouth crops and targets of a split, read once (the corpora this is for are small); with
-    ``viseme_root`` (a synthetic corpus' gt/ folder) also each frame's viseme id; with ``audio`` also
+    ``viseme_root`` (a corpus' gt/ folder) also each frame's label (``frame_labels``); with ``audio`` also
     each clip's speech as TalkLip's audio features (read from the video's own sound track), one row
     per frame."""
 
@@ -115,11 +144,11 @@ class ClipCache:
         self.items, self.codec, self.visemes, self.audio = [], codec, [], []
         for name in tqdm(names, desc="reading clips", unit="clip", leave=False, disable=not progress):
             path = f"{video_root}/{name}.mp4"
-            with VideoReader(path) as reader:
-                frames = torch.from_numpy(np.stack(list(reader))).float()
+            with VideoReader(path) as reader:     # the central ROI_SOURCE square only, before it becomes float: the
+                frames = torch.from_numpy(np.stack([central_square(f) for f in reader])).float()   # same crops, 1/3 the memory
             self.items.append((frames_to_mouth_rois(frames), codec.encode(read_transcript(word_root, name))))
             if viseme_root:
-                self.visemes.append(torch.from_numpy(np.load(f"{viseme_root}/{name}.npz")["viseme"]).long())
+                self.visemes.append(frame_labels(f"{viseme_root}/{name}.npz", len(frames)))
             if audio:
                 feats = talklip_features(load_audio(path), AUDIO_RATE_HZ)
                 self.audio.append(torch.from_numpy(audio_visual_align(feats, len(frames), mode="end")))
@@ -234,8 +263,8 @@ def train_expert(cfg: ExpertConfig, log=print) -> Dict:
     valid = ClipCache(valid_names, video_root, word_root, codec, progress, audio=audio_visual)
     head = None
     if viseme_root:
-        from preparation.visemes import VISEMES
-        head = torch.nn.Linear(model.encoder.w2v_model.cfg.encoder_embed_dim, len(VISEMES)).to(device)
+        classes = frame_label_classes(f"{viseme_root}/{train_names[0]}.npz")
+        head = torch.nn.Linear(model.encoder.w2v_model.cfg.encoder_embed_dim, classes).to(device)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
