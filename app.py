@@ -353,7 +353,7 @@ def main(args) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         print("terminated" if isinstance(stop, Terminated) else "interrupted", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        os._exit(143 if isinstance(stop, Terminated) else 130)
+        os._exit(stop.exit_status if isinstance(stop, Terminated) else 130)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -51,11 +51,11 @@ mkdir -p "$audio_root" "$bbx_root" || die "cannot create $audio_root or $bbx_roo
 
 echo "preprocessing $(grep -c '[^[:space:]]' "$filelist") clips from $video_root in $nshard shards"
 pids=() names=()
-# Ctrl-C (SIGINT) and SIGTERM stop every shard: bash starts background children with SIGINT ignored, so
+# Ctrl-C (SIGINT), SIGTERM and SIGHUP stop every shard: bash starts background children with SIGINT ignored, so
 # they are sent SIGTERM here and waited for (each writes through a temporary, so no partial file stays,
 # and a rerun resumes where they stopped).
 stop() {
-  trap - INT TERM
+  trap - INT TERM HUP
   echo "interrupted: stopping ${#pids[@]} shard processes" >&2
   [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
   wait
@@ -63,6 +63,7 @@ stop() {
 }
 trap 'stop 130' INT
 trap 'stop 143' TERM
+trap 'stop 129' HUP      # the terminal or ssh session closed: the same clean stop
 for rank in $(seq 1 "$nshard"); do
   $PYTHON -m preparation.audio_extract --filelist "$filelist" --video_root "$video_root" \
     --audio_root "$audio_root" --rank "$rank" --nshard "$nshard" \

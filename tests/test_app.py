@@ -356,3 +356,25 @@ def test_sigterm_during_a_dub_stops_it_and_exits_143(browser, talklip_checkpoint
     assert code == 143 and time.time() - began < 20, (code, text[-2000:])
     assert "terminated" in text and "terminate called" not in text
     assert not glob.glob(str(system_tmp / "talklip-app-*")), os.listdir(system_tmp)
+
+
+def test_a_closed_terminal_stops_the_page_and_removes_its_folder(talklip_checkpoint, tmp_path):
+    """SIGHUP (the terminal or ssh session that started app.py closed) cleans up as SIGTERM does: the page's
+    folder of visitors' uploads and dubs is removed and the process exits 129."""
+    port, system_tmp = free_port(), tmp_path / "tmp"
+    system_tmp.mkdir()
+    log_path = tmp_path / "app.log"
+    env = {**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(system_tmp)}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--ckpt_path", talklip_checkpoint[0], "--port", str(port),
+                                 "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_page(proc, port, log_path)
+            assert glob.glob(str(system_tmp / "talklip-app-*"))
+            proc.send_signal(signal.SIGHUP)
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 129, (code, log_path.read_text()[-2000:])
+    assert not glob.glob(str(system_tmp / "talklip-app-*")), os.listdir(system_tmp)

@@ -127,7 +127,12 @@ def test_a_one_frame_video_with_long_speech(tmp_path, talklip_checkpoint):
     assert np.abs(frames[:, :, :12] - source[:, :, :12]).mean(axis=(1, 2, 3)).max() < 2   # one picture, outside the face
 
 
-def test_sigterm_leaves_no_partial_file_and_a_rerun_clears_old_ones(tmp_path, talklip_checkpoint):
+@pytest.mark.parametrize("stop,status,last_line", [(signal.SIGTERM, 143, "terminated"),
+                                                   (signal.SIGHUP, 129, "hung up: stopped")])
+def test_sigterm_leaves_no_partial_file_and_a_rerun_clears_old_ones(tmp_path, talklip_checkpoint, stop, status,
+                                                                    last_line):
+    """SIGTERM, and SIGHUP (the terminal closed), remove the dub's temporary output and its spill file of frames
+    (the speech outlasts the video) and exit 128 + the signal."""
     path, _ = talklip_checkpoint
     video = tmp_path / "clip.mp4"
     write_clip(video, head_frames(25))
@@ -137,7 +142,9 @@ def test_sigterm_leaves_no_partial_file_and_a_rerun_clears_old_ones(tmp_path, ta
     (out / ".dub.tmp-deadbeef.mp4").write_bytes(b"left by a run killed with -9")
     cmd = [sys.executable, "inf_demo.py", "--video_path", str(video), "--wav_path", str(tmp_path / "a.wav"),
            "--ckpt_path", path, "--save_path", str(out / "dub"), "--device", "cpu", "--no_progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    spill = tmp_path / "tmp"
+    os.makedirs(spill)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=dict(os.environ, TMPDIR=str(spill)))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         temps = [n for n in os.listdir(out) if ".tmp-" in n and "deadbeef" not in n]
@@ -146,10 +153,11 @@ def test_sigterm_leaves_no_partial_file_and_a_rerun_clears_old_ones(tmp_path, ta
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read()
     assert not os.path.exists(out / ".dub.tmp-deadbeef.mp4")      # the stale one went when writing began
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "terminated"
+    assert proc.returncode == status and err.strip().splitlines()[-1] == last_line, err[-800:]
     assert os.listdir(out) == []
+    assert [os.path.join(d, f) for d, _, files in os.walk(spill) for f in files] == []
 
 
 def test_variable_frame_rate_keeps_its_timing(tmp_path, talklip_checkpoint):

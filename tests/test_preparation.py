@@ -160,10 +160,12 @@ def test_preprocess_sh_checks_paths_before_starting(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_ctrl_c_stops_every_shard_of_preprocess_sh_and_a_rerun_resumes(corpus, one_shard, tmp_path):
+@pytest.mark.parametrize("stop,status", [(signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_ctrl_c_stops_every_shard_of_preprocess_sh_and_a_rerun_resumes(corpus, one_shard, tmp_path, stop, status):
     """Ctrl-C reaches the whole foreground process group, but bash starts its background shards with SIGINT
     ignored: they ran on to the end after the prompt came back. Now preprocess.sh stops them all within
-    seconds (exit 130), no partial file is left, and a rerun completes the outputs."""
+    seconds (exit 130), no partial file is left, and a rerun completes the outputs. A closed terminal (SIGHUP
+    to the group) stops them the same way (exit 129)."""
     import time
     data, _ = corpus
     args = ["bash", os.path.join(ROOT, "preprocess.sh"), "--filelist", f"{data}/filelist.txt", "--video_root",
@@ -172,10 +174,10 @@ def test_ctrl_c_stops_every_shard_of_preprocess_sh_and_a_rerun_resumes(corpus, o
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     time.sleep(2.5)                                     # the shards are importing torch, or working
-    os.killpg(proc.pid, signal.SIGINT)                  # what the terminal does on Ctrl-C
+    os.killpg(proc.pid, stop)                           # what the terminal does on Ctrl-C, or when it closes
     began = time.time()
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and time.time() - began < 15, err.decode()
+    assert proc.returncode == status and time.time() - began < 15, err.decode()
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)                          # nothing of the group is left running

@@ -8,12 +8,28 @@ import sys
 
 
 class Terminated(BaseException):
-    """SIGTERM (sent by ``timeout``, ``docker stop``, SLURM), raised in the main thread so that it
-    unwinds like Ctrl-C: temporary outputs are removed, background threads and ffmpeg stopped."""
+    """SIGTERM (sent by ``timeout``, ``docker stop``, SLURM) or SIGHUP (the terminal or ssh session closed),
+    raised in the main thread so that it unwinds like Ctrl-C: temporary outputs are removed, background
+    threads and ffmpeg stopped. ``exit_status`` is the shell's for the signal (143, 129)."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
 
 
 def _on_sigterm(signum, frame):
-    raise Terminated()
+    raise Terminated(signum)
+
+
+def install_stop_signals() -> None:
+    """SIGTERM, and SIGHUP unless the process was started to ignore it (``nohup``), raise ``Terminated``."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _on_sigterm)
 
 
 class TalkLipError(Exception):
@@ -50,7 +66,7 @@ def run_cli(main, args) -> None:
 
     ``main`` may return an int exit status (None means 0).
     """
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    install_stop_signals()
     try:
         status = main(args)
     except TalkLipError as exc:
@@ -59,7 +75,7 @@ def run_cli(main, args) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        sys.exit(143)
+    except Terminated as stop:
+        print("terminated" if stop.signum == signal.SIGTERM else "hung up: stopped", file=sys.stderr)
+        sys.exit(stop.exit_status)
     sys.exit(int(status or 0))
