@@ -25,7 +25,7 @@ from utils.cli import (add_device_arg, add_ignored_flags, fraction_below, int_at
                        note_ignored_flags, positive_int)
 from utils.device import PRECISIONS, autocast_dtype, resolve_device
 from utils.errors import TalkLipError, run_cli
-from utils.fileio import refuse_input_as_output
+from utils.fileio import mp4_output, refuse_input_as_output
 
 
 def parse_args(argv=None):
@@ -122,9 +122,7 @@ def main_jobs(args, device) -> int:
 def output_path(save_path: str, video_path: str, inputs) -> str:
     """The .mp4 to write: ``save_path`` (+ .mp4), or <folder>/<video name>.mp4 when it names a folder
     (ends with '/' or exists as one). Never one of ``inputs``."""
-    if save_path.endswith(("/", os.sep)) or os.path.isdir(save_path):
-        save_path = os.path.join(save_path, os.path.splitext(os.path.basename(video_path))[0])
-    out = save_path if save_path.lower().endswith(".mp4") else f"{save_path}.mp4"
+    out = mp4_output(save_path, video_path)
     refuse_input_as_output(out, inputs, "--save_path")
     return out
 

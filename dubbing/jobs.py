@@ -2,8 +2,11 @@
 
 A jobs file is a CSV with a header row, or JSON lines (``.jsonl``), with per row ``video``, ``speech`` and
 ``output``, and optionally ``follow`` ('X,Y' or 'largest') and ``reference`` (``--reference``'s values);
-relative paths are read from the jobs file's folder. A row whose output is already there, complete, is
-skipped (a rerun resumes); a row that fails is listed in the failures file and the others go on.
+relative paths are read from the jobs file's folder; ``output`` follows ``--save_path``'s rule (.mp4 added when
+it lacks it; a folder gets <folder>/<video name>.mp4). Before any row runs, rows that would write the same
+output, or whose output is another row's input, are refused in one line naming them. A row whose output is
+already there, complete, is skipped (a rerun resumes); a row that fails is listed in the failures file and the
+others go on; the failures file is written also when the run is stopped (SIGTERM, SIGHUP, Ctrl-C).
 ``rank``/``nshard`` (or torchrun's and SLURM's variables) split the rows across processes and machines,
 as preprocessing splits its clips.
 """
@@ -22,7 +25,7 @@ from dubbing.options import SynthesisOptions
 from dubbing.reference import check_reference
 from face_detection.tracking import TrackingOptions, parse_follow
 from utils.errors import MediaError, TalkLipError, one_line
-from utils.fileio import atomic_output, refuse_input_as_output, resolve_shard, shard_items
+from utils.fileio import atomic_output, mp4_output, refuse_input_as_output, resolve_shard, shard_items
 from utils.video import check_complete
 
 COLUMNS = ("video", "speech", "output")
@@ -73,10 +76,38 @@ def read_jobs(path: str) -> List[Job]:
                                f"{', '.join(COLUMNS)} (and may give {', '.join(OPTIONAL_COLUMNS)})")
         where = lambda p: os.path.join(folder, os.path.expanduser(str(p).strip()))
         optional = {c: (str(row[c]).strip() or None) if row.get(c) not in (None, "") else None for c in OPTIONAL_COLUMNS}
-        jobs.append(Job(number, where(row["video"]), where(row["speech"]), where(row["output"]), **optional))
+        video = where(row["video"])
+        jobs.append(Job(number, video, where(row["speech"]), mp4_output(where(row["output"]), video), **optional))
     if not jobs:
         raise TalkLipError(f"jobs file {path} has no rows: give {', '.join(COLUMNS)} per row")
+    check_outputs(jobs, path)
     return jobs
+
+
+def _rows(numbers: List[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:5]) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}"
+
+
+def check_outputs(jobs: List[Job], path: str) -> None:
+    """One line, before any row runs, when two rows write the same output (the second would count as done and
+    never be made) or a row's output is another row's input (dubbing it would overwrite that input)."""
+    key = lambda p: os.path.normcase(os.path.realpath(p))
+    writers = {}
+    for job in jobs:
+        writers.setdefault(key(job.output), []).append(job.row)
+    for out, rows in writers.items():
+        if len(rows) > 1:
+            raise TalkLipError(f"{path}: {_rows(rows)} all write {out}: give each row its own output")
+    readers = {}
+    for job in jobs:
+        for source in (job.video, job.speech):
+            readers.setdefault(key(source), []).append(job.row)
+    for job in jobs:
+        rows = sorted(set(readers.get(key(job.output), [])))
+        if rows:
+            raise TalkLipError(f"{path}: row {job.row}'s output {job.output} is an input of {_rows(rows)}: dubbing it "
+                               f"would overwrite that input; give row {job.row} another output")
 
 
 def is_done(job: Job) -> bool:
@@ -102,6 +133,23 @@ def run_jobs(jobs: List[Job], generator, detector, opts: SynthesisOptions, track
     def frames_seen(stage: str, done: int, _total: int) -> None:
         if stage == "generating":
             bar.set_postfix_str(f"{summary.frames + done} frames")
+    finished = False
+    try:
+        _run_rows(bar, summary, generator, detector, opts, tracking, frames_seen)
+        finished = True
+    finally:                                # also when stopped: the rows that failed so far are listed
+        bar.close()
+        if summary.failed:
+            with atomic_output(failures_path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+                handle.writelines(f"row {job.row}\t{job.video}\t{job.speech}\t{job.output}\t{reason}\n"
+                                  for job, reason in summary.failed)
+        elif finished and os.path.exists(failures_path):
+            os.remove(failures_path)
+    return summary
+
+
+def _run_rows(bar, summary: JobsSummary, generator, detector, opts: SynthesisOptions, tracking: TrackingOptions,
+              frames_seen) -> None:
     for job in bar:
         if is_done(job):
             summary.skipped += 1
@@ -122,14 +170,6 @@ def run_jobs(jobs: List[Job], generator, detector, opts: SynthesisOptions, track
         summary.done += 1
         summary.frames += result.frames
         bar.set_postfix_str(f"{summary.frames} frames")
-    bar.close()
-    if summary.failed:
-        with atomic_output(failures_path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-            handle.writelines(f"row {job.row}\t{job.video}\t{job.speech}\t{job.output}\t{reason}\n"
-                              for job, reason in summary.failed)
-    elif os.path.exists(failures_path):
-        os.remove(failures_path)
-    return summary
 
 
 def failures_file(jobs_path: str, rank: Optional[int], nshard: Optional[int]) -> str:

@@ -802,3 +802,56 @@ def test_bf16_weights_stored_once_give_autocast_s_output_bit_for_bit(cpu_generat
     expected = render_faces(fp32, inputs, emb, "cpu", dtype=torch.bfloat16)
     assert np.array_equal(render_faces(bf16, inputs, emb, "cpu", dtype=torch.bfloat16), expected)
     assert np.array_equal(render_faces(bf16, inputs, emb, "cpu"), expected)
+
+
+def test_jobs_rows_that_would_clobber_each_other_are_refused_before_any_runs(tmp_path, talklip_checkpoint):
+    """A row whose output is another row's input (the speech of other rows) would overwrite it, and two rows
+    with one output would make the second 'already done': both refused in one line naming the rows, before
+    any row is dubbed; an output without .mp4 gets it, as --save_path does."""
+    from dubbing.jobs import read_jobs
+    from tests.conftest import run_module
+    from tests.media import head_frames
+    write_clip(str(tmp_path / "face.mp4"), head_frames(20))
+    tone(str(tmp_path / "s0.wav"), 0.6)
+    (tmp_path / "clobber.csv").write_text("video,speech,output\nface.mp4,s0.wav,out/a.mp4\nface.mp4,s0.wav,out/b.mp4\n"
+                                          "face.mp4,s0.wav,s0.wav.mp4\nface.mp4,s0.wav,face.mp4\n")
+    path, _ = talklip_checkpoint
+    proc = run_module("inf_demo", "--jobs", tmp_path / "clobber.csv", "--ckpt_path", path, "--device", "cpu")
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "row 4's output" in line and "face.mp4 is an input of rows 1, 2, 3, 4:" in line
+    assert not (tmp_path / "out").exists() and os.path.getsize(tmp_path / "s0.wav") > 1000
+    (tmp_path / "twice.csv").write_text("video,speech,output\nface.mp4,s0.wav,out/a\nface.mp4,s0.wav,out/b.mp4\n"
+                                        "face.mp4,s0.wav,out/a.mp4\n")
+    proc = run_module("inf_demo", "--jobs", tmp_path / "twice.csv", "--ckpt_path", path, "--device", "cpu")
+    assert proc.returncode == 2 and "rows 1, 3 all write" in proc.stderr and "a.mp4" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "speech.csv").write_text("video,speech,output\nface.mp4,s0.wav,s0\n")
+    assert read_jobs(str(tmp_path / "speech.csv"))[0].output == str(tmp_path / "s0.mp4")
+
+
+def test_a_stopped_jobs_run_lists_the_rows_that_failed_so_far(tmp_path, talklip_checkpoint):
+    """SIGTERM during --jobs: the failures file names the row that failed before the stop."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from tests.conftest import ROOT
+    from tests.media import head_frames
+    write_clip(str(tmp_path / "face.mp4"), head_frames(20))
+    tone(str(tmp_path / "long.wav"), 30.0)
+    (tmp_path / "jobs.csv").write_text("video,speech,output\nmissing.mp4,long.wav,out/bad.mp4\n"
+                                       "face.mp4,long.wav,out/a.mp4\nface.mp4,long.wav,out/b.mp4\n")
+    path, _ = talklip_checkpoint
+    proc = subprocess.Popen([sys.executable, "inf_demo.py", "--jobs", str(tmp_path / "jobs.csv"), "--ckpt_path", path,
+                             "--device", "cpu", "--no_progress"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (tmp_path / "out").exists() and any(".tmp-" in n for n in os.listdir(tmp_path / "out")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-1000:]
+    failures = (tmp_path / "jobs.failures_1of1.txt").read_text().splitlines()
+    assert len(failures) == 1 and failures[0].startswith("row 1\t")

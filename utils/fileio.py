@@ -94,6 +94,14 @@ def refuse_input_as_output(out: str, inputs: Sequence[str], what: str = "output"
                                f"choose another output path")
 
 
+def mp4_output(save_path: str, video_path: str) -> str:
+    """The .mp4 a dub writes for ``save_path``: itself when it ends in .mp4, else with .mp4 added; a folder
+    (ending in '/' or existing as one) gets <folder>/<video name>.mp4."""
+    if save_path.endswith(("/", os.sep)) or os.path.isdir(save_path):
+        save_path = os.path.join(save_path, os.path.splitext(os.path.basename(video_path))[0])
+    return save_path if save_path.lower().endswith(".mp4") else f"{save_path}.mp4"
+
+
 def read_filelist(path: str, warn=None) -> List[str]:
     """Sample names from an LRS2/LRW-style file list: the first token of each non-empty line. A UTF-8
     byte-order mark (as Windows editors write) is not part of the first name; a line whose first
