@@ -12,6 +12,7 @@ as preprocessing splits its clips.
 """
 import csv
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from dubbing.options import SynthesisOptions
 from dubbing.reference import check_reference
 from face_detection.tracking import TrackingOptions, parse_follow
 from utils.errors import MediaError, TalkLipError, one_line
-from utils.fileio import atomic_output, mp4_output, refuse_input_as_output, resolve_shard, shard_items
+from utils.fileio import atomic_output, mp4_output, read_text, refuse_input_as_output, resolve_shard, shard_items
 from utils.video import check_complete
 
 COLUMNS = ("video", "speech", "output")
@@ -55,17 +56,17 @@ def read_jobs(path: str) -> List[Job]:
     if not os.path.isfile(path):
         raise TalkLipError(f"jobs file {path} does not exist: check --jobs")
     folder = os.path.dirname(os.path.abspath(path))
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        if path.lower().endswith((".jsonl", ".json")):
-            rows = []
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        rows.append((number, json.loads(line)))
-                    except ValueError as err:
-                        raise TalkLipError(f"{path} line {number} is not JSON ({err}): one object per line") from None
-        else:
-            rows = list(enumerate(csv.DictReader(handle), start=1))
+    text = read_text(path, "jobs file")
+    if path.lower().endswith((".jsonl", ".json")):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except ValueError as err:
+                    raise TalkLipError(f"{path} line {number} is not JSON ({err}): one object per line") from None
+    else:
+        rows = list(enumerate(csv.DictReader(io.StringIO(text, newline="")), start=1))
     jobs = []
     for number, row in rows:
         if not isinstance(row, dict):

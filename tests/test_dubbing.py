@@ -855,3 +855,14 @@ def test_a_stopped_jobs_run_lists_the_rows_that_failed_so_far(tmp_path, talklip_
     assert proc.returncode == 143, err[-1000:]
     failures = (tmp_path / "jobs.failures_1of1.txt").read_text().splitlines()
     assert len(failures) == 1 and failures[0].startswith("row 1\t")
+
+
+def test_a_jobs_file_saved_as_utf16_is_read_and_nul_bytes_are_named(tmp_path):
+    from dubbing.jobs import read_jobs
+    from utils.errors import TalkLipError
+    (tmp_path / "jobs.csv").write_bytes("video,speech,output\r\nface.mp4,s0.wav,out/a\r\n".encode("utf-16"))
+    jobs = read_jobs(str(tmp_path / "jobs.csv"))
+    assert [(os.path.basename(j.video), os.path.basename(j.output)) for j in jobs] == [("face.mp4", "a.mp4")]
+    (tmp_path / "jobs.csv").write_bytes("video,speech,output\nface.mp4,s0.wav,out/a\n".encode("utf-16-le"))
+    with pytest.raises(TalkLipError, match="jobs file .*jobs.csv, line 1, holds NUL characters"):
+        read_jobs(str(tmp_path / "jobs.csv"))

@@ -59,3 +59,35 @@ def test_a_byte_order_mark_comments_and_repeats_are_not_clip_names(tmp_path):
     path.write_text("spk/00001\nspk/00002\n")
     said.clear()
     assert read_filelist(str(path), warn=said.append) == ["spk/00001", "spk/00002"] and not said
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_list_saved_as_unicode_by_notepad_is_read(tmp_path, encoding):
+    """Notepad's 'Unicode' is UTF-16 with a byte-order mark (little-endian; 'Unicode big endian' the other):
+    read as the names it holds, CRLF and all."""
+    path = tmp_path / "list.txt"
+    text = "spk/00001\r\nspk/00002\r\n"
+    path.write_bytes(("\ufeff" + text).encode(encoding) if encoding == "utf-16-be" else text.encode(encoding))
+    assert read_filelist(str(path)) == ["spk/00001", "spk/00002"]
+
+
+def test_nul_bytes_and_other_encodings_are_named_as_such(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_bytes("spk/00001\nspk/00002\n".encode("utf-16-le"))          # UTF-16 without its mark
+    with pytest.raises(TalkLipError, match=r"list.txt, line 1, holds NUL characters .*save it as UTF-8"):
+        read_filelist(str(path))
+    path.write_bytes("spk/00001\nspk/caf\xe9\n".encode("latin-1"))
+    with pytest.raises(TalkLipError, match=r"list.txt is not UTF-8 text \(line 2, byte 17\): save it as UTF-8"):
+        read_filelist(str(path))
+
+
+def test_the_preprocessing_tools_read_a_utf16_list(corpus, tmp_path):
+    """audio_extract (and so preprocess.sh's shards) on a UTF-16 list: the clips are extracted, no traceback."""
+    from tests.conftest import run_module
+    data, splits = corpus
+    names = splits["all"][:2]
+    (tmp_path / "list.txt").write_bytes("\r\n".join(names).encode("utf-16"))
+    result = run_module("preparation.audio_extract", "--filelist", tmp_path / "list.txt", "--video_root",
+                        f"{data}/main", "--audio_root", tmp_path / "audio")
+    assert result.returncode == 0, result.stderr
+    assert all(os.path.isfile(tmp_path / "audio" / f"{n}.wav") for n in names)

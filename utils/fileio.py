@@ -94,6 +94,29 @@ def refuse_input_as_output(out: str, inputs: Sequence[str], what: str = "output"
                                f"choose another output path")
 
 
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def read_text(path: str, what: str = "text file") -> str:
+    """A text file as the user saved it: UTF-8 (a byte-order mark dropped), or UTF-16 with its byte-order mark
+    (Windows Notepad's 'Unicode'). Other bytes, and NUL characters (UTF-16 saved without its mark, or not
+    text at all), are refused in one line naming the file, the line and the fix."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    encoding = next((name for mark, name in _BOMS if raw.startswith(mark)), "utf-8")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise TalkLipError(f"{what} {path} is not {encoding.upper().replace('-SIG', '')} text (line {line}, byte "
+                           f"{err.start}): save it as UTF-8") from None
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise TalkLipError(f"{what} {path}, line {line}, holds NUL characters (UTF-16 saved without its byte-order "
+                           f"mark, or not a text file): save it as UTF-8")
+    return text.lstrip("\ufeff")
+
+
 def mp4_output(save_path: str, video_path: str) -> str:
     """The .mp4 a dub writes for ``save_path``: itself when it ends in .mp4, else with .mp4 added; a folder
     (ending in '/' or existing as one) gets <folder>/<video name>.mp4."""
@@ -110,8 +133,8 @@ def read_filelist(path: str, warn=None) -> List[str]:
     if not os.path.isfile(path):
         raise TalkLipError(f"file list {path} does not exist: pass --filelist with a text file of "
                            f"<speaker>/<clip> lines")
-    with open(path, encoding="utf-8-sig") as handle:
-        listed = [line.split()[0] for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    lines = read_text(path, "file list").splitlines()
+    listed = [line.split()[0] for line in lines if line.strip() and not line.lstrip().startswith("#")]
     names = list(dict.fromkeys(listed))
     if len(names) < len(listed):
         repeated = sorted(n for n, count in collections.Counter(listed).items() if count > 1)
