@@ -23,7 +23,7 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from face_detection import DEFAULT_S3FD_PATH, build_detector
+from face_detection import S3FD_HELP, build_detector
 from face_detection.tracking import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_MAX_SIDE, DEFAULT_MAX_GAP_S, TrackingOptions
 from face_detection.tracking import KeyFrameDetector, nearest_face
 from dubbing import SynthesisOptions, dub
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt_path", default=None,
                    help="TalkLip generator checkpoint (.pth); default: the quickstart's last one")
-    p.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
+    p.add_argument("--s3fd_path", default=None, help=S3FD_HELP)
     add_device_arg(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="generator precision: auto (bf16 where the CPU or GPU computes bf16 in hardware, else fp32), "

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from face_detection import DEFAULT_S3FD_PATH, build_detector
+from face_detection import S3FD_HELP, build_detector
 from preparation.runner import EXIT_SOME_FAILED
 from cli_flags import add_tracking_args, tracking_options
 from dubbing import SynthesisOptions, dub
@@ -43,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--save_path", default="tmp", help="output path; .mp4 is appended when missing")
     add_device_arg(parser)
     add_ignored_flags(parser)
-    parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH, help="S3FD weights for face detection")
+    parser.add_argument("--s3fd_path", default=None, help=S3FD_HELP)
     parser.add_argument("--batch_size", type=positive_int, default=None,
                         help="faces per generator batch (default: 4 in fp32 on the CPU, ~100 MB lighter than 8 and nearly as fast; else 8)")
     parser.add_argument("--chunk_frames", type=positive_int, default=32,
@@ -108,8 +108,8 @@ def main_jobs(args, device) -> int:
     """--jobs: this shard's rows, one model; exit 3 when a row failed (as preprocessing)."""
     jobs = read_jobs(args.jobs)
     failures = failures_file(args.jobs, args.rank, args.nshard)
+    detector = build_detector(args.s3fd_path, device)          # a missing --s3fd_path is said before the model loads
     generator = prepare_for_inference(load_talklip(args.ckpt_path, device), autocast_dtype(args.precision, device))
-    detector = build_detector(args.s3fd_path, device)
     started = time.time()
     summary = run_jobs(jobs, generator, detector, synthesis_options(args, device), tracking_options(args, dubbing=True),
                        failures, args.rank, args.nshard, progress=not args.no_progress)
@@ -133,8 +133,8 @@ def main(args) -> int:
     if args.jobs:
         return main_jobs(args, device)
     out_path = output_path(args.save_path, args.video_path, [args.video_path, args.wav_path])
+    detector = build_detector(args.s3fd_path, device)          # a missing --s3fd_path is said before the model loads
     generator = prepare_for_inference(load_talklip(args.ckpt_path, device), autocast_dtype(args.precision, device))
-    detector = build_detector(args.s3fd_path, device)
     tracking = tracking_options(args, dubbing=True)
     opts = synthesis_options(args, device)
     started = time.time()

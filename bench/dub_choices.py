@@ -20,7 +20,7 @@ import numpy as np
 
 from dubbing import SynthesisOptions, dub
 from evaluation.mouth_sync import darkness_series, dub_mouth_sync, load_ground_truth, pearson
-from face_detection import DEFAULT_S3FD_PATH, build_detector
+from face_detection import build_detector
 from models.talklip import load_talklip, prepare_for_inference
 from utils.cli import positive_int
 from utils.fileio import read_filelist
@@ -40,7 +40,7 @@ def main(argv=None) -> None:
     names = read_filelist(os.path.join(args.run_dir, "lists", "test.txt"))[:args.pairs + 1]
     ckpt = args.ckpt_path or sorted(glob.glob(os.path.join(args.run_dir, "train", "checkpoint_step*.pth")))[-1]
     generator = prepare_for_inference(load_talklip(ckpt, "cpu"))
-    detector = build_detector(DEFAULT_S3FD_PATH, "cpu", log=lambda *_: None)
+    detector = build_detector(None, "cpu", log=lambda *_: None)
     result = {"generator": ckpt, "pairs": len(names) - 1, "choices": {}}
     baseline = []
     with tempfile.TemporaryDirectory(prefix="talklip_choices_") as work:

@@ -27,6 +27,7 @@ from dubbing import SynthesisOptions, dub
 from dubbing.reference import check_reference
 from evaluation.common import ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, file_identity, scored
 from evaluation.mouth_sync import darkness_series, load_ground_truth, pearson
+from face_detection import S3FD_HELP
 from face_detection.tracking import TrackingOptions
 from utils.audio import AUDIO_RATE_HZ, load_audio
 from utils.cli import add_device_arg
@@ -120,19 +121,19 @@ def parse_args(argv=None):
     parser.add_argument("--initial_model", default=None, help="syncnet_python's syncnet_v2.model: LSE-C/D")
     parser.add_argument("--reference", default="own", help="the dub's --reference (own, first, closed or N)")
     parser.add_argument("--paste", choices=("mouth", "face"), default="mouth", help="the dub's --paste")
-    parser.add_argument("--s3fd_path", default=None, help="S3FD weights (default: the bundled path, else OpenCV's cascade)")
+    parser.add_argument("--s3fd_path", default=None, help=S3FD_HELP)
     add_device_arg(parser)
     add_clip_args(parser)
     return parser.parse_args(argv)
 
 
 def main(args) -> int:
-    from face_detection import DEFAULT_S3FD_PATH, build_detector
+    from face_detection import build_detector
     from models.talklip import load_talklip, prepare_for_inference
     from utils.device import resolve_device
     device = resolve_device(args.device)
     generator = prepare_for_inference(load_talklip(args.ckpt_path, device))
-    detector = build_detector(args.s3fd_path or DEFAULT_S3FD_PATH, device)
+    detector = build_detector(args.s3fd_path, device)
     opts = LeakageOptions(args.video_root, args.out_root, args.gt_root, args.audio_root, args.initial_model,
                           check_reference(args.reference), args.paste)
     run = clip_run(args)

@@ -12,7 +12,7 @@ import argparse
 import os
 
 import numpy as np
-from face_detection import DEFAULT_S3FD_PATH, build_detector
+from face_detection import S3FD_HELP, build_detector
 from cli_flags import add_tracking_args, tracking_options
 from face_detection.tracking import boxes_for_video
 from preparation.runner import add_shard_args, run_shard
@@ -30,8 +30,7 @@ def parse_args(argv=None):
     parser.add_argument("--gpu", type=non_negative_int, default=None,
                         help="GPU index, as the original (default: the shard's rank modulo the GPU count)")
     add_device_arg(parser)
-    parser.add_argument("--s3fd_path", default=DEFAULT_S3FD_PATH,
-                        help="S3FD weights (s3fd.pth); without them OpenCV's cascade is used")
+    parser.add_argument("--s3fd_path", default=None, help=S3FD_HELP)
     add_tracking_args(parser, smooth_window=1, dubbing=False)
     return parser.parse_args(argv)
 

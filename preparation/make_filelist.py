@@ -4,7 +4,8 @@
     python -m preparation.make_filelist --video_root LRS2/main --out datalist/lrs2_all.txt
     python -m preparation.make_filelist --video_root my_videos --split_dir my_lists [--valid_fraction 0.1]
 
-Any folder of .mp4 files works, at any depth (no LRS2 speaker layout needed); a path with white space
+Any folder of .mp4 files works, at any depth (no LRS2 speaker layout needed), linked folders followed (a
+folder reached twice, as through a link loop, is listed once and the skip said); a path with white space
 is refused up front (file lists are LRS2's format: a name, then optional columns). ``--split_dir`` writes
 ``filelist.txt`` (all), ``train.txt`` and ``valid.txt`` (a seeded random ``--valid_fraction``, at
 least one clip each) there: what preprocess.sh and train.py read.
@@ -19,7 +20,7 @@ import sys
 import numpy as np
 
 from utils.cli import fraction, non_negative_int
-from utils.errors import TalkLipError, run_cli
+from utils.errors import TalkLipError, run_cli, say_on_stderr
 from utils.fileio import atomic_output
 
 
@@ -27,7 +28,16 @@ def list_videos(video_root: str, split: str = "") -> list:
     if not os.path.isdir(video_root):
         raise TalkLipError(f"video folder {video_root} does not exist: pass --video_root")
     names = []
-    for folder, _, files in os.walk(video_root):
+    seen = {os.path.realpath(video_root)}
+    for folder, dirs, files in os.walk(video_root, followlinks=True):
+        for sub in list(dirs):             # linked folders (a speaker folder on another disk) are followed, once
+            real = os.path.realpath(os.path.join(folder, sub))
+            if real in seen:
+                dirs.remove(sub)
+                say_on_stderr(f"note: skipped {os.path.join(folder, sub)}: a link to {real}, which is listed already "
+                              f"(a loop, or the same folder twice)")
+            else:
+                seen.add(real)
         for file in files:
             if not file.endswith(".mp4"):
                 continue

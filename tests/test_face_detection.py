@@ -35,11 +35,17 @@ def test_fallback_detector_finds_the_astronaut():
     assert iou(boxes[0], ASTRONAUT_FACE) > 0.6
 
 
-def test_build_detector_falls_back_and_says_so(tmp_path):
+def test_build_detector_falls_back_and_says_so(tmp_path, monkeypatch):
+    """Without --s3fd_path the default path is used when present, else the cascade, said in a line; a path
+    given explicitly that does not exist is an error (it fell back to the cascade with only a log line)."""
+    import face_detection
+    monkeypatch.setattr(face_detection, "DEFAULT_S3FD_PATH", str(tmp_path / "default" / "s3fd.pth"))
     messages = []
-    detector = build_detector(str(tmp_path / "none.pth"), log=messages.append)
+    detector = build_detector(None, log=messages.append)
     assert isinstance(detector, CascadeDetector)
-    assert "Haar cascade" in messages[0] and "none.pth" in messages[0]
+    assert "Haar cascade" in messages[0] and "default/s3fd.pth" in messages[0]
+    with pytest.raises(CheckpointError, match="S3FD weights .*none.pth do not exist: check --s3fd_path"):
+        build_detector(str(tmp_path / "none.pth"), log=messages.append)
 
 
 # Key names and shapes of the original s3fd.pth, read off the original net_s3fd.py.

@@ -191,3 +191,22 @@ def test_variable_frame_rate_keeps_its_timing(tmp_path, talklip_checkpoint):
     corner = (slice(140, 160), slice(0, 40))
     distance = [np.abs(out[k][corner] - source[j][corner]).mean() for j in range(len(source))]
     assert int(np.argmin(distance)) == 31
+
+
+def test_an_s3fd_path_that_does_not_exist_is_an_error_not_a_fallback(tmp_path, talklip_checkpoint):
+    """--s3fd_path naming a missing file fell back to OpenCV's cascade with only a log line: the dub (and
+    preprocessing) ran with another detector than asked. Now one line and nothing written."""
+    video = tmp_path / "clip.mp4"
+    write_clip(video, head_frames(10))
+    tone(tmp_path / "a.wav", 0.4)
+    proc = run_module("inf_demo", "--video_path", video, "--wav_path", tmp_path / "a.wav", "--ckpt_path",
+                      talklip_checkpoint[0], "--save_path", tmp_path / "out", "--s3fd_path", tmp_path / "s3fd.pth",
+                      "--device", "cpu")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: S3FD weights {tmp_path / 's3fd.pth'} do not exist: check --s3fd_path"), proc.stderr
+    (tmp_path / "list.txt").write_text("clip\n")
+    proc = run_module("preparation.bbx_extract", "--filelist", tmp_path / "list.txt", "--video_root", tmp_path,
+                      "--bbx_root", tmp_path / "bbx", "--s3fd_path", tmp_path / "s3fd.pth")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: S3FD weights {tmp_path / 's3fd.pth'} do not exist"), proc.stderr
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "bbx").exists()

@@ -36,3 +36,19 @@ def test_any_folder_of_videos_gets_train_and_valid_lists(tmp_path):
     assert sorted(train + valid) == sorted(names) and not set(train) & set(valid)
     again = run_module("preparation.make_filelist", "--video_root", videos, "--split_dir", tmp_path / "lists")
     assert again.returncode == 0
+
+
+def test_a_linked_speaker_folder_is_listed_and_a_link_loop_is_said_once(tmp_path, capsys):
+    """A speaker folder that is a symlink (kept on another disk) was skipped without a word; now it is
+    followed, and a link back up (a loop) is skipped with a line instead of walking forever."""
+    import os
+    store, root = tmp_path / "other_disk" / "spk2", tmp_path / "main"
+    (root / "spk1").mkdir(parents=True)
+    store.mkdir(parents=True)
+    (root / "spk1" / "a.mp4").write_bytes(b"")
+    (store / "b.mp4").write_bytes(b"")
+    os.symlink(store, root / "spk2")
+    os.symlink(root, root / "spk1" / "loop")
+    assert list_videos(str(root)) == ["spk1/a", "spk2/b"]
+    err = capsys.readouterr().err
+    assert err.count("note: skipped") == 1 and "spk1/loop: a link to" in err
