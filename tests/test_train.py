@@ -720,3 +720,35 @@ def test_a_long_clip_trains_on_a_bounded_segment(corpus, one_shard, tiny_expert,
         assert first == 0 or train
         np.testing.assert_array_equal(cut["audio"].numpy(), feats[first:first + 20])
     assert capsys.readouterr().err.count("trains on 20-frame segments") == 2      # once per dataset
+
+
+def test_a_clip_whose_audio_stops_early_is_named_and_left_out_above_the_tolerance(corpus, one_shard, tiny_expert,
+                                                                                  tmp_path, capsys):
+    """A training clip whose audio ends before its video trained silently against zero-padded silence: the
+    pre-check names it with both lengths, keeps it within --max_audio_gap and leaves it out beyond."""
+    import soundfile
+    data, splits = corpus
+    audio = tmp_path / "audio"
+    shutil.copytree(one_shard / "audio", audio)
+    victim = splits["train"][0]
+    wav, rate = soundfile.read(audio / f"{victim}.wav")
+    soundfile.write(audio / f"{victim}.wav", wav[:len(wav) - int(0.3 * rate)], rate)
+    kept = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "a", audio_root=str(audio)))
+    err = capsys.readouterr().err
+    assert victim in kept.data.train_set.names
+    assert f"warning: {victim}: its audio lasts" in err and "train against silence (within --max_audio_gap 0.5 s)" in err
+    strict = Trainer(config(corpus, one_shard, tiny_expert, tmp_path / "b", audio_root=str(audio), max_audio_gap=0.2))
+    assert victim not in strict.data.train_set.names
+    assert len(strict.data.train_set.names) == len(kept.data.train_set.names) - 1
+    assert "left out (more than --max_audio_gap 0.2 s short)" in capsys.readouterr().err
+
+
+def test_an_expert_that_cannot_spell_the_transcripts_is_refused(corpus, one_shard, tmp_path):
+    """An expert trained on another word list turns the targets into <unk> (here all of them) and still shows a
+    plausible token accuracy: train.py refuses it, naming the share of unknown pieces."""
+    from training.expert import build_codec, new_model, save_expert
+    codec = build_codec(["aa ab ba bb", "ab ab aa"] * 30, 8)           # its pieces spell a and b only
+    other = tmp_path / "other_expert.pt"
+    save_expert(new_model("tiny", len(codec.dictionary)), codec, str(other))
+    with pytest.raises(TalkLipError, match=r"\d+% of the transcripts' pieces \(\d+ of \d+\) are <unk> in .*other_expert.pt"):
+        Trainer(config(corpus, one_shard, str(other), tmp_path / "ck"))

@@ -70,6 +70,10 @@ class TrainConfig(OptionsFromDict):
     av_shift: int = option(0, type=non_negative_int, group="data",
                            help="each time a training clip is read, move its speech by a random whole number of "
                                 "frames, up to N, against the video (validation stays in step; 0: off)")
+    max_audio_gap: float = option(0.5, type=non_negative_float, group="data",
+                                  help="seconds: a clip whose audio ends more than this before its video is left out "
+                                       "(its last windows would train against silence); any gap over two frames is "
+                                       "named in a warning")
     # models
     avhubert_path: str = option(help="the lip-reading expert (AV-HuBERT seq2seq .pt)", group="models")
     lip_ensemble: Tuple[str, ...] = option(
@@ -234,6 +238,9 @@ class ExpertConfig(OptionsFromDict):
     batch_size: int = option(4, type=positive_int, group="training", help="clips per step")
     lr: float = option(1e-3, type=positive_float, group="training",
                        help="peak Adam learning rate (linear warm-up over a tenth of the steps)")
+    lr_decay: str = option("none", choices=["none", "cosine"], group="training",
+                           help="after the warm-up: hold the peak (none), or fall along a cosine to a twentieth of it "
+                                "at the last step (cosine: real mouths, whose readers swing at a held peak)")
     seed: int = option(0, type=non_negative_int, group="training", help="seed of the initial weights and batch order")
     viseme_weight: float = option(1.0, type=non_negative_float, group="training", help="weight of the viseme loss")
     audio_visual: bool = option(

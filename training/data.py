@@ -80,6 +80,37 @@ def check_inputs(names: List[str], video_root: str, audio_root: str, bbx_root: s
                          + "; ".join(missing[:shown]) + ": run preprocess.sh for them, or remove them from the lists")
 
 
+def check_lengths(names: List[str], audio_root: str, bbx_root: str, tolerance_s: float, fps: float = 25.0,
+                  log=None) -> List[str]:
+    """The clips whose speech covers their video: a clip whose audio (preprocess.sh's .wav) ends more than two
+    frames before its video (one face box per frame) is named in a warning with both lengths, and left out when
+    the gap exceeds ``tolerance_s``: its last windows would train the mouth against zero-padded silence."""
+    import soundfile
+    log = log or (lambda text: print(text, file=sys.stderr))
+    short, kept = [], []
+    for name in names:
+        frames = len(np.load(f"{bbx_root}/{name}.npy", mmap_mode="r"))
+        try:
+            audio_s = soundfile.info(f"{audio_root}/{name}.wav").duration
+        except RuntimeError:
+            raise MediaError(f"{audio_root}/{name}.wav is not a readable WAV: delete it and rerun preprocess.sh "
+                             f"(audio_extract) for this clip") from None
+        video_s = frames / fps
+        gap = video_s - audio_s
+        if gap > 2.0 / fps:
+            short.append((name, audio_s, video_s, gap > tolerance_s))
+        if gap <= tolerance_s:
+            kept.append(name)
+    for name, audio_s, video_s, left_out in short[:5]:
+        log(f"warning: {name}: its audio lasts {audio_s:.2f} s, its video {video_s:.2f} s: "
+            + (f"left out (more than --max_audio_gap {tolerance_s:g} s short)" if left_out else
+               f"the last {video_s - audio_s:.2f} s train against silence (within --max_audio_gap {tolerance_s:g} s)"))
+    if len(short) > 5:
+        log(f"warning: {len(short) - 5} more clips' audio is shorter than their video "
+            f"({sum(s[3] for s in short)} of all {len(short)} left out)")
+    return kept
+
+
 def shift_frames(feats: torch.Tensor, k: int) -> torch.Tensor:
     """Per-frame features moved k frames against the video (row t gets row t + k), the ends repeated:
     --av_shift draws k anew each time a training clip is read, so the speech cannot tell the mouth's exact

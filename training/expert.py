@@ -6,6 +6,7 @@ plain-dict version of fairseq's (``cfg``, ``model``, ``task_state`` with diction
 import dataclasses
 from dataclasses import dataclass
 import io
+import math
 import os
 import time
 from typing import Dict, List, Optional
@@ -175,6 +176,16 @@ class ClipCache:
         return out
 
 
+def lr_factor(step: int, steps: int, decay: str = "none") -> float:
+    """The learning rate at ``step`` as a share of the peak: a linear warm-up over a tenth of the steps, then the
+    peak held (``none``) or a cosine down to 1/20 of it at the last step (``cosine``)."""
+    warm = max(1, steps // 10)
+    if step < warm or decay == "none":
+        return min(1.0, (step + 1) / warm)
+    done = (step - warm) / max(1, steps - 1 - warm)
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+
 UNK_SHARE = 0.25    # a target more than this share <unk> (the vocabulary misses its words) teaches <unk>
 
 
@@ -267,7 +278,7 @@ def train_expert(cfg: ExpertConfig, log=print) -> Dict:
         head = torch.nn.Linear(model.encoder.w2v_model.cfg.encoder_embed_dim, classes).to(device)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, cfg.lr_decay))
     started, bar = time.time(), tqdm(range(steps), desc="train expert", unit="step", disable=not progress)
     curve: List[Dict] = []
     for step in bar:

@@ -28,8 +28,8 @@ from models.avhubert.ensemble import ExpertEnsemble
 from models.presets import talklip_preset
 from models.talklip import TalkLip, TalkLipDiscriminator, to_channels_last
 from training import checkpoints
-from training.data import ResumableBatchSampler, TalkLipDataset, check_inputs, collate
-from training.labels import NONE, clip_labels, label_counts
+from training.data import ResumableBatchSampler, TalkLipDataset, check_inputs, check_lengths, collate
+from training.labels import NONE, TRANSCRIPT, clip_labels, label_counts
 from training.mouth_augment import CropAugment
 from training.config import TrainConfig
 from training.curriculum import DONE, FINETUNED_LAYERS, STAGES, Curriculum, stage_plan
@@ -37,7 +37,7 @@ from training.objective import Objective, disc_loss
 from training.run_state import RunState
 from utils.checkpoint import load_checkpoint_file, load_strict
 from utils.device import has_native_bf16, resolve_device
-from utils.errors import TalkLipError
+from utils.errors import MediaError, TalkLipError
 from utils.fileio import read_filelist
 
 WARMDOWN_FLOOR = 0.1            # --lr_warmdown ends at this fraction of the learning rates
@@ -136,6 +136,9 @@ class StepResult:
     samples: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]    # (generator input, generated, ground truth)
 
 
+UNK_NOTE = 0.02          # a share of <unk> target pieces above this is said (above training.expert.UNK_SHARE: refused)
+
+
 # ------------------------------------------------------------------------------------ trainer
 class Trainer:
     def __init__(self, cfg: TrainConfig):
@@ -144,6 +147,12 @@ class Trainer:
         train_names = read_filelist(os.path.join(cfg.file_dir, "train.txt"))
         valid_names = read_filelist(os.path.join(cfg.file_dir, "valid.txt"))[:cfg.valid_clips or None]
         check_inputs(train_names + valid_names, cfg.video_root, cfg.audio_root, cfg.bbx_root, cfg.word_root)
+        train_names = check_lengths(train_names, cfg.audio_root, cfg.bbx_root, cfg.max_audio_gap)
+        valid_names = check_lengths(valid_names, cfg.audio_root, cfg.bbx_root, cfg.max_audio_gap)
+        if not train_names or not valid_names:
+            raise MediaError(f"every {'training' if not train_names else 'validation'} clip's audio is more than "
+                             f"--max_audio_gap {cfg.max_audio_gap:g} s shorter than its video: rerun preprocess.sh, "
+                             f"or raise the flag")
         torch.manual_seed(cfg.seed)                  # the same initial weights in every process and run
         m = build_models(cfg, self.device)           # bad inputs fail here, before anything is written
         self.expert_sha256 = checkpoints.file_sha256(cfg.avhubert_path)
@@ -556,7 +565,28 @@ class Trainer:
         labels = make()
         if self.dist.world > 1 and self.dist.main:
             dist.barrier()
+        self.check_vocabulary(labels)
         return labels
+
+    def check_vocabulary(self, labels: Dict[str, Tuple[str, str]]) -> None:
+        """The expert must spell the transcripts: a share of ``<unk>`` pieces above ``UNK_SHARE`` (train_expert.py's
+        bound) is refused, naming it; above ``UNK_NOTE`` it is a warning. An expert trained on another word list
+        turns most targets into ``<unk>`` and still shows a plausible token accuracy."""
+        from training.expert import UNK_SHARE
+        codec = self.expert.codec
+        pieces = unknown = 0
+        for kind, text in labels.values():
+            if kind == TRANSCRIPT and text:
+                ids = codec.encode(text)[:-1]
+                pieces += len(ids)
+                unknown += sum(i == codec.dictionary.unk_index for i in ids)
+        share = unknown / max(1, pieces)
+        where = f"{share:.0%} of the transcripts' pieces ({unknown} of {pieces}) are <unk> in {self.cfg.avhubert_path}'s vocabulary"
+        if share > UNK_SHARE:
+            raise TalkLipError(f"{where}: the expert was trained on other words; train one on these transcripts "
+                               f"(train_expert.py) or give the expert they were written for")
+        if share > UNK_NOTE:
+            self.note(f"warning: {where}: the lip loss teaches <unk> for them")
 
     def _logger(self):
         log = logging.getLogger(f"talklip.train.{self.cfg.log_name}")
