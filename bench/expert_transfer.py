@@ -2,6 +2,8 @@
 
     python -m bench.expert_transfer --run_dir runs/quickstart [--expert E.pt [E2.pt ...]]
         [--observer weights/grid_observer.pt] [--clips 10] [--steps 60] [--lr 0.05] [--lip_augment K]
+    python -m bench.expert_transfer --data_root data/grid --expert weights/grid_s1_expert.pt \
+        --observer weights/grid_s1_observer.pt --starts blurred          # real mouths (preparation.grid)
 
 By default the gradient is the shipped ensemble's (weights/grid_expert.pt, _2.pt, _3.pt: train.py
 --lip_ensemble) averaged over 2 augmented copies (train.py --lip_augment 2, its noise and shift), the
@@ -38,7 +40,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run_dir", required=True, help="a quickstart run: corpus/main, lists/test.txt, synt_before/")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run_dir", help="a quickstart run: corpus/main, lists/test.txt, synt_before/")
+    where.add_argument("--data_root", help="a prepared corpus instead (preparation.grid's out_dir: main/, test.txt)")
     p.add_argument("--expert", nargs="+", default=[os.path.join(ROOT, "weights", f"grid_expert{tag}.pt")
                                                    for tag in ("", "_2", "_3")],
                    help="the reader whose gradient is used; several: one lip loss over their ensemble "
@@ -68,8 +72,11 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
-    corpus = os.path.join(args.run_dir, "corpus", "main")
-    names = read_filelist(os.path.join(args.run_dir, "lists", "test.txt"))[:args.clips]
+    if args.data_root:
+        corpus, test_list = os.path.join(args.data_root, "main"), os.path.join(args.data_root, "test.txt")
+    else:
+        corpus, test_list = os.path.join(args.run_dir, "corpus", "main"), os.path.join(args.run_dir, "lists", "test.txt")
+    names = read_filelist(test_list)[:args.clips]
     experts = [load_lip_reader(e, "give the expert as train_expert.py writes it") for e in args.expert]
     expert = experts[0] if len(experts) == 1 else ExpertEnsemble(experts, args.expert)
     observer = load_lip_reader(args.observer, "give the observer as train_expert.py writes it")
@@ -79,12 +86,12 @@ def main(args) -> int:
                                             blur_sigma=args.augment_blur))
     refs = [read_transcript(corpus, n).upper() for n in names]
     truth = [mouth_rois(f"{corpus}/{n}.mp4") for n in names]
-    line = {"expert": args.expert, "observer": args.observer, "run_dir": args.run_dir,
+    line = {"expert": args.expert, "observer": args.observer, "run_dir": args.run_dir or args.data_root,
             "truth": {who: {k: v for k, v in read_all(r, truth, refs).items() if k != "hypotheses"}
                       for who, r in [("expert", experts[0]), ("observer", observer)]
                       + [(f"expert_member_{i}", e) for i, e in enumerate(experts[1:], 1)]}}
     starts = {"blurred": lambda: [blurred_start(r, opts) for r in truth]}
-    synt = os.path.join(args.run_dir, "synt_before")
+    synt = os.path.join(args.run_dir or args.data_root, "synt_before")
     if os.path.isdir(synt):
         starts["untrained"] = lambda: [mouth_rois(f"{synt}/{n}.mp4") for n in names]
     for start in args.starts:

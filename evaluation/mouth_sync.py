@@ -22,6 +22,18 @@ In a corpus whose mouths run off their speech (``make_synthetic --av_jitter_fram
 opening is ``av_offset_frames`` off what its speech says; ``--against_speech`` scores a video generated
 from that speech against the opening the speech drives (frame k against the truth of frame k + offset,
 the frames the shift leaves without a partner dropped), not against the clip's own mouth.
+
+Real video (GRID prepared by ``preparation.grid``, whose gt/*.npz has each frame's face box and mouth centre
+but no drawn truth): ``--real_root O/main`` reads the same darkness from the real clip as the truth, and
+correlates both series after a high-pass (``HIGH_PASS_FRAMES``: each minus its moving average), so that the
+shape every GRID sentence shares (a closed mouth, six words, a closed mouth) does not count as sync. On the
+50 s1 test clips the real clip against a copy of itself degraded as a generator degrades it (160 -> 96 -> 160
+px, Gaussian blur 1.5 px) gives r 0.99 (each clip above 0.97), against another sentence's clip 0.01 (without
+the high-pass 0.46); tests/test_grid.py checks both on the shared clips. A dub of GRID clip A with clip B's
+speech is scored against B's real video (``--speech_video``).
+
+    python -m evaluation.mouth_sync --video_root SYNT --gt_root O/gt --real_root O/main --filelist O/test.txt
+    python -m evaluation.mouth_sync --dub dubbed.mp4 --face_gt O/gt/A.npz --speech_gt O/gt/B.npz --speech_video O/main/B.mp4
 """
 import argparse
 import dataclasses
@@ -38,6 +50,17 @@ from utils.errors import MediaError, run_cli
 from utils.fileio import atomic_output
 from utils.video import VideoReader
 
+HIGH_PASS_FRAMES = 9      # real video: each series minus its centred moving average over this many frames (0.36 s)
+
+
+def high_pass(x: Sequence[float], frames: int = HIGH_PASS_FRAMES) -> np.ndarray:
+    """``x`` minus its centred moving average over ``frames`` (odd) frames, the ends repeated."""
+    x = np.asarray(x, np.float64)
+    half = frames // 2
+    padded = np.concatenate([np.repeat(x[:1], half), x, np.repeat(x[-1:], half)])
+    return x - np.convolve(padded, np.ones(frames) / frames, mode="valid")
+
+
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     """Pearson r; 0 when either series is constant (a frozen mouth carries no sync)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -48,14 +71,19 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def load_ground_truth(path: str) -> Dict[str, np.ndarray]:
+def load_ground_truth(path: str, real: bool = False) -> Dict[str, np.ndarray]:
+    """A gt/<name>.npz: the synthetic corpus' (mouth_opening, face_box, mouth_center), or with ``real`` a prepared
+    real clip's (face_box, mouth_center: its opening is read from its video)."""
     if not os.path.isfile(path):
-        raise MediaError(f"ground truth {path} does not exist: the mouth-sync measure needs a synthetic "
-                         f"corpus' gt/<name>.npz (preparation.make_synthetic)")
+        raise MediaError(f"ground truth {path} does not exist: the mouth-sync measure needs a corpus' gt/<name>.npz "
+                         f"(preparation.make_synthetic, or preparation.grid for real video)")
+    needed = {"face_box", "mouth_center"} | (set() if real else {"mouth_opening"})
     with np.load(path) as data:
-        if not {"mouth_opening", "face_box", "mouth_center"} <= set(data.files):
-            raise MediaError(f"{path} lacks mouth_opening/face_box/mouth_center: not a synthetic-corpus ground truth")
-        truth = {k: data[k] for k in ("mouth_opening", "face_box", "mouth_center")}
+        if not needed <= set(data.files):
+            raise MediaError(f"{path} lacks {'/'.join(sorted(needed - set(data.files)))}: not a "
+                             + ("prepared clip's gt (preparation.grid)" if real else
+                                "synthetic-corpus ground truth (for real video give --real_root / --speech_video)"))
+        truth = {k: data[k] for k in needed}
         truth["av_offset_frames"] = int(data["av_offset_frames"]) if "av_offset_frames" in data.files else 0
         return truth
 
@@ -93,17 +121,31 @@ def clip_mouth_sync(video_path: str, gt: Mapping[str, np.ndarray], against_speec
             "opening": opening.astype(float).tolist()}
 
 
+def real_clip_mouth_sync(video_path: str, real_path: str, gt: Mapping[str, np.ndarray]) -> Dict:
+    """A video frame-aligned with a real clip (its synthesized copy): both read at the clip's mouth, high-passed."""
+    frames = len(gt["face_box"])
+    darkness = high_pass(darkness_series(video_path, gt, np.arange(frames), exact=True))
+    opening = high_pass(darkness_series(real_path, gt, np.arange(frames), exact=True))
+    return {"frames": frames, "r": pearson(darkness, opening), "darkness": darkness.tolist(),
+            "opening": opening.tolist()}
+
+
 def dub_mouth_sync(video_path: str, face_gt: Mapping[str, np.ndarray], speech_gt: Mapping[str, np.ndarray],
-                   fps: Optional[float] = None) -> Dict:
+                   fps: Optional[float] = None, speech_video: Optional[str] = None) -> Dict:
     """A dub of the face clip (ground truth ``face_gt``) driven by the speech clip's audio (``speech_gt``):
-    output frame k shows face frame ping_pong(k) and should open as the speech clip's frame at k / fps."""
+    output frame k shows face frame ping_pong(k) and should open as the speech clip's frame at k / fps. With
+    ``speech_video`` (real video) the speech clip's opening is read from that video, and both series high-passed."""
     with VideoReader(video_path) as reader:
         fps, declared = fps or reader.fps, reader.num_frames
     speech_rows = frame_feature_rows(declared, fps)
-    count = int(np.sum(speech_rows < len(speech_gt["mouth_opening"])))   # frames the speech truth covers
-    source = ping_pong(declared, len(face_gt["mouth_opening"]))[:count]
+    truth = (darkness_series(speech_video, speech_gt, np.arange(len(speech_gt["face_box"])), exact=True)
+             if speech_video else speech_gt["mouth_opening"])
+    count = int(np.sum(speech_rows < len(truth)))                       # frames the speech truth covers
+    source = ping_pong(declared, len(face_gt["face_box"]))[:count]
     darkness = darkness_series(video_path, face_gt, source)
-    opening = speech_gt["mouth_opening"][speech_rows[:count]]
+    opening = np.asarray(truth, np.float64)[speech_rows[:count]]
+    if speech_video:
+        darkness, opening = high_pass(darkness), high_pass(opening)
     return {"frames": count, "r": pearson(darkness, opening), "darkness": darkness.tolist(),
             "opening": opening.astype(float).tolist()}
 
@@ -115,6 +157,11 @@ def parse_args(argv=None):
     parser.add_argument("--dub", default=None, help="score one dubbed video instead (with --face_gt and --speech_gt)")
     parser.add_argument("--face_gt", default=None, help="gt .npz of the clip whose face was dubbed")
     parser.add_argument("--speech_gt", default=None, help="gt .npz of the clip whose speech drove the dub")
+    parser.add_argument("--real_root", default=None,
+                        help="real video (preparation.grid's main/): the truth is each real clip's opening read from "
+                             "its pixels, both series high-passed (--gt_root: that corpus' gt/)")
+    parser.add_argument("--speech_video", default=None,
+                        help="with --dub on real video: the real video of the speech clip, whose opening is the truth")
     parser.add_argument("--against_speech", action="store_true",
                         help="with --video_root: score each clip against the opening its speech drives, its own "
                              "shifted by its gt's av_offset_frames (a corpus made with --av_jitter_frames)")
@@ -131,13 +178,17 @@ def parse_args(argv=None):
 @dataclasses.dataclass
 class MouthSyncOptions:
     video_root: str                # <name>.mp4 to score
-    gt_root: str                   # the synthetic corpus' gt/<name>.npz
+    gt_root: str                   # the corpus' gt/<name>.npz
     against_speech: bool = False   # score against the speech's opening (clip_mouth_sync)
+    real_root: Optional[str] = None    # real video: the truth is read from <real_root>/<name>.mp4
 
 
 def evaluate(opts: MouthSyncOptions, run: ClipRun, names=None) -> Dict:
     """Per-clip r and the r over the frames of all clips ('r'), plus the mean of per-clip r ('r_mean')."""
     def per_clip(name):
+        if opts.real_root:
+            return real_clip_mouth_sync(f"{opts.video_root}/{name}.mp4", f"{opts.real_root}/{name}.mp4",
+                                        load_ground_truth(f"{opts.gt_root}/{name}.npz", real=True))
         return clip_mouth_sync(f"{opts.video_root}/{name}.mp4", load_ground_truth(f"{opts.gt_root}/{name}.npz"),
                                opts.against_speech)
 
@@ -146,13 +197,17 @@ def evaluate(opts: MouthSyncOptions, run: ClipRun, names=None) -> Dict:
         summary["r_mean"] = summary.pop("r")
         summary["r"] = pearson([d for row in rows for d in row["darkness"]], [o for row in rows for o in row["opening"]])
     return evaluate_clips(run, "mouth_sync", per_clip, opts.video_root, "--video_root", weight="frames", names=names,
-                          references=lambda n: [f"{opts.gt_root}/{n}.npz"], summarize=overall,
-                          settings={"against_speech": opts.against_speech})
+                          references=lambda n: [f"{opts.gt_root}/{n}.npz"]
+                          + ([f"{opts.real_root}/{n}.mp4"] if opts.real_root else []), summarize=overall,
+                          settings={"against_speech": opts.against_speech, "real": bool(opts.real_root),
+                                    "high_pass": HIGH_PASS_FRAMES if opts.real_root else 0})
 
 
 def main(args) -> int:
     if args.dub:
-        result = dub_mouth_sync(args.dub, load_ground_truth(args.face_gt), load_ground_truth(args.speech_gt))
+        real = bool(args.speech_video)
+        result = dub_mouth_sync(args.dub, load_ground_truth(args.face_gt, real), load_ground_truth(args.speech_gt, real),
+                                speech_video=args.speech_video)
         print(f"mouth sync r {result['r']:.3f} over {result['frames']} frames of {args.dub}")
         if args.out_json:
             with atomic_output(args.out_json) as tmp, open(tmp, "w") as handle:

@@ -12,7 +12,7 @@ in memory (the original wrote every frame as a JPEG first, so its numbers differ
 import argparse
 import dataclasses
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -73,8 +73,14 @@ class SyncNet(nn.Module):
         return self.netfclip(self.netcnnlip(video).flatten(1))
 
 
-def load_syncnet(path: str, device="cpu") -> SyncNet:
-    """SyncNet from syncnet_python's ``syncnet_v2.model`` (a state dict, legacy torch format)."""
+def load_syncnet(path: str, device="cpu"):
+    """SyncNet from syncnet_python's ``syncnet_v2.model`` (a state dict, legacy torch format), or a
+    ``MouthSyncNet`` that ``train_syncnet.py`` wrote (a corpus' own, e.g. GRID's)."""
+    from models.mouth_syncnet import from_saved, is_mouth_syncnet
+    from utils.checkpoint import load_torch_file
+    saved = load_torch_file(path, "SyncNet model")
+    if is_mouth_syncnet(saved):
+        return from_saved(saved).to(device)
     state = strip_prefixes(load_state_dict_file(path, what="SyncNet model"))
     model = SyncNet()
     load_strict(model, state, source=path)
@@ -133,6 +139,26 @@ def lse(frames_bgr: np.ndarray, wav_16k: np.ndarray, syncnet: SyncNet, vshift: i
     return scores
 
 
+@torch.no_grad()
+def lse_from_inputs(model, rois: torch.Tensor, mfcc: torch.Tensor, vshift: int = 15, batch_size: int = 64) -> Dict:
+    """``lse`` for a ``MouthSyncNet``: (T, S, S) mouth ROIs (``model.frame_input``) and (13, M) MFCCs at 100 Hz."""
+    usable = min(len(rois), mfcc.shape[1] // MFCC_PER_FRAME)
+    last = usable - WINDOW
+    if last < 1:
+        raise ValueError(f"clip too short for SyncNet: {usable} frames, need at least {WINDOW + 1}")
+    device = next(model.parameters()).device
+    video_feats, audio_feats = [], []
+    for start in range(0, last, batch_size):
+        stop = min(last, start + batch_size)
+        windows = torch.stack([rois[i:i + WINDOW] for i in range(start, stop)])            # (B, 5, S, S)
+        video_feats.append(model.forward_lip(windows.to(device)).cpu())
+        cc = torch.stack([mfcc[:, MFCC_PER_FRAME * v: MFCC_PER_FRAME * v + 20] for v in range(start, stop)])
+        audio_feats.append(model.forward_aud(cc[:, None].to(device)).cpu())
+    scores = offset_scores(torch.cat(video_feats), torch.cat(audio_feats), vshift)
+    scores.pop("mean_dists")
+    return scores
+
+
 def read_sync_frames(path: str) -> Tuple[np.ndarray, float]:
     """All frames of a video resized to 224 x 224 (uint8 BGR), and its frame rate."""
     with VideoReader(path) as reader:
@@ -147,18 +173,28 @@ def read_sync_frames(path: str) -> Tuple[np.ndarray, float]:
     return frames[:count], fps
 
 
-def clip_sync(path: str, syncnet: SyncNet, vshift: int, batch_size: int) -> Dict:
-    frames, fps = read_sync_frames(path)
+def clip_sync(path: str, syncnet, vshift: int, batch_size: int, audio_path: Optional[str] = None) -> Dict:
+    """LSE of a video with its own speech (or ``audio_path``'s: another clip's, to see what mismatch scores)."""
+    from models.mouth_syncnet import MouthSyncNet
+    mouth = isinstance(syncnet, MouthSyncNet)
+    if mouth:
+        with VideoReader(path) as reader:
+            fps, frames = reader.fps, np.stack(list(reader))
+    else:
+        frames, fps = read_sync_frames(path)
     if abs(fps - 25) > 0.01:
         raise MediaError(f"{path} runs at {fps:g} fps; SyncNet scores assume 25 fps: re-encode it at 25 fps")
-    wav = load_audio(path)
+    wav = load_audio(audio_path or path)
+    if mouth:
+        return lse_from_inputs(syncnet, syncnet.frame_input(frames), torch.from_numpy(mfcc_features(wav)), vshift)
     return lse(frames, wav, syncnet, vshift=vshift, batch_size=batch_size)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_root", required=True, help="folder of synthesized <name>.mp4 (with audio)")
-    parser.add_argument("--initial_model", required=True, help="syncnet_python's syncnet_v2.model")
+    parser.add_argument("--initial_model", required=True,
+                        help="syncnet_python's syncnet_v2.model, or a corpus' own SyncNet (train_syncnet.py)")
     parser.add_argument("--vshift", type=non_negative_int, default=15, help="largest offset tried, in frames")
     parser.add_argument("--batch_size", type=positive_int, default=20, help="windows per SyncNet batch")
     add_device_arg(parser)

@@ -24,7 +24,7 @@ from tests.media import ffmpeg, head_frames, tone, write_clip
 from training import checkpoints
 from utils.video import VideoReader, check_complete, probe_video
 
-SCRIPTS = ["train", "train_expert", "inf_test", "inf_demo", "preparation.audio_extract", "preparation.bbx_extract",
+SCRIPTS = ["train", "train_expert", "train_syncnet", "inf_test", "inf_demo", "preparation.audio_extract", "preparation.bbx_extract", "preparation.grid",
            "preparation.make_filelist", "preparation.make_synthetic", "evaluation.avhubert_wer",
            "evaluation.eval_all", "evaluation.leakage", "evaluation.mouth_sync", "evaluation.report", "evaluation.sync_eval",
            "evaluation.teacher_force_wer", "evaluation.visual_quality"]
