@@ -30,7 +30,9 @@ shape every GRID sentence shares (a closed mouth, six words, a closed mouth) doe
 50 s1 test clips the real clip against a copy of itself degraded as a generator degrades it (160 -> 96 -> 160
 px, Gaussian blur 1.5 px) gives r 0.99 (each clip above 0.97), against another sentence's clip 0.01 (without
 the high-pass 0.46); tests/test_grid.py checks both on the shared clips. A dub of GRID clip A with clip B's
-speech is scored against B's real video (``--speech_video``).
+speech is scored against B's real video (``--speech_video``). Real video without such a gt (LRS2's clips):
+``--bbx_root`` instead of ``--gt_root`` places the mouth by the stored face boxes (``MOUTH_Y`` down each box,
+as ``preparation.grid`` frames it).
 
     python -m evaluation.mouth_sync --video_root SYNT --gt_root O/gt --real_root O/main --filelist O/test.txt
     python -m evaluation.mouth_sync --dub dubbed.mp4 --face_gt O/gt/A.npz --speech_gt O/gt/B.npz --speech_video O/main/B.mp4
@@ -46,6 +48,7 @@ import numpy as np
 from evaluation.common import ClipRun, add_clip_args, clip_run, evaluate_clips, exit_status, from_args, scored
 from preparation.mouth_pixels import mouth_darkness
 from utils.timeline import frame_feature_rows, ping_pong
+from utils.corpus import load_boxes
 from utils.errors import MediaError, run_cli
 from utils.fileio import atomic_output
 from utils.video import VideoReader
@@ -121,6 +124,14 @@ def clip_mouth_sync(video_path: str, gt: Mapping[str, np.ndarray], against_speec
             "opening": opening.astype(float).tolist()}
 
 
+def positions_from_boxes(boxes: np.ndarray) -> Dict[str, np.ndarray]:
+    """Face boxes (N, 4) -> the positions a gt holds: the boxes, and the mouth ``MOUTH_Y`` down each box's middle."""
+    from preparation.grid import MOUTH_Y
+    boxes = np.asarray(boxes, np.float32)
+    mouth = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 1] + MOUTH_Y * (boxes[:, 3] - boxes[:, 1])], 1)
+    return {"face_box": boxes, "mouth_center": mouth}
+
+
 def real_clip_mouth_sync(video_path: str, real_path: str, gt: Mapping[str, np.ndarray]) -> Dict:
     """A video frame-aligned with a real clip (its synthesized copy): both read at the clip's mouth, high-passed."""
     frames = len(gt["face_box"])
@@ -160,6 +171,8 @@ def parse_args(argv=None):
     parser.add_argument("--real_root", default=None,
                         help="real video (preparation.grid's main/): the truth is each real clip's opening read from "
                              "its pixels, both series high-passed (--gt_root: that corpus' gt/)")
+    parser.add_argument("--bbx_root", default=None,
+                        help="with --real_root, for real video without a gt (LRS2): place the mouth by these face boxes")
     parser.add_argument("--speech_video", default=None,
                         help="with --dub on real video: the real video of the speech clip, whose opening is the truth")
     parser.add_argument("--against_speech", action="store_true",
@@ -170,25 +183,28 @@ def parse_args(argv=None):
     if args.dub:
         if not (args.face_gt and args.speech_gt):
             parser.error("--dub needs --face_gt and --speech_gt")
-    elif not (args.video_root and args.gt_root and args.filelist):
-        parser.error("give --video_root, --gt_root and --filelist (or --dub with --face_gt and --speech_gt)")
+    elif not (args.video_root and (args.gt_root or (args.real_root and args.bbx_root)) and args.filelist):
+        parser.error("give --video_root, --gt_root (or --real_root with --bbx_root) and --filelist (or --dub with "
+                     "--face_gt and --speech_gt)")
     return args
 
 
 @dataclasses.dataclass
 class MouthSyncOptions:
     video_root: str                # <name>.mp4 to score
-    gt_root: str                   # the corpus' gt/<name>.npz
+    gt_root: Optional[str]         # the corpus' gt/<name>.npz (None: real video placed by --bbx_root)
     against_speech: bool = False   # score against the speech's opening (clip_mouth_sync)
     real_root: Optional[str] = None    # real video: the truth is read from <real_root>/<name>.mp4
+    bbx_root: Optional[str] = None     # real video without a gt: the mouth placed by these face boxes
 
 
 def evaluate(opts: MouthSyncOptions, run: ClipRun, names=None) -> Dict:
     """Per-clip r and the r over the frames of all clips ('r'), plus the mean of per-clip r ('r_mean')."""
     def per_clip(name):
         if opts.real_root:
-            return real_clip_mouth_sync(f"{opts.video_root}/{name}.mp4", f"{opts.real_root}/{name}.mp4",
-                                        load_ground_truth(f"{opts.gt_root}/{name}.npz", real=True))
+            where = (positions_from_boxes(load_boxes(opts.bbx_root, name)) if opts.bbx_root and not opts.gt_root
+                     else load_ground_truth(f"{opts.gt_root}/{name}.npz", real=True))
+            return real_clip_mouth_sync(f"{opts.video_root}/{name}.mp4", f"{opts.real_root}/{name}.mp4", where)
         return clip_mouth_sync(f"{opts.video_root}/{name}.mp4", load_ground_truth(f"{opts.gt_root}/{name}.npz"),
                                opts.against_speech)
 
@@ -197,7 +213,7 @@ def evaluate(opts: MouthSyncOptions, run: ClipRun, names=None) -> Dict:
         summary["r_mean"] = summary.pop("r")
         summary["r"] = pearson([d for row in rows for d in row["darkness"]], [o for row in rows for o in row["opening"]])
     return evaluate_clips(run, "mouth_sync", per_clip, opts.video_root, "--video_root", weight="frames", names=names,
-                          references=lambda n: [f"{opts.gt_root}/{n}.npz"]
+                          references=lambda n: ([f"{opts.gt_root}/{n}.npz"] if opts.gt_root else [f"{opts.bbx_root}/{n}.npy"])
                           + ([f"{opts.real_root}/{n}.mp4"] if opts.real_root else []), summarize=overall,
                           settings={"against_speech": opts.against_speech, "real": bool(opts.real_root),
                                     "high_pass": HIGH_PASS_FRAMES if opts.real_root else 0})
