@@ -80,12 +80,16 @@ class FaceSource:
     height: int
     declared_s: Optional[float] = None    # the video stream's declared duration
     image: Optional[np.ndarray] = None    # the picture, for a still
+    packets: Optional[int] = None         # without a declared duration (a streamed webm): its video packets
 
     def frames_hint(self, count: int) -> int:
-        """About how many frames one forward pass over ``count`` frames will see (for progress)."""
+        """About how many frames one forward pass over ``count`` frames will see (for progress, and whether
+        the frames of the first pass are kept for the passes back and forth)."""
         if self.image is not None:
             return 1
-        return count if self.declared_s is None else max(1, min(count, int(round(self.declared_s * self.fps))))
+        if self.declared_s is None:
+            return count if self.packets is None else max(1, min(count, self.packets))
+        return max(1, min(count, int(round(self.declared_s * self.fps))))
 
     def forward(self, count: int) -> Tuple[Optional[VideoReader], Iterator[SourceFrame]]:
         """One pass over its first ``count`` frames at the constant rate ``fps`` (a still: once)."""
@@ -128,4 +132,5 @@ def open_face_source(path: str) -> FaceSource:
         if h264_fit(reader.width, reader.height) < 1.0:
             raise MediaError(f"{path} is {reader.width}x{reader.height}, larger than an H.264 video can be (level "
                              f"6.2: 8192x4320 or the same area): scale it down first (e.g. ffmpeg -vf scale=-2:4320)")
-        return FaceSource(path, reader.fps, reader.width, reader.height, reader.info.duration_s)
+        return FaceSource(path, reader.fps, reader.width, reader.height, reader.info.duration_s,
+                          packets=reader.num_frames if reader.info.duration_s is None else None)

@@ -279,3 +279,32 @@ def test_libav_lines_stay_out_of_a_damaged_files_one_line_error(tmp_path):
     loud = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, timeout=60,
                           env={k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"})
     assert "[h264 @" in loud.stderr
+
+
+def test_a_streamed_webm_without_a_duration_dubs_and_passes_the_page_s_check(tmp_path, talklip_checkpoint):
+    """A webm written to a pipe (a browser's MediaRecorder does the same) declares no duration, and OpenCV
+    reports -2.3e17 frames for it: it was refused as 'no video stream with frames'. It decodes fine: its
+    packets are counted instead, and it dubs and passes the page's limits."""
+    from app import check_limits
+    from utils.ffmpeg import ffmpeg_exe
+    tone(tmp_path / "speech.wav", 2.0)
+    write_clip(tmp_path / "face.mp4", head_frames(40), audio_path=tmp_path / "speech.wav")
+    with open(tmp_path / "streamed.webm", "wb") as out:
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "face.mp4"), "-c:v", "libvpx-vp9",
+                        "-deadline", "realtime", "-c:a", "libopus", "-f", "webm", "pipe:1"], stdout=out, check=True)
+    capture = cv2.VideoCapture(str(tmp_path / "streamed.webm"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) < 0          # what OpenCV makes of it
+    capture.release()
+    info = probe_video(str(tmp_path / "streamed.webm"))
+    assert info.num_frames == 40 and info.duration_s is None
+    check_limits(str(tmp_path / "streamed.webm"), str(tmp_path / "speech.wav"), 200, 300)
+    proc = run_module("inf_demo", "--video_path", tmp_path / "streamed.webm", "--wav_path", tmp_path / "speech.wav",
+                      "--ckpt_path", talklip_checkpoint[0], "--save_path", tmp_path / "dub", "--device", "cpu",
+                      "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    assert sum(1 for _ in VideoReader(str(tmp_path / "dub.mp4"))) == 50
+    from utils.video import FrameSeeker                # going back without an index to seek by: decoded again
+    frames = np.stack(list(VideoReader(str(tmp_path / "streamed.webm"))))
+    with FrameSeeker(str(tmp_path / "streamed.webm")) as seeker:
+        seeker.get(np.arange(0, 30))
+        assert np.array_equal(seeker.get(np.arange(25, 35)), frames[25:35])

@@ -26,6 +26,7 @@ from utils.ffmpeg import ffmpeg_exe, last_error_line
 from utils.fileio import atomic_output
 
 SLACK_FRAMES = 2    # decoded frames may end this many frame durations before the stream's declared end
+MAX_DECLARED_FRAMES = 10 ** 9   # a frame count above this (days of video) is no count at all
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,19 @@ def _declared_duration_s(container) -> Optional[float]:
         hours, minutes, seconds = tag.groups()
         return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     return container.duration / 1e6 if container.duration else None
+
+
+def video_packets(path: str) -> int:
+    """How many packets the first video stream holds (read, not decoded): its frames, where nothing declares
+    them. 0 when the file or its video stream cannot be read."""
+    import av
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return 0
+            return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+    except (av.FFmpegError, OSError, ValueError):
+        return 0
 
 
 def stream_duration_s(path: str) -> Optional[float]:
@@ -116,12 +130,19 @@ class VideoReader(_Capture):
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if not fps or fps <= 0 or count <= 0 or width <= 0 or height <= 0:
+        if not fps or fps <= 0 or width <= 0 or height <= 0:
             self._cap.release()
             raise _corrupt(path, "no video stream with frames")
         duration = stream_duration_s(path)
         if duration:
-            count = max(1, min(count, int(round(duration * fps))))
+            count = max(1, min(count, int(round(duration * fps)))) if count > 0 else max(1, int(round(duration * fps)))
+        elif count <= 0 or count > MAX_DECLARED_FRAMES:
+            # nothing declares a length (a webm streamed by a browser's MediaRecorder, ffmpeg writing to a pipe):
+            # OpenCV's count is garbage (-2.3e17), so the packets are counted (demuxed, not decoded)
+            count = video_packets(path)
+            if count <= 0:
+                self._cap.release()
+                raise _corrupt(path, "no video stream with frames")
         self.info = VideoInfo(path, float(fps), count, width, height, duration)
         self.allow_truncated = allow_truncated
         self._started = False
@@ -238,8 +259,10 @@ class FrameSeeker(_Capture):
         if hi < self.spilled:
             return self._read_spilled(indices)
         if lo < self.next_index:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, lo)
-            self.next_index = lo
+            if not self._cap.set(cv2.CAP_PROP_POS_FRAMES, lo) or not self._seekable():
+                self._reopen()                       # no index to seek by (a streamed webm): from the start
+            else:
+                self.next_index = lo
         while self.next_index < lo:                  # skip forward by decoding: exact where a seek may not be
             self._read()
         block = None
@@ -253,6 +276,17 @@ class FrameSeeker(_Capture):
             return block
         self._last = (lo, hi, block)                # only copies leave (indexing), so it stays as decoded
         return block[indices - lo]
+
+    def _seekable(self) -> bool:
+        """Whether the stream has an index to seek by (PyAV's reading of it, once)."""
+        if not hasattr(self, "_can_seek"):
+            self._can_seek = stream_duration_s(self.path) is not None
+        return self._can_seek
+
+    def _reopen(self) -> None:
+        self._cap.release()
+        self._cap = cv2.VideoCapture(self.path)
+        self.next_index = 0
 
     def _read_spilled(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices),) + self._shape, np.uint8)
