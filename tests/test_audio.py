@@ -175,3 +175,59 @@ def test_a_full_temporary_folder_is_named_not_blamed_on_the_speech(tmp_path, mon
         SpeechSamples(str(tmp_path / "speech.m4a"), str(workdir))
     message = str(error.value)
     assert f"no space left in {workdir}" in message and "TMPDIR" in message and "re-encode" not in message
+
+
+def surround_clip(folder, centre_speech=True):
+    """2 s of 5.1 at 48 kHz: speech-like bursts in the centre (or nowhere), music in the four others, LFE rumble;
+    as WAV (no channel mask), AAC in .m4a and a video's AAC track."""
+    import subprocess
+    from utils.ffmpeg import ffmpeg_exe
+    rate = 48000
+    t = np.arange(2 * rate) / rate
+    speech = 0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)
+    music, lfe = 0.3 * np.sin(2 * np.pi * 523 * t), 0.3 * np.sin(2 * np.pi * 40 * t)
+    centre = speech if centre_speech else np.zeros_like(t)
+    soundfile.write(folder / "s.wav", np.stack([music, music, centre, lfe, music, music], 1).astype(np.float32), rate)
+    exe = ffmpeg_exe()
+    subprocess.run([exe, "-v", "error", "-y", "-i", str(folder / "s.wav"), "-c:a", "aac", "-b:a", "256k",
+                    str(folder / "s.m4a")], check=True)
+    subprocess.run([exe, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=64x64:r=25:d=2", "-i",
+                    str(folder / "s.wav"), "-c:v", "libx264", "-c:a", "aac", "-shortest", str(folder / "s.mp4")],
+                   check=True)
+    return speech[::3], music[::3], lfe[::3]
+
+
+def share_of(mono, signal):
+    """How much of ``mono`` is ``signal`` (least squares), in dB against the rest."""
+    n = min(len(mono), len(signal))
+    mono, signal = np.asarray(mono[:n], np.float64), np.asarray(signal[:n], np.float64)
+    gain = mono @ signal / (signal @ signal)
+    rest = mono - gain * signal
+    return 10 * np.log10((gain * signal) @ (gain * signal) / max(rest @ rest, 1e-12))
+
+
+def test_surround_speech_is_the_centre_channel_in_every_format_and_path(tmp_path, capsys):
+    """5.1 with the dialogue in the centre and music in the other channels: WAV/FLAC averaged all six (the centre
+    at 1/6: speech 15 dB under the music), AAC went through ffmpeg's stereo matrix (11 dB under). Now every format
+    and every path (load_audio, the dub's SpeechSamples, preprocessing's extract_audio) keeps the centre alone."""
+    from utils.audio import SpeechSamples
+    from utils.video import extract_audio
+    speech, music, _ = surround_clip(tmp_path)
+    monos = {"wav": load_audio(str(tmp_path / "s.wav")), "m4a": load_audio(str(tmp_path / "s.m4a")),
+             "video": load_audio(str(tmp_path / "s.mp4"))}
+    with SpeechSamples(str(tmp_path / "s.m4a"), str(tmp_path)) as samples:
+        monos["dub"] = samples.read(0, samples.count)
+    extract_audio(str(tmp_path / "s.mp4"), str(tmp_path / "pre.wav"))
+    monos["preprocessing"] = soundfile.read(str(tmp_path / "pre.wav"))[0]
+    for path, mono in monos.items():
+        assert share_of(mono, speech) > 25, (path, share_of(mono, speech))       # the music is gone
+    assert "its centre channel, where surround mixes put the dialogue, is the speech" in capsys.readouterr().err
+
+
+def test_surround_without_a_centre_voice_is_mixed_as_bs775_without_the_lfe(tmp_path):
+    """A silent centre: ITU-R BS.775's downmix, the LFE dropped (its 40 Hz rumble is not in the mono)."""
+    _, music, lfe = surround_clip(tmp_path, centre_speech=False)
+    mono = load_audio(str(tmp_path / "s.wav"))
+    assert share_of(mono, music) > 40
+    n = min(len(mono), len(lfe))
+    assert abs(np.dot(mono[:n], lfe[:n])) / np.dot(lfe[:n], lfe[:n]) < 1e-3

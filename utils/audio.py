@@ -37,11 +37,63 @@ def resample(wav: np.ndarray, rate_in: int, rate_out: int = AUDIO_RATE_HZ) -> np
     return resample_poly(wav, rate_out // common, rate_in // common, axis=0)
 
 
+UNDECLARED_ORDER = ("FL", "FR", "FC", "LFE", "BL", "BR", "FLC", "FRC", "BC", "SL", "SR")   # WAVE's channel-mask bits
+
+
+def channel_names(path: str) -> list:
+    """The first audio stream's channels by ffmpeg's names (FL FR FC LFE BL BR SL SR ...), in the order its
+    samples interleave them; [] when it cannot be read. A file that declares no layout (a WAV without a channel
+    mask) is read in WAVE's channel order (``UNDECLARED_ORDER``: 6 channels are FL FR FC LFE BL BR)."""
+    import av
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                return []
+            stream = container.streams.audio[0]
+            names = [channel.name for channel in stream.layout.channels]
+            if len(names) != stream.channels or any(n in ("NONE", "UNK", "USR") for n in names):
+                names = list(UNDECLARED_ORDER[:stream.channels])
+                names += [f"C{k}" for k in range(len(names), stream.channels)]
+            return names
+    except (av.FFmpegError, OSError, ValueError):
+        return []
+
+
 def _decode_with_ffmpeg(path: str, rate: int) -> np.ndarray:
-    """(T, 2) float32: ffmpeg's stereo (a mono track twice, more channels folded to two), downmixed here."""
-    raw = run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", "-ac", "2", "-ar", str(rate), "-f", "f32le", "-"],
+    """(T, C) float32, every channel of the first audio stream as it is (a stereo of one channel for a file
+    whose layout cannot be read), downmixed by the caller."""
+    channels = len(channel_names(path))
+    layout = ["-ac", "2"] if channels == 0 else []
+    raw = run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", *layout, "-ar", str(rate), "-f", "f32le", "-"],
                      source=path, stdout=subprocess.PIPE)
-    return np.frombuffer(raw, dtype="<f4").reshape(-1, 2).copy()
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, channels or 2).copy()
+
+
+# More than two channels (5.1, 7.1, ...) go to mono one way in every format (WAV, FLAC, AAC in mp4, ...):
+# - the centre channel alone when there is one and it is not silent (power at least CENTRE_SHARE of the loudest
+#   channel's): surround mixes put the dialogue there, and music and effects in the others;
+# - else ITU-R BS.775's stereo downmix (L = FL + 0.707 C + 0.707 SL, R likewise), averaged, LFE dropped.
+# On a 5.1 clip with speech in the centre and music in the four others, the centre rule keeps the speech
+# alone where BS.775 would mix the music in 6 dB below it (tests/test_audio.py measures it).
+CENTRE_SHARE = 0.01
+BS775_MONO = {"FL": 0.5, "FR": 0.5, "FC": 0.7071, "LFE": 0.0, "BL": 0.3536, "BR": 0.3536, "SL": 0.3536, "SR": 0.3536,
+              "BC": 0.5, "FLC": 0.5, "FRC": 0.5}
+SIDE_WEIGHT = 0.3536       # any other channel (wides, heights): as a surround
+
+
+def multichannel_weights(names: list, power: np.ndarray, path: str, say=None) -> np.ndarray:
+    """(C,) mono weights of a file of more than two channels named ``names`` (power: each channel's), said once."""
+    say = say or say_on_stderr
+    weights = np.zeros(len(names))
+    if "FC" in names and power[names.index("FC")] >= CENTRE_SHARE * power.max() > 0:
+        weights[names.index("FC")] = 1.0
+        say(f"note: {path} has {len(names)} channels ({' '.join(names)}): its centre channel, where surround mixes "
+            f"put the dialogue, is the speech")
+        return weights
+    weights[:] = [BS775_MONO.get(name, SIDE_WEIGHT) for name in names]
+    say(f"note: {path} has {len(names)} channels ({' '.join(names)}): mixed to mono as ITU-R BS.775 mixes them to "
+        f"stereo, LFE dropped" + (" (its centre channel is silent)" if "FC" in names else ""))
+    return weights
 
 
 # A mix of the channels whose power is under this share of its loudest channel's cancels (antiphase
@@ -82,15 +134,70 @@ class SampleCheck:
         return loudest
 
 
-def downmix(data: np.ndarray, path: str, rate: int) -> np.ndarray:
-    """(T, C) samples -> (T,) mono after SampleCheck's checks: the channels' mean, or the loudest channel
-    when the mean cancels."""
+def channel_powers(path: str, channels: int) -> np.ndarray:
+    """(C,) each channel's mean power over the first audio stream, streamed through ffmpeg a block at a time
+    (memory does not grow with the file); non-finite samples are refused as ``SampleCheck`` refuses them."""
+    import subprocess as sp
+    from utils.ffmpeg import ffmpeg_exe
+    check = SampleCheck(path, channels, AUDIO_RATE_HZ)
+    proc = sp.Popen([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", path, "-vn", "-map", "0:a:0", "-ar",
+                     str(AUDIO_RATE_HZ), "-f", "f32le", "-"], stdout=sp.PIPE, stderr=sp.DEVNULL)
+    block_bytes = 4 * channels * (1 << 16)
+    try:
+        while True:
+            raw = proc.stdout.read(block_bytes)
+            if not raw:
+                break
+            usable = len(raw) - len(raw) % (4 * channels)
+            check.add(np.frombuffer(raw[:usable], dtype="<f4").reshape(-1, channels))
+    finally:
+        proc.stdout.close()
+        proc.kill()
+        proc.wait()
+    return check
+
+
+def mix_filter(path: str) -> list:
+    """ffmpeg's arguments that mix a file's audio to mono as ``load_audio`` does: ``-ac 1`` (the mean) for one
+    or two channels, a ``pan`` of ``multichannel_weights`` for more."""
+    names = channel_names(path)
+    if len(names) <= 2:
+        return ["-ac", "1"]
+    check = channel_powers(path, len(names))
+    weights = multichannel_weights(names, check.channel_power, path)
+    terms = "+".join(f"{w:.4f}*c{k}" for k, w in enumerate(weights) if w > 0)
+    return ["-af", f"pan=mono|c0={terms}"]
+
+
+def mono_weights(check: "SampleCheck", names: list, say=None) -> np.ndarray:
+    """(C,) weights that mix a file's channels to mono: one channel alone (a silent mono file's only one); two
+    averaged, or the louder alone when they cancel (``SampleCheck.channel``); more: ``multichannel_weights``."""
+    channels = len(check.channel_power)
+    if channels > 2:
+        names = names if len(names) == channels else [f"C{k}" for k in range(channels)]
+        return multichannel_weights(names, check.channel_power, check.path, say)
+    alone = check.channel(say)
+    if alone is None:
+        return np.full(channels, 1.0 / channels)
+    weights = np.zeros(channels)
+    weights[alone] = 1.0
+    return weights
+
+
+def downmix(data: np.ndarray, path: str, rate: int, names: Optional[list] = None) -> np.ndarray:
+    """(T, C) samples -> (T,) mono after SampleCheck's checks, by ``mono_weights`` (``names``: the channels'
+    layout, read from the file when not given and there are more than two)."""
     check = SampleCheck(path, data.shape[1], rate)
     for start in range(0, len(data), BLOCK_FRAMES):
         check.add(data[start:start + BLOCK_FRAMES])
-    channel = check.channel()
-    return data.mean(axis=1) if channel is None else data[:, channel]
-
+    if data.shape[1] > 2 and names is None:
+        names = channel_names(path)
+    weights = mono_weights(check, names or [])
+    if np.count_nonzero(weights) == 1:
+        return data[:, int(np.flatnonzero(weights)[0])]
+    if np.allclose(weights, weights[0]):
+        return data.mean(axis=1)
+    return (data.astype(np.float64) @ weights).astype(np.float32)
 
 
 def load_audio(path: str, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
@@ -166,12 +273,13 @@ class SpeechSamples:
             self._wav = load_audio(path)
         else:
             converted = os.path.join(workdir, "speech_16k.wav")
-            run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", "-ac", "2", "-ar", str(AUDIO_RATE_HZ),
+            layout = [] if channel_names(path) else ["-ac", "2"]       # every channel, mixed to mono here
+            run_ffmpeg(["-i", path, "-vn", "-map", "0:a:0", *layout, "-ar", str(AUDIO_RATE_HZ),
                         "-c:a", "pcm_f32le", "-f", "wav", converted], source=path)
             self._file = soundfile.SoundFile(converted)
-        self._channel = None
+        self._weights = None
         if self._file is not None:
-            self._channel = self._check_whole_file()
+            self._weights = self._check_whole_file()
         self.count = self._file.frames if self._file is not None else len(self._wav)
         if self.count == 0:
             self.close()
@@ -182,12 +290,18 @@ class SpeechSamples:
             return self._wav[start:stop]
         self._file.seek(start)
         data = self._file.read(stop - start, dtype="float32", always_2d=True)
-        mono = data.mean(axis=1) if self._channel is None else data[:, self._channel]
+        if self._weights is None:
+            mono = data.mean(axis=1)
+        elif np.count_nonzero(self._weights) == 1:
+            mono = data[:, int(np.flatnonzero(self._weights)[0])]
+        else:
+            mono = data.astype(np.float64) @ self._weights
         return np.ascontiguousarray(mono, dtype=np.float32)
 
-    def _check_whole_file(self) -> Optional[int]:
+    def _check_whole_file(self) -> Optional[np.ndarray]:
         """One pass over a file read in place, before any frame is made, when its samples can be non-finite
-        (float) or its channels can cancel (more than one): SampleCheck's checks, block by block."""
+        (float) or its channels can cancel or need a layout's mix (more than one): SampleCheck's checks, block
+        by block, then ``mono_weights`` (None: a mono file, read as it is)."""
         if self._file.channels < 2 and self._file.subtype not in ("FLOAT", "DOUBLE"):
             return None
         check = SampleCheck(self.path, self._file.channels, AUDIO_RATE_HZ)
@@ -198,7 +312,7 @@ class SpeechSamples:
             self.close()
             raise
         self._file.seek(0)
-        return check.channel()
+        return mono_weights(check, channel_names(self.path)) if self._file.channels > 1 else None
 
     def close(self) -> None:
         if self._file is not None:

@@ -523,12 +523,15 @@ def check_complete(path: str) -> None:
 
 
 def extract_audio(video_path: str, wav_path: str, rate: int = 16000) -> None:
-    """Write a video's audio track as 16-bit mono WAV at ``rate`` (atomically); a half-copied video
-    (``check_complete``) is refused, as preprocessing refuses its frames."""
+    """Write a video's audio track as 16-bit mono WAV at ``rate`` (atomically), its channels mixed as
+    ``load_audio`` mixes them; a half-copied video (``check_complete``) is refused, as preprocessing refuses
+    its frames."""
     from utils.ffmpeg import run_ffmpeg
     if not os.path.isfile(video_path):
         raise MediaError(f"video file {video_path} does not exist: check --video_root and the file list")
+    from utils.audio import mix_filter
     check_complete(video_path)
+    mix = mix_filter(video_path)                # 5.1 and more: the centre alone, or BS.775 (utils.audio)
     with atomic_output(wav_path) as tmp:
-        run_ffmpeg(["-i", video_path, "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(rate),
+        run_ffmpeg(["-i", video_path, "-vn", "-map", "0:a:0", *mix, "-ar", str(rate),
                     "-c:a", "pcm_s16le", "-f", "wav", tmp], source=video_path)
