@@ -12,7 +12,9 @@ import os
 import sys
 import time
 
-from face_detection import S3FD_HELP, build_detector
+import numpy as np
+
+from face_detection import DEFAULT_S3FD_PATH, S3FD_HELP, build_detector
 from preparation.runner import EXIT_SOME_FAILED
 from cli_flags import add_tracking_args, tracking_options
 from dubbing import SynthesisOptions, dub
@@ -127,6 +129,16 @@ def output_path(save_path: str, video_path: str, inputs) -> str:
     return out
 
 
+def untouched_reason(info, args) -> str:
+    """Why frames passed through undubbed: the detector's misses, the gap rule, and what to try."""
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[1], info.with_face.astype(np.int8), [1]]))))[::2]
+    return (f"{info.detection_misses} of the detector's {info.detected_frames} looks found no face, and "
+            f"{len(runs)} stretch(es) without it (the longest {runs.max() if len(runs) else 0} frames) outlasted "
+            f"--max_gap {args.max_gap:g} s"
+            + ("; OpenCV's cascade (no s3fd.pth) misses turned, dark and small faces: give --s3fd_path"
+               if not args.s3fd_path and not os.path.isfile(DEFAULT_S3FD_PATH) else ""))
+
+
 def main(args) -> int:
     note_ignored_flags(args)
     device = resolve_device(args.device)
@@ -150,7 +162,8 @@ def main(args) -> int:
     untouched = info.frames - info.frames_with_face
     print(f"wrote {out_path}: {info.frames} frames at {info.fps:g} fps ({info.duration_s:.2f} s) "
           f"in {time.time() - started:.1f}s; face detected on {info.detected_frames} frames"
-          + (f"; {untouched} frames without the face passed through untouched" if untouched else "")
+          + (f"; {untouched} frames without the face passed through untouched: {untouched_reason(info, args)}"
+             if untouched else "")
           + (f"; the reference face is frame {info.reference_frame}'s" if info.reference_frame is not None else ""),
           file=sys.stderr)
     return 0
