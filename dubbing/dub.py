@@ -124,7 +124,7 @@ def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, s
     bar = StageProgress("generating", num_out, opts.progress, opts.on_progress)
     first = []
     with VideoWriter(run.out_path, source.fps, source.width, source.height, audio_path=run.audio_path,
-                     crf=opts.crf) as writer, \
+                     crf=opts.crf, sar=source.sar) as writer, \
             BackgroundWriter(writer, maxsize=1, clock=clock) as out:
         spill = spill_file(source, num_out, run.workdir) if run.workdir else None
         items = dub_frames(source, follower, rows, chunk, clock, spill)

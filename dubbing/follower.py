@@ -69,7 +69,7 @@ class FaceFollower:
         self.reader, frames = source.forward(count)
         self.frames = in_background(clock.timed("decode", frames), read_ahead, name="decoder")
         detector = HeapTrimmedDetector(detector) if release_memory else detector
-        self.detect = KeyFrameDetector(detector, tracking.detect_max_side, clock)
+        self.detect = KeyFrameDetector(detector, tracking.detect_max_side, clock, pixel_aspect=source.pixel_aspect)
         self.tracker = FaceTracker(self.detect, tracking, source.fps)
         self.boxes: List[Optional[np.ndarray]] = []
         self.source_index: List[int] = []

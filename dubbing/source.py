@@ -81,6 +81,11 @@ class FaceSource:
     declared_s: Optional[float] = None    # the video stream's declared duration
     image: Optional[np.ndarray] = None    # the picture, for a still
     packets: Optional[int] = None         # without a declared duration (a streamed webm): its video packets
+    sar: Tuple[int, int] = (1, 1)         # sample aspect ratio: an anamorphic video's, kept on the dub
+
+    @property
+    def pixel_aspect(self) -> float:
+        return self.sar[0] / self.sar[1]
 
     def frames_hint(self, count: int) -> int:
         """About how many frames one forward pass over ``count`` frames will see (for progress, and whether
@@ -133,4 +138,4 @@ def open_face_source(path: str) -> FaceSource:
             raise MediaError(f"{path} is {reader.width}x{reader.height}, larger than an H.264 video can be (level "
                              f"6.2: 8192x4320 or the same area): scale it down first (e.g. ffmpeg -vf scale=-2:4320)")
         return FaceSource(path, reader.fps, reader.width, reader.height, reader.info.duration_s,
-                          packets=reader.num_frames if reader.info.duration_s is None else None)
+                          packets=reader.num_frames if reader.info.duration_s is None else None, sar=reader.info.sar)

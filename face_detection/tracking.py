@@ -147,8 +147,9 @@ class KeyFrameDetector:
     SCALE_STEPS), so that a face whose size wanders gives the detector a few frame sizes). Calling the
     detector on full frames does the first."""
 
-    def __init__(self, detector, max_side: int, clock=None):
+    def __init__(self, detector, max_side: int, clock=None, pixel_aspect: float = 1.0):
         self.detector, self.max_side, self.clock = detector, max_side, clock
+        self.pixel_aspect = pixel_aspect    # an anamorphic frame is detected on as displayed (x this wider)
         self.calls = 0          # frames detected on
         self.misses = 0         # of those, frames on which no face was found
         self.pixels = 0         # pixels the detector was given, in all
@@ -156,6 +157,12 @@ class KeyFrameDetector:
 
     def view(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
+        if abs(self.pixel_aspect - 1.0) > 1e-3:          # the picture as displayed, then scaled down
+            shown = width * self.pixel_aspect
+            factor = min(1.0, self.max_side / max(height, shown)) if self.max_side else 1.0
+            size = (max(1, round(shown * factor)), max(1, round(height * factor)))
+            self.back = np.array([width / size[0], height / size[1]] * 2)
+            return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
         factor = self.max_side / max(height, width) if self.max_side else 1.0
         small, self.back = _shrink([frame], factor)
         return small[0]
@@ -479,8 +486,9 @@ class FaceTracker:
     detection and bisection (``KeyFrameTracker``), then gap filling, then smoothing. ``detector``: a
     face detector (``detect_faces``) or a :class:`KeyFrameDetector` wrapping one."""
 
-    def __init__(self, detector, opts: TrackingOptions, fps: float):
-        detect = detector if isinstance(detector, KeyFrameDetector) else KeyFrameDetector(detector, opts.detect_max_side)
+    def __init__(self, detector, opts: TrackingOptions, fps: float, pixel_aspect: float = 1.0):
+        detect = detector if isinstance(detector, KeyFrameDetector) else KeyFrameDetector(
+            detector, opts.detect_max_side, pixel_aspect=pixel_aspect)
         max_gap = None if opts.max_gap_s is None else int(round(opts.max_gap_s * fps))
         patience = int(round((DEFAULT_MAX_GAP_S if opts.max_gap_s is None else opts.max_gap_s) * fps))
         self.keys = KeyFrameTracker(detect, opts, patience)
@@ -507,9 +515,11 @@ class FaceTracker:
         return [FaceBox(item.index, item.box) for item in items]
 
 
-def track_faces(frames: Iterable[np.ndarray], detector, opts: TrackingOptions, fps: float) -> Iterator[FaceBox]:
-    """(index, box or None) for each frame of ``frames``, in order, streaming."""
-    tracker = FaceTracker(detector, opts, fps)
+def track_faces(frames: Iterable[np.ndarray], detector, opts: TrackingOptions, fps: float,
+                pixel_aspect: float = 1.0) -> Iterator[FaceBox]:
+    """(index, box or None) for each frame of ``frames``, in order, streaming; an anamorphic video's faces
+    are found on its picture as displayed (``pixel_aspect``), the boxes given in its stored pixels."""
+    tracker = FaceTracker(detector, opts, fps, pixel_aspect)
     for frame in frames:
         yield from tracker.push(frame)
     yield from tracker.finish()
@@ -523,7 +533,7 @@ def boxes_for_video(video_path: str, detector, opts: TrackingOptions, progress: 
     boxes = []
     with VideoReader(video_path) as reader:
         bar = tqdm(total=reader.num_frames, desc="detect faces", unit="frame", disable=not progress)
-        for _, box in track_faces(reader, detector, fill_all, reader.fps):
+        for _, box in track_faces(reader, detector, fill_all, reader.fps, reader.info.pixel_aspect):
             if box is None:
                 raise no_face(video_path)
             boxes.append(box)

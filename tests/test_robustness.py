@@ -308,3 +308,32 @@ def test_a_streamed_webm_without_a_duration_dubs_and_passes_the_page_s_check(tmp
     with FrameSeeker(str(tmp_path / "streamed.webm")) as seeker:
         seeker.get(np.arange(0, 30))
         assert np.array_equal(seeker.get(np.arange(25, 35)), frames[25:35])
+
+
+def test_an_anamorphic_clip_keeps_its_aspect_and_its_faces_are_found_as_displayed(tmp_path, talklip_checkpoint):
+    """384x512 stored with SAR 4:3 (DV, HDV, broadcast MPEG-2) shows 512x512. The dub came out 384x512 untagged,
+    faces 25% narrower on playback; now the dub carries SAR 4:3, and faces are found on the picture as displayed
+    (the boxes, in stored pixels, match the square-pixel clip's squeezed by 3/4)."""
+    import skimage.data
+    from face_detection import CascadeDetector
+    from face_detection.tracking import boxes_for_video
+    from utils.video import VideoWriter, sample_aspect
+    photo = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
+    shown = [np.roll(photo, 3 * k, axis=1) for k in range(20)]                 # 512x512, the face drifting
+    tone(tmp_path / "speech.wav", 0.8)
+    for name, size, sar in (("square", (512, 512), (1, 1)), ("anamorphic", (384, 512), (4, 3))):
+        with VideoWriter(str(tmp_path / f"{name}.mp4"), 25, *size, sar=sar) as writer:
+            for frame in shown:
+                writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
+    assert sample_aspect(str(tmp_path / "anamorphic.mp4")) == (4, 3)
+    opts = TrackingOptions(detect_every=1, detect_max_side=0, max_gap_s=None)
+    square = boxes_for_video(str(tmp_path / "square.mp4"), CascadeDetector(), opts).astype(float)
+    squeezed = boxes_for_video(str(tmp_path / "anamorphic.mp4"), CascadeDetector(), opts).astype(float)
+    assert np.abs(squeezed[:, [0, 2]] - square[:, [0, 2]] * 0.75).max() <= 4
+    assert np.abs(squeezed[:, [1, 3]] - square[:, [1, 3]]).max() <= 4
+    proc = run_module("inf_demo", "--video_path", tmp_path / "anamorphic.mp4", "--wav_path", tmp_path / "speech.wav",
+                      "--ckpt_path", talklip_checkpoint[0], "--save_path", tmp_path / "dub", "--device", "cpu",
+                      "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    info = probe_video(str(tmp_path / "dub.mp4"))
+    assert (info.width, info.height) == (384, 512) and info.sar == (4, 3)
