@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, end to end on CPU: a readable synthetic corpus -> preprocessing
-# -> the lip-reading expert and an independent observer -> TalkLip at the cpu preset through every
+# The main job with every research option: quickstart.sh runs it with the main job's options only;
+# bench/lip_loss_sweep.py and the experiments (docs/experiments/) pass it the rest. End to end on CPU: a
+# readable synthetic corpus -> preprocessing -> the lip-reading expert and an independent observer -> TalkLip at the cpu preset through every
 # training stage on a fixed schedule (train.py) -> test-split synthesis before and after training
 # (inf_test.py) -> PSNR/SSIM, mouth sync and the observer's WER against the corpus' ground truth -> one
 # clip dubbed with another's speech.
@@ -10,7 +11,7 @@
 # trains with the lip loss off (same seed and schedule: stage 2 again, from the main run's state where
 # it begins). --grammar words: random words, a mouth that opens with the loudness (nothing to read; the
 # expert is trained in the run).
-#   bash quickstart.sh [--out_dir runs/quickstart] [--grammar grid|words] [--num_clips N] [--seed 0]
+#   bash bench/experiment.sh [--out_dir runs/quickstart] [--grammar grid|words] [--num_clips N] [--seed 0]
 #                      [--expert_steps N] [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W]
 #                      [--ablation] [--train_readers] [--precision auto|bf16|fp32] [--lip_augment K]
 #                      [--lip_ensemble E2.pt,E3.pt] [--av_jitter J] [--corpus_seed S] [--stage2_from RUN]
@@ -23,7 +24,7 @@
 # off its video, a new offset each time (train.py --av_shift; the corpus and the scoring stay in step).
 # Writes <out_dir>/summary.json, mouth_sync.png, samples.png and observer_wer.png, and prints them.
 set -euo pipefail
-root=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python}
 out_dir=runs/quickstart grammar=grid num_clips="" seed=0 expert_steps="" stage_steps="" ckpt_interval=""
 lip_w=1e-5 ablation=0 train_readers=0 precision=auto lip_augment=0 lip_ensemble="" av_jitter=0 corpus_seed="" stage2_from="" lr_hold=0 av_shift=0 mouth_scale="" readers_from="" speech_snr="" articulation=""
@@ -51,7 +52,7 @@ while [ $# -gt 0 ]; do
     --readers_from) readers_from=$2; shift 2 ;;
     --speech_snr) speech_snr=$2; shift 2 ;;
     --articulation) articulation=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# //'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

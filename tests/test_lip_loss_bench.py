@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from bench.lip_loss_sweep import effect_of_lip_loss, parse_args, quickstart_command
+from bench.lip_loss_sweep import effect_of_lip_loss, parse_args, experiment_command
 from bench.wide_test import last_checkpoint, make_test_set
 
 
@@ -59,14 +59,14 @@ def test_a_common_start_branches_every_seed_from_one_state_and_keeps_each_seed_f
     def flags_of(cmd):
         return {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i] in ("--seed", "--stage2_from", "--out_dir")}
     for seed in (11, 12):
-        own = flags_of(quickstart_command(f"sweep/seed{seed}", seed, ["--av_jitter", "2"], "runs/sweepc"))
-        common = flags_of(quickstart_command(f"sweep/seed{seed}", seed, ["--av_jitter", "2"], "runs/sweepc", 1))
+        own = flags_of(experiment_command(f"sweep/seed{seed}", seed, ["--av_jitter", "2"], "runs/sweepc"))
+        common = flags_of(experiment_command(f"sweep/seed{seed}", seed, ["--av_jitter", "2"], "runs/sweepc", 1))
         assert own == {"--out_dir": f"sweep/seed{seed}", "--seed": str(seed), "--stage2_from": f"runs/sweepc/seed{seed}"}
         assert common == {**own, "--stage2_from": "runs/sweepc/seed1"}
-    assert "--stage2_from" not in quickstart_command("sweep/seed0", 0, [], None, None)
+    assert "--stage2_from" not in experiment_command("sweep/seed0", 0, [], None, None)
     args = parse_args(["--out_dir", "o", "--stage2_from", "runs/sweepc", "--start_seed", "1", "--seeds", "11", "--",
                        "--av_jitter", "2"])
-    assert (args.start_seed, args.seeds, args.quickstart_flags) == (1, [11], ["--av_jitter", "2"])
+    assert (args.start_seed, args.seeds, args.experiment_flags) == (1, [11], ["--av_jitter", "2"])
     with pytest.raises(SystemExit) as refused:     # a common start names the sweep it branches from
         parse_args(["--out_dir", "o", "--start_seed", "1"])
     assert refused.value.code == 2

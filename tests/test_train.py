@@ -570,8 +570,12 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
                                              "be a quickstart run folder with the expert.pt and observer.pt its "
                                              "--train_readers made")])
 def test_the_quickstart_refuses_bad_options_in_one_line_before_writing(tmp_path, flags, message):
+    """The experiment driver behind quickstart.sh (bench/experiment.sh) checks every option; quickstart.sh passes
+    the main job's through (--precision, --grammar) and refuses the research ones, naming where they are."""
     out = tmp_path / "run"
-    proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(out), *flags],
+    main_job = flags[0] in ("--precision", "--grammar")
+    script = "quickstart.sh" if main_job else os.path.join("bench", "experiment.sh")
+    proc = subprocess.run(["bash", os.path.join(ROOT, script), "--out_dir", str(out), *flags],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}, not {flags[1]}"
     assert not out.exists()
@@ -581,12 +585,29 @@ def test_the_quickstart_refuses_a_mouth_scale_its_shipped_readers_cannot_read(tm
     """--mouth_scale without --train_readers: the shipped readers were trained on the default mouth, so the run
     would score with readers that cannot read it; refused in one line before anything is written."""
     out = tmp_path / "run"
-    proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(out), "--mouth_scale", "1.0"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "experiment.sh"), "--out_dir", str(out), "--mouth_scale",
+                           "1.0"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "error: --mouth_scale needs --grammar grid and --train_readers or --readers_from (the shipped readers read the "
         "default mouth only)")
     assert not out.exists()
+
+
+def test_the_quickstart_lists_and_takes_the_main_job_s_options_only(tmp_path):
+    """quickstart.sh --help names the main job's options and no research knob; a research option is refused in
+    one line that says where it lives."""
+    help_text = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--help"], capture_output=True,
+                               text=True).stdout
+    for option in ("--out_dir", "--seed", "--precision", "--ablation", "--train_readers", "--grammar"):
+        assert option in help_text
+    for knob in ("--av_jitter", "--av_shift", "--articulation", "--speech_snr", "--lr_hold", "--stage2_from",
+                 "--readers_from", "--lip_w", "--stage_steps", "--mouth_scale"):
+        assert knob not in help_text
+        proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--out_dir", str(tmp_path / "r"), knob, "1"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.strip() == (
+            f"error: unknown option {knob} (see --help; the research options are bench/experiment.sh's)")
+    assert not (tmp_path / "r").exists()
 
 
 def test_missing_clip_inputs_and_a_missing_word_root_are_refused_before_training(corpus, one_shard, tiny_expert,
