@@ -112,6 +112,25 @@ def offset_scores(video_feats: torch.Tensor, audio_feats: torch.Tensor, vshift: 
             "offset": int(vshift - minidx), "mean_dists": mean}
 
 
+def _window_scores(model, video_windows, mfcc: torch.Tensor, usable: int, vshift: int, batch_size: int) -> Dict:
+    """LSE over a clip's ``usable`` frames: the video windows ``video_windows(start, stop)`` (a batch of them) and
+    the 0.2 s of ``mfcc`` at each, embedded in batches, then ``offset_scores`` (the original's window count:
+    one short of all)."""
+    last = usable - WINDOW
+    if last < 1:
+        raise ValueError(f"clip too short for SyncNet: {usable} frames, need at least {WINDOW + 1}")
+    device = next(model.parameters()).device
+    video_feats, audio_feats = [], []
+    for start in range(0, last, batch_size):
+        stop = min(last, start + batch_size)
+        video_feats.append(model.forward_lip(video_windows(start, stop).to(device)).cpu())
+        cc = torch.stack([mfcc[:, MFCC_PER_FRAME * v: MFCC_PER_FRAME * v + 20] for v in range(start, stop)])
+        audio_feats.append(model.forward_aud(cc[:, None].to(device)).cpu())
+    scores = offset_scores(torch.cat(video_feats), torch.cat(audio_feats), vshift)
+    scores.pop("mean_dists")
+    return scores
+
+
 @torch.no_grad()
 def lse(frames_bgr: np.ndarray, wav_16k: np.ndarray, syncnet: SyncNet, vshift: int = 15,
         batch_size: int = 20) -> Dict:
@@ -120,43 +139,21 @@ def lse(frames_bgr: np.ndarray, wav_16k: np.ndarray, syncnet: SyncNet, vshift: i
     frames = np.asarray(frames_bgr)
     if frames.ndim != 4 or frames.shape[1:] != (SYNC_SIZE, SYNC_SIZE, 3):
         raise ValueError(f"frames must be T x {SYNC_SIZE} x {SYNC_SIZE} x 3, got {frames.shape}")
-    mfcc = torch.from_numpy(mfcc_features(wav_16k))
+
+    def windows(start, stop):                                                       # (B, 3, 5, H, W)
+        clip = torch.from_numpy(frames[start:stop + WINDOW - 1]).float().permute(3, 0, 1, 2)
+        return torch.stack([clip[:, i:i + WINDOW] for i in range(stop - start)])
     usable = min(len(frames), math.floor(len(wav_16k) / SAMPLES_PER_FRAME))
-    last = usable - WINDOW                  # the original's window count (one short of all)
-    if last < 1:
-        raise ValueError(f"clip too short for SyncNet: {usable} frames, need at least {WINDOW + 1}")
-    device = next(syncnet.parameters()).device
-    video_feats, audio_feats = [], []
-    for start in range(0, last, batch_size):
-        stop = min(last, start + batch_size)
-        clip = torch.from_numpy(frames[start:stop + WINDOW - 1]).to(device).float().permute(3, 0, 1, 2)
-        windows = torch.stack([clip[:, i:i + WINDOW] for i in range(stop - start)])   # (B, 3, 5, H, W)
-        video_feats.append(syncnet.forward_lip(windows).cpu())
-        cc = torch.stack([mfcc[:, MFCC_PER_FRAME * v: MFCC_PER_FRAME * v + 20] for v in range(start, stop)])
-        audio_feats.append(syncnet.forward_aud(cc[:, None].to(device)).cpu())
-    scores = offset_scores(torch.cat(video_feats), torch.cat(audio_feats), vshift)
-    scores.pop("mean_dists")
-    return scores
+    return _window_scores(syncnet, windows, torch.from_numpy(mfcc_features(wav_16k)), usable, vshift, batch_size)
 
 
 @torch.no_grad()
 def lse_from_inputs(model, rois: torch.Tensor, mfcc: torch.Tensor, vshift: int = 15, batch_size: int = 64) -> Dict:
     """``lse`` for a ``MouthSyncNet``: (T, S, S) mouth ROIs (``model.frame_input``) and (13, M) MFCCs at 100 Hz."""
+    def windows(start, stop):                                                       # (B, 5, S, S)
+        return torch.stack([rois[i:i + WINDOW] for i in range(start, stop)])
     usable = min(len(rois), mfcc.shape[1] // MFCC_PER_FRAME)
-    last = usable - WINDOW
-    if last < 1:
-        raise ValueError(f"clip too short for SyncNet: {usable} frames, need at least {WINDOW + 1}")
-    device = next(model.parameters()).device
-    video_feats, audio_feats = [], []
-    for start in range(0, last, batch_size):
-        stop = min(last, start + batch_size)
-        windows = torch.stack([rois[i:i + WINDOW] for i in range(start, stop)])            # (B, 5, S, S)
-        video_feats.append(model.forward_lip(windows.to(device)).cpu())
-        cc = torch.stack([mfcc[:, MFCC_PER_FRAME * v: MFCC_PER_FRAME * v + 20] for v in range(start, stop)])
-        audio_feats.append(model.forward_aud(cc[:, None].to(device)).cpu())
-    scores = offset_scores(torch.cat(video_feats), torch.cat(audio_feats), vshift)
-    scores.pop("mean_dists")
-    return scores
+    return _window_scores(model, windows, mfcc, usable, vshift, batch_size)
 
 
 def read_sync_frames(path: str) -> Tuple[np.ndarray, float]:

@@ -317,9 +317,8 @@ def test_errors_speak_of_the_upload_not_the_server_s_paths_or_file_lists(tmp_pat
     assert "file list" not in shown and "upload another file" in shown
 
 
-def test_sigterm_during_a_dub_stops_it_and_exits_143(browser, talklip_checkpoint, tmp_path):
-    """SIGTERM while the page dubs: the dub stops at its next progress report, the page's folder is removed,
-    and the process exits 143 (it aborted with signal 6: 'terminate called without an active exception')."""
+def start_page(talklip_checkpoint, tmp_path):
+    """app.py on a free port with its own temporary folder and log: (process, port, temporary folder, log)."""
     port, system_tmp = free_port(), tmp_path / "tmp"
     system_tmp.mkdir()
     log_path = tmp_path / "app.log"
@@ -327,31 +326,38 @@ def test_sigterm_during_a_dub_stops_it_and_exits_143(browser, talklip_checkpoint
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "app.py", "--ckpt_path", talklip_checkpoint[0], "--port", str(port),
                                  "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = wait_for_page(proc, port, log_path)
-            write_clip(str(tmp_path / "two.mp4"), [two_faces_frame()] * 25)
-            tone(str(tmp_path / "speech.wav"), 20.0)                  # a dub long enough to stop halfway
-            context = browser.new_context(viewport={"width": 1280, "height": 1000})
-            tab = context.new_page()
-            tab.goto(url)
-            upload(tab, "face_input", str(tmp_path / "two.mp4"))
-            tab.get_by_text("face(s) found on the first frame").wait_for(timeout=60_000)
-            upload(tab, "speech_input", str(tmp_path / "speech.wav"))
-            tab.locator("#speech_input audio").first.wait_for(state="attached", timeout=60_000)
-            tab.locator("#run").click()
-            for _ in range(600):                       # until the dub writes its output (a temporary: a dot-file)
-                if glob.glob(str(system_tmp / "talklip-app-*" / "job-*" / ".dubbed*")):
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail(f"the dub did not start: {tab.locator('#report').inner_text()} {log_path.read_text()[-2000:]}")
-            proc.send_signal(signal.SIGTERM)
-            began = time.time()
-            code = proc.wait(timeout=30)
-            context.close()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    return proc, port, system_tmp, log_path
+
+
+def test_sigterm_during_a_dub_stops_it_and_exits_143(browser, talklip_checkpoint, tmp_path):
+    """SIGTERM while the page dubs: the dub stops at its next progress report, the page's folder is removed,
+    and the process exits 143 (it aborted with signal 6: 'terminate called without an active exception')."""
+    proc, port, system_tmp, log_path = start_page(talklip_checkpoint, tmp_path)
+    try:
+        url = wait_for_page(proc, port, log_path)
+        write_clip(str(tmp_path / "two.mp4"), [two_faces_frame()] * 25)
+        tone(str(tmp_path / "speech.wav"), 20.0)                  # a dub long enough to stop halfway
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        tab = context.new_page()
+        tab.goto(url)
+        upload(tab, "face_input", str(tmp_path / "two.mp4"))
+        tab.get_by_text("face(s) found on the first frame").wait_for(timeout=60_000)
+        upload(tab, "speech_input", str(tmp_path / "speech.wav"))
+        tab.locator("#speech_input audio").first.wait_for(state="attached", timeout=60_000)
+        tab.locator("#run").click()
+        for _ in range(600):                       # until the dub writes its output (a temporary: a dot-file)
+            if glob.glob(str(system_tmp / "talklip-app-*" / "job-*" / ".dubbed*")):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the dub did not start: {tab.locator('#report').inner_text()} {log_path.read_text()[-2000:]}")
+        proc.send_signal(signal.SIGTERM)
+        began = time.time()
+        code = proc.wait(timeout=30)
+        context.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     text = log_path.read_text()
     assert code == 143 and time.time() - began < 20, (code, text[-2000:])
     assert "terminated" in text and "terminate called" not in text
@@ -361,20 +367,14 @@ def test_sigterm_during_a_dub_stops_it_and_exits_143(browser, talklip_checkpoint
 def test_a_closed_terminal_stops_the_page_and_removes_its_folder(talklip_checkpoint, tmp_path):
     """SIGHUP (the terminal or ssh session that started app.py closed) cleans up as SIGTERM does: the page's
     folder of visitors' uploads and dubs is removed and the process exits 129."""
-    port, system_tmp = free_port(), tmp_path / "tmp"
-    system_tmp.mkdir()
-    log_path = tmp_path / "app.log"
-    env = {**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(system_tmp)}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--ckpt_path", talklip_checkpoint[0], "--port", str(port),
-                                 "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_page(proc, port, log_path)
-            assert glob.glob(str(system_tmp / "talklip-app-*"))
-            proc.send_signal(signal.SIGHUP)
-            code = proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    proc, port, system_tmp, log_path = start_page(talklip_checkpoint, tmp_path)
+    try:
+        wait_for_page(proc, port, log_path)
+        assert glob.glob(str(system_tmp / "talklip-app-*"))
+        proc.send_signal(signal.SIGHUP)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert code == 129, (code, log_path.read_text()[-2000:])
     assert not glob.glob(str(system_tmp / "talklip-app-*")), os.listdir(system_tmp)
