@@ -14,7 +14,8 @@ from tests.conftest import ROOT, run_module
 GRID = os.path.join(ROOT, "..", "shared", "data", "grid")
 needs_grid = pytest.mark.skipif(not os.path.isdir(os.path.join(GRID, "s1")),
                                 reason="../shared/data/grid (GRID s1) is not here")
-GOOD = ("bbaf2n", "bbaf3s", "brwn3a", "lbij8p")     # real clips: .mp4 and .mpg, and sgib8n.mpg (damaged)
+GOOD = ("bbaf2n", "bbiz1s", "bgbn8n", "brif6p", "lbij8p")   # real clips, .mp4 and .mpg (sgib8n.mpg: damaged)
+HELD_OUT = ("bbiz1s", "bgbn8n", "brif6p")                     # of them, s1 test sentences no reader trained on
 DAMAGED = "sgib8n"                                  # decodes with a damaged macroblock
 
 
@@ -118,7 +119,7 @@ def test_every_bad_input_is_one_line_naming_its_file(prepared):
         assert not glob.glob(f"{out}/*/s1/{ident}.*")      # nothing written for a clip left out
     # a rerun resumes: only the clip whose length is known from its video alone is decoded again
     again = run_module("preparation.grid", "--grid_root", root, "--out_dir", out, "--no_progress", timeout=300)
-    assert again.returncode == 3 and "framing 1 clips (6 already done)" in again.stderr, again.stderr
+    assert again.returncode == 3 and f"framing 1 clips ({len(GOOD) + 2} already done)" in again.stderr, again.stderr
     assert sorted(open(f"{out}/filelist.txt").read().split()) == sorted(open(f"{out}/prepared.txt").read().split())
 
 
@@ -222,3 +223,24 @@ def test_the_grid_syncnet_finds_real_clips_in_sync(prepared):
              for i, n in enumerate(names)]
     assert sum(abs(r["offset"]) <= 1 for r in own) >= len(names) - 1, [r["offset"] for r in own]
     assert np.mean([r["lse_c"] for r in own]) >= 2 * np.mean([r["lse_c"] for r in other])
+
+
+@pytest.mark.parametrize("reader", ["grid_s1_expert.pt", "grid_s1_observer.pt"])
+def test_the_grid_readers_read_held_out_real_clips_better_than_blanked(prepared, reader):
+    """The shipped readers of real mouths (docs/real_data.md) on s1 test sentences: greedy decoding of the copies'
+    mouths reads far better than the same reader with the video blanked (the grammar's prior alone)."""
+    import torch
+    from models.avhubert import load_lip_reader
+    from models.avhubert.reading import decode_clip, mouth_rois
+    from utils.corpus import read_transcript
+    from utils.wer import error_rates
+    _, out, _ = prepared
+    model = load_lip_reader(os.path.join(ROOT, "weights", reader), "a reader")
+    refs, read, blank = [], [], []
+    for ident in HELD_OUT:
+        rois = mouth_rois(f"{out}/main/s1/{ident}.mp4")
+        refs.append(read_transcript(f"{out}/main", f"s1/{ident}"))
+        read.append(decode_clip(model, rois, beam=1))
+        blank.append(decode_clip(model, torch.zeros_like(rois), beam=1))
+    wer, wer_blank = error_rates(refs, read)["wer"], error_rates(refs, blank)["wer"]
+    assert wer <= 0.25 and wer_blank >= 0.6, (reader, wer, wer_blank, read)
