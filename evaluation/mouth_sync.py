@@ -28,7 +28,7 @@ but no drawn truth): ``--real_root O/main`` reads the same darkness from the rea
 correlates both series after a high-pass (``HIGH_PASS_FRAMES``: each minus its moving average), so that the
 shape every GRID sentence shares (a closed mouth, six words, a closed mouth) does not count as sync. On the
 50 s1 test clips the real clip against a copy of itself degraded as a generator degrades it (160 -> 96 -> 160
-px, Gaussian blur 1.5 px) gives r 0.99 (each clip above 0.97), against another sentence's clip 0.01 (without
+px, Gaussian blur 1.5 px) gives r 0.97 per clip on average (each above 0.92), against another sentence's clip 0.01 (without
 the high-pass 0.46); tests/test_grid.py checks both on the shared clips. A dub of GRID clip A with clip B's
 speech is scored against B's real video (``--speech_video``). Real video without such a gt (LRS2's clips):
 ``--bbx_root`` instead of ``--gt_root`` places the mouth by the stored face boxes (``MOUTH_Y`` down each box,

@@ -172,21 +172,12 @@ def test_frame_word_ids_follow_the_alignment():
                             1 + grid.VOCABULARY.index("BLUE"), 1 + grid.VOCABULARY.index("BLUE"), 0]
 
 
-def degraded_copy(src, dst):
-    """A real clip degraded as a generator degrades it: 160 -> 96 -> 160 px, Gaussian blur 1.5 px."""
-    from utils.video import VideoReader, VideoWriter
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    with VideoReader(src) as reader, VideoWriter(dst, 25, 160, 160, audio_path=src) as writer:
-        for frame in reader:
-            small = cv2.resize(frame, (96, 96), interpolation=cv2.INTER_AREA)
-            writer.write(cv2.GaussianBlur(cv2.resize(small, (160, 160)), (0, 0), 1.5))
-
-
 def test_mouth_sync_tells_a_real_clip_from_another_sentence(prepared, tmp_path):
     """The measure first checked on real ground truth: a real clip against its degraded copy reads r >= 0.8,
     against every other sentence's real clip r <= 0.2 on average (the high-pass keeps the envelope every GRID
     sentence shares out of it)."""
     _, out, _ = prepared
+    from bench.real_measures import degraded_copy
     from evaluation import mouth_sync
     from evaluation.common import ClipRun
     names = [f"s1/{i}" for i in GOOD + (DAMAGED,)]
@@ -244,3 +235,24 @@ def test_the_grid_readers_read_held_out_real_clips_better_than_blanked(prepared,
         blank.append(decode_clip(model, torch.zeros_like(rois), beam=1))
     wer, wer_blank = error_rates(refs, read)["wer"], error_rates(refs, blank)["wer"]
     assert wer <= 0.25 and wer_blank >= 0.6, (reader, wer, wer_blank, read)
+
+
+def test_inf_test_and_the_observer_run_on_the_prepared_corpus(prepared, talklip_checkpoint, tmp_path):
+    """The prepared folder is read as the synthetic corpus is: inf_test.py synthesizes its test split from its
+    audio and face boxes, and evaluation.avhubert_wer scores the result with the GRID observer."""
+    import json
+    _, out, _ = prepared
+    synt = tmp_path / "synt"
+    proc = run_module("inf_test", "--filelist", f"{out}/test.txt", "--video_root", f"{out}/main", "--audio_root",
+                      f"{out}/audio", "--bbx_root", f"{out}/bbx", "--save_root", synt, "--ckpt_path",
+                      talklip_checkpoint[0], "--device", "cpu", "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    listed = open(f"{out}/test.txt").read().split()
+    assert listed and all(os.path.isfile(synt / f"{name}.mp4") for name in listed)
+    proc = run_module("evaluation.avhubert_wer", "--video_root", synt, "--ckpt_path",
+                      os.path.join(ROOT, "weights", "grid_s1_observer.pt"), "--word_root", f"{out}/main", "--roi",
+                      "center", "--beam", 1, "--filelist", f"{out}/test.txt", "--out_json", tmp_path / "wer.json",
+                      "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.load(open(tmp_path / "wer.json"))
+    assert summary["clips"] == len(listed) and summary["wer"] > 0.3      # a random generator's mouths: unreadable
