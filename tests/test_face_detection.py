@@ -375,11 +375,12 @@ LRS2_SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 @pytest.mark.skipif(not os.path.isdir(LRS2_SAMPLES), reason="../shared/data/lrs2_samples is not here")
 def test_the_cascade_finds_faces_that_fill_the_frame():
     """LRS2's face-centred 160-px frames put the forehead at the edge, where no cascade window fits: the plain
-    cascade found the face of clip 00004 on 21 of its 138 frames; searched again inside a border, on 78."""
+    cascade found the face of clip 00004 on 21 of its 138 frames (9 of every third frame's 46); searched again
+    inside a border, on 78 (28 of the 46)."""
     from utils.video import VideoReader
     with VideoReader(os.path.join(LRS2_SAMPLES, "00004.mp4")) as reader:
-        frames = np.stack(list(reader))
+        frames = np.stack(list(reader)[::3])
     found = CascadeDetector().detect_faces(frames)
-    assert sum(len(f) > 0 for f in found) >= 70, sum(len(f) > 0 for f in found)
+    assert sum(len(f) > 0 for f in found) >= 23, sum(len(f) > 0 for f in found)
     for faces in found:                       # boxes stay on the frame
         assert np.all(faces[:, :2] >= 0) and np.all(faces[:, 2] <= 160) and np.all(faces[:, 3] <= 160)

@@ -74,7 +74,8 @@ def prepared(tmp_path_factory):
     open(f"{root}/alignments/s1/banana.align", "w").write(text)
     os.makedirs(f"{root}/s5/video")                                   # a speaker folder with no clips
     out = str(tmp_path_factory.mktemp("grid_out"))
-    result = run_module("preparation.grid", "--grid_root", root, "--out_dir", out, "--no_progress", timeout=600)
+    result = run_module("preparation.grid", "--grid_root", root, "--out_dir", out, "--no_progress", "--nshard", 1,
+                        timeout=600)
     return root, out, result
 
 
@@ -118,7 +119,8 @@ def test_every_bad_input_is_one_line_naming_its_file(prepared):
         assert f"s1/{ident}\t" in failures
         assert not glob.glob(f"{out}/*/s1/{ident}.*")      # nothing written for a clip left out
     # a rerun resumes: only the clip whose length is known from its video alone is decoded again
-    again = run_module("preparation.grid", "--grid_root", root, "--out_dir", out, "--no_progress", timeout=300)
+    again = run_module("preparation.grid", "--grid_root", root, "--out_dir", out, "--no_progress", "--nshard", 1,
+                       timeout=300)
     assert again.returncode == 3 and f"framing 1 clips ({len(GOOD) + 2} already done)" in again.stderr, again.stderr
     assert sorted(open(f"{out}/filelist.txt").read().split()) == sorted(open(f"{out}/prepared.txt").read().split())
 

@@ -319,7 +319,7 @@ def test_an_anamorphic_clip_keeps_its_aspect_and_its_faces_are_found_as_displaye
     from face_detection.tracking import boxes_for_video
     from utils.video import VideoWriter, sample_aspect
     photo = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
-    shown = [np.roll(photo, 3 * k, axis=1) for k in range(20)]                 # 512x512, the face drifting
+    shown = [np.roll(photo, 3 * k, axis=1) for k in range(12)]                 # 512x512, the face drifting
     tone(tmp_path / "speech.wav", 0.8)
     for name, size, sar in (("square", (512, 512), (1, 1)), ("anamorphic", (384, 512), (4, 3))):
         with VideoWriter(str(tmp_path / f"{name}.mp4"), 25, *size, sar=sar) as writer:
