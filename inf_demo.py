@@ -161,7 +161,8 @@ def main(args) -> int:
               file=sys.stderr)
     untouched = info.frames - info.frames_with_face
     print(f"wrote {out_path}: {info.frames} frames at {info.fps:g} fps ({info.duration_s:.2f} s) "
-          f"in {time.time() - started:.1f}s; face detected on {info.detected_frames} frames"
+          f"in {time.time() - started:.1f}s; the face detector ran on {info.detected_frames} key frames, the face "
+          f"was tracked on {info.frames_with_face}"
           + (f"; {untouched} frames without the face passed through untouched: {untouched_reason(info, args)}"
              if untouched else "")
           + (f"; the reference face is frame {info.reference_frame}'s" if info.reference_frame is not None else ""),

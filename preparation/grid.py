@@ -355,6 +355,19 @@ def prepare_copies(clips: Sequence[Clip], out_dir: str, workers: int, s3fd_path:
     return done, failed
 
 
+def fewer_train(clips: Sequence[Clip], per_speaker: int) -> List[Clip]:
+    """Every valid and test clip, and each speaker's first ``per_speaker`` train clips (in id order)."""
+    kept, train_count = [], {}
+    for clip in clips:
+        speaker = clip.name.split("/")[0]
+        if split_of(read_alignment(clip.align).words) == "train":
+            if train_count.get(speaker, 0) >= per_speaker:
+                continue
+            train_count[speaker] = train_count.get(speaker, 0) + 1
+        kept.append(clip)
+    return kept
+
+
 def write_list(path: str, names: Sequence[str]) -> None:
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         handle.writelines(f"{n}\n" for n in names)
@@ -392,6 +405,9 @@ def parse_args(argv=None):
     parser.add_argument("--nshard", type=positive_int, default=2, help="processes for framing and preprocessing")
     parser.add_argument("--s3fd_path", default=None,
                         help="S3FD weights (s3fd.pth) for the face boxes; without them OpenCV's cascade is used")
+    parser.add_argument("--max_train", type=positive_int, default=None,
+                        help="prepare only the first N train sentences of each speaker (by id) and every valid and "
+                             "test one: a short run's corpus (default: all)")
     parser.add_argument("--overwrite", action="store_true", help="redo clips whose outputs exist")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
@@ -406,6 +422,8 @@ def main(args) -> int:
     clips, problems = scan(args.grid_root, speakers, log=lambda m: print(m, file=sys.stderr))
     for name, reason in problems:
         print(f"left out: {name}: {reason}", file=sys.stderr)
+    if args.max_train:
+        clips = fewer_train(clips, args.max_train)
     os.makedirs(args.out_dir, exist_ok=True)
     done, failed = prepare_copies(clips, args.out_dir, args.nshard, args.s3fd_path, args.overwrite,
                                   progress=not args.no_progress)
