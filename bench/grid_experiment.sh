@@ -104,8 +104,14 @@ lse() {                  # folder of videos, tag
   $PYTHON -m evaluation.sync_eval --data_root "$1" --initial_model "$syncnet" --filelist "$l/test.txt" \
     --out_json "$out_dir/lse_$2.json" --device cpu --no_progress
 }
-observe "$d/main" ground_truth
-lse "$d/main" ground_truth
+# with --stage2_from on the same test list, the scores that do not depend on this run (the real videos', and those of
+# the step-0 generator both runs share) are that run's
+reuse() {                # tag: copy its scores from the --stage2_from run, if it holds them for this test list
+  [ -n "$stage2_from" ] && cmp -s "$l/test.txt" "$stage2_from/lists/test.txt" || return 1
+  local f; for f in "${@:2}"; do [ -f "$stage2_from/${f}_$1.json" ] || return 1; done
+  for f in "${@:2}"; do cp "$stage2_from/${f}_$1.json" "$out_dir/"; done
+}
+reuse ground_truth observer lse || { observe "$d/main" ground_truth; lse "$d/main" ground_truth; }
 took[readers]=$(( $(stamp) - s ))
 
 # TalkLip at the cpu preset, the synthetic main job's settings (docs/training.md), on real faces: stage 0 L1 +
@@ -138,7 +144,11 @@ score() {                # tag, generator checkpoint
 }
 first=$(ls "${stage2_from:-$out_dir}"/train/checkpoint_step*.pth | head -1); last=$(ls "$out_dir"/train/checkpoint_step*.pth | tail -1)
 s=$(stamp)
-score before "$first"
+if reuse before quality mouth_sync observer lse && [ -d "$stage2_from/synt_before" ]; then
+  ln -sfn "$stage2_from/synt_before" "$out_dir/synt_before"
+else
+  score before "$first"
+fi
 score after "$last"
 took[synthesis_eval]=$(( $(stamp) - s ))
 
@@ -151,7 +161,7 @@ fi
 
 # --read_last K: the observer's WER at each arm's last K checkpoints (the last is read above)
 if [ "$read_last" -gt 1 ]; then
-  rows=()
+  s=$(stamp); rows=()
   for arm in train train_ablation; do
     [ -d "$out_dir/$arm" ] || continue
     for ckpt in $(ls "$out_dir/$arm"/checkpoint_step*.pth | tail -n "$read_last" | head -n $(( read_last - 1 ))); do
@@ -164,6 +174,7 @@ if [ "$read_last" -gt 1 ]; then
     done
   done
   (IFS=,; echo "{${rows[*]}}") > "$out_dir/observer_last.json"
+  took[read_last]=$(( $(stamp) - s ))
 fi
 
 # One held-out sentence's own 360 x 288 video (GRID's file) dubbed with another held-out sentence's speech; read as
@@ -180,4 +191,4 @@ took[dub]=$(( $(stamp) - s ))
 
 $PYTHON -m evaluation.grid_report --run_dir "$out_dir" --data_root "$d" --clip "$clip" --expert "$expert" \
   --observer "$observer" --syncnet "$syncnet" \
-  --seconds "data=${took[data]},readers=${took[readers]},train=${took[train]},synthesis_and_eval=${took[synthesis_eval]},dub=${took[dub]}${took[ablation]+,ablation=${took[ablation]}},total=$(stamp)"
+  --seconds "data=${took[data]},readers=${took[readers]},train=${took[train]},synthesis_and_eval=${took[synthesis_eval]},dub=${took[dub]}${took[ablation]+,ablation=${took[ablation]}}${took[read_last]+,read_last=${took[read_last]}},total=$(stamp)"
