@@ -31,9 +31,15 @@ class CascadeDetector:
                                f"opencv-python-headless from requirement.txt, or pass --s3fd_path")
         self.min_size = min_size
 
-    def _detect(self, grey: np.ndarray) -> np.ndarray:
+    def _detect(self, grey: np.ndarray, small: bool = False) -> np.ndarray:
+        """Faces of at least an eighth of the frame's shorter side; with ``small``, the smaller ones only (down to
+        ``min_size``): the search a frame without a larger face gets."""
         min_side = max(self.min_size, min(grey.shape) // 8)
-        faces = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+        low, high = (self.min_size, int(min_side * 1.3) + 1) if small else (min_side, 0)
+        if small and low >= high:
+            return np.zeros((0, 4))
+        faces = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(low, low),
+                                              maxSize=(high, high))
         return np.array([(x, y, x + w, y + h) for x, y, w, h in faces], np.float64).reshape(-1, 4)
 
     def detect_faces(self, frames_bgr: np.ndarray) -> List[np.ndarray]:
@@ -46,22 +52,27 @@ class CascadeDetector:
         A face that fills the frame (LRS2's face-centred crops, GRID's copies) has its forehead or chin at
         the edge, where no window of the cascade fits around it: a frame without a face is searched again
         inside a border of ``EDGE_PAD`` of its mean grey (on LRS2's clip 00004: 78 of 138 frames instead of
-        21), and the boxes clipped to the frame."""
+        21), and the boxes clipped to the frame. A frame where neither finds a face of at least an eighth of its
+        shorter side is searched for smaller ones, down to ``min_size`` pixels (a face of 150-260 px in a 4K frame,
+        24-43 px in the 640-px view the tracker detects on, was missed before)."""
         found = []
         for frame in frames_bgr:
             grey = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
-            faces, offset = self._detect(grey), 0
+            faces, offset, small = self._detect(grey), 0, False
             if len(faces) == 0:
-                offset = int(round(EDGE_PAD * max(grey.shape)))
-                grey = cv2.copyMakeBorder(grey, offset, offset, offset, offset, cv2.BORDER_CONSTANT,
-                                          value=int(grey.mean()))
-                faces = self._detect(grey)
+                pad = int(round(EDGE_PAD * max(grey.shape)))
+                padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=int(grey.mean()))
+                faces = self._detect(padded)
+                if len(faces):
+                    grey, offset = padded, pad
+                else:
+                    faces, small = self._detect(grey, small=True), True
             faces = faces[np.argsort(-(faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), kind="stable")]
             sums, counts = faces.copy(), np.ones(len(faces))
             for shift in GRID_SHIFTS[1:]:
                 if len(faces) == 0 or min(grey.shape) <= 2 * shift:
                     break
-                for box in self._detect(grey[shift:, shift:]) + shift:
+                for box in self._detect(grey[shift:, shift:], small) + shift:
                     overlaps = [iou(box, face) for face in faces]
                     best = int(np.argmax(overlaps))
                     if overlaps[best] > 0.5:

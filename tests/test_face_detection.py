@@ -384,3 +384,18 @@ def test_the_cascade_finds_faces_that_fill_the_frame():
     assert sum(len(f) > 0 for f in found) >= 23, sum(len(f) > 0 for f in found)
     for faces in found:                       # boxes stay on the frame
         assert np.all(faces[:, :2] >= 0) and np.all(faces[:, 2] <= 160) and np.all(faces[:, 3] <= 160)
+
+
+@pytest.mark.parametrize("face_px", [200, 260])
+def test_the_cascade_finds_a_small_face_in_a_4k_frame(face_px):
+    """A face of 200-260 px in a 3840 x 2160 frame is 33-43 px in the 640-px view the tracker detects on, below the
+    eighth of the view's height the cascade's first search takes: a frame without a larger face is searched for
+    smaller ones (before, none was found)."""
+    scale = face_px / (ASTRONAUT_FACE[2] - ASTRONAUT_FACE[0])
+    tile = cv2.resize(astronaut_bgr(), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = cv2.resize(np.ascontiguousarray(skimage.data.coffee()[..., ::-1]), (3840, 2160))
+    y, x = 2160 - tile.shape[0] - 10, 2500 - tile.shape[1] // 2
+    frame[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+    truth = np.array([x, y, x, y]) + np.array(ASTRONAUT_FACE) * scale
+    found = KeyFrameDetector(CascadeDetector(), 640)([frame])[0]
+    assert len(found) == 1 and iou(found[0], truth) > 0.7, (found, truth)
