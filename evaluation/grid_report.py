@@ -28,7 +28,7 @@ import numpy as np
 
 from evaluation.mouth_sync import load_ground_truth, real_clip_mouth_sync
 from evaluation.report import BLACK, FONT, _frames, _load_json, _optional_json, gan_health, observer_figure, \
-    plot_panels, write_png
+    parse_seconds, plot_panels, print_paths, write_png
 from face_detection.boxes import crop_face
 from preparation.grid import FPS, GRAMMAR
 from utils.corpus import load_boxes
@@ -175,9 +175,7 @@ def print_summary(summary: Dict, run_dir: str) -> None:
     print("  targets:")
     for name, row in summary["targets"].items():
         print(f"    {'met ' if row['met'] else 'MISS'} {name}: {row['value']:.3f} (bound {row['bound']:.3f})")
-    for key, value in summary["paths"].items():
-        print(f"  {key + ':':19s}{value}")
-    print(f"  {'summary:':19s}{run_dir}/summary.json")
+    print_paths(summary, run_dir)
 
 
 def parse_args(argv=None):
@@ -193,8 +191,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
-    seconds = {k: int(v) for k, v in (item.split("=") for item in args.seconds.split(",") if item)}
-    summary = grid_summary(args.run_dir, args.data_root, args.clip, seconds, args.expert, args.observer, args.syncnet)
+    summary = grid_summary(args.run_dir, args.data_root, args.clip, parse_seconds(args.seconds), args.expert, args.observer, args.syncnet)
     print_summary(summary, args.run_dir)
     return 0
 

@@ -306,9 +306,19 @@ def print_summary(summary: Dict, run_dir: str) -> None:
         if "trained" in e:
             parts.append("trained once and shipped (weights/README.md)")
         print(f"  {'expert:':17s}" + ", ".join(parts))
+    print_paths(summary, run_dir)
+
+
+def print_paths(summary: Dict, run_dir: str) -> None:
+    """A run's files, one per line, as every summary ends."""
     for key, value in summary["paths"].items():
         print(f"  {key + ':':19s}{value}")
     print(f"  {'summary:':19s}{run_dir}/summary.json")
+
+
+def parse_seconds(text: str) -> Dict[str, int]:
+    """--seconds' 'name=seconds,name=seconds' as a dict."""
+    return {k: int(v) for k, v in (item.split("=") for item in text.split(",") if item)}
 
 
 def parse_args(argv=None):
@@ -324,8 +334,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
-    seconds = {k: int(v) for k, v in (item.split("=") for item in args.seconds.split(",") if item)}
-    summary = quickstart_summary(args.run_dir, args.clip, seconds, args.dub_face, args.dub_speech, args.expert,
+    summary = quickstart_summary(args.run_dir, args.clip, parse_seconds(args.seconds), args.dub_face, args.dub_speech, args.expert,
                                  args.observer)
     print_summary(summary, args.run_dir)
     return 0
