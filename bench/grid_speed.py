@@ -15,6 +15,7 @@ Prints one JSON line (append it to a results file with >>):
 GRID: Cooke et al. 2006, CC BY 4.0.
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -98,7 +99,8 @@ def main() -> None:
     args = parser.parse_args()
     bf16 = bf16_native()
     with tempfile.TemporaryDirectory() as workdir:
-        train = train_steps(args.data_root, workdir, args.steps, bf16)
+        with contextlib.redirect_stdout(sys.stderr):          # the trainer's notes: stdout holds the JSON line only
+            train = train_steps(args.data_root, workdir, args.steps, bf16)
         ckpt = args.ckpt or sorted(f for f in os.listdir(f"{workdir}/ckpt") if f.startswith("checkpoint_step"))[0]
         ckpt = ckpt if args.ckpt else f"{workdir}/ckpt/{ckpt}"
         result = {"bench": "grid_speed", "data": "GRID s1 (Cooke et al. 2006, CC BY 4.0)", "torch": torch.__version__,
