@@ -31,6 +31,7 @@ import torch
 from training.data import collate
 from training.trainer import TrainConfig, Trainer
 from utils.cli import positive_int
+from utils.device import has_native_bf16
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERT = os.path.join(ROOT, "weights", "grid_s1_expert.pt")
@@ -39,14 +40,6 @@ EXPERT = os.path.join(ROOT, "weights", "grid_s1_expert.pt")
 PEAK_OF_CHILD = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
                  "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
                  "sys.exit(rc)")
-
-
-def bf16_native() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
 def train_steps(data_root: str, workdir: str, steps: int, bf16: bool) -> dict:
@@ -97,7 +90,7 @@ def main() -> None:
     parser.add_argument("--ckpt", default=None, help="generator to dub with (default: the job's step-0 generator)")
     parser.add_argument("--steps", type=positive_int, default=10, help="timed steps per stage")
     args = parser.parse_args()
-    bf16 = bf16_native()
+    bf16 = has_native_bf16(torch.device("cpu"))     # bf16 where the CPU computes it, as the job's auto
     with tempfile.TemporaryDirectory() as workdir:
         with contextlib.redirect_stdout(sys.stderr):          # the trainer's notes: stdout holds the JSON line only
             train = train_steps(args.data_root, workdir, args.steps, bf16)

@@ -50,14 +50,23 @@ def word_class_grid(data_root: str, synthesized_root: str, names: Sequence[str],
             cls = next(c for c, slot in enumerate(GRAMMAR) if str(word) in slot)
             if len(picked[cls]) < PER_ROW and all(w != str(word) for w, _, _ in picked[cls]):
                 picked[cls].append((str(word), name, int((start + end) / 2 * FPS)))
+    wanted: Dict[str, set] = {}
+    for entries in picked.values():
+        for _, name, frame in entries:
+            wanted.setdefault(name, set()).add(frame)
+    crops = {}                   # (clip, frame) -> (real, generated) face crops: each video decoded once
+    for name, frames in wanted.items():
+        boxes = load_boxes(f"{data_root}/bbx", name)
+        real = _frames(f"{data_root}/main/{name}.mp4", [min(f, len(boxes) - 1) for f in frames])
+        made = _frames(f"{synthesized_root}/{name}.mp4", [min(f, len(boxes) - 1) for f in frames])
+        for f in frames:
+            k = min(f, len(boxes) - 1)
+            crops[name, f] = crop_face(real[k], boxes[k]), crop_face(made[k], boxes[k])
     rows = []
     for cls, entries in picked.items():
         tiles = []
         for word, name, frame in entries:
-            boxes = load_boxes(f"{data_root}/bbx", name)
-            frame = min(frame, len(boxes) - 1)
-            real = crop_face(_frames(f"{data_root}/main/{name}.mp4", [frame])[frame], boxes[frame])
-            made = crop_face(_frames(f"{synthesized_root}/{name}.mp4", [frame])[frame], boxes[frame])
+            real, made = crops[name, frame]
             label = np.full((16, 96, 3), 255, np.uint8)
             cv2.putText(label, word.lower(), (3, 12), FONT, 0.38, BLACK, 1, cv2.LINE_AA)
             tiles.append(np.concatenate([label, real[48:], made[48:], np.full((4, 96, 3), 255, np.uint8)], axis=0))

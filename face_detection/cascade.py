@@ -53,8 +53,8 @@ class CascadeDetector:
         the edge, where no window of the cascade fits around it: a frame without a face is searched again
         inside a border of ``EDGE_PAD`` of its mean grey (on LRS2's clip 00004: 78 of 138 frames instead of
         21), and the boxes clipped to the frame. A frame where neither finds a face of at least an eighth of its
-        shorter side is searched for smaller ones, down to ``min_size`` pixels (a face of 150-260 px in a 4K frame,
-        24-43 px in the 640-px view the tracker detects on, was missed before)."""
+        shorter side is searched for smaller ones, down to ``min_size`` pixels (a face of 200-260 px in a 4K frame,
+        33-43 px in the 640-px view the tracker detects on, was missed before)."""
         found = []
         for frame in frames_bgr:
             grey = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))

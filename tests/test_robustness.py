@@ -26,9 +26,10 @@ from utils.video import VideoReader, check_complete, probe_video
 
 SCRIPTS = ["train", "train_expert", "train_syncnet", "inf_test", "inf_demo", "preparation.audio_extract", "preparation.bbx_extract", "preparation.grid",
            "preparation.make_filelist", "preparation.make_synthetic", "evaluation.avhubert_wer",
-           "evaluation.eval_all", "evaluation.leakage", "evaluation.mouth_sync", "evaluation.report", "evaluation.sync_eval",
+           "evaluation.eval_all", "evaluation.grid_dub", "evaluation.grid_report", "evaluation.leakage", "evaluation.mouth_sync", "evaluation.report", "evaluation.sync_eval",
            "evaluation.teacher_force_wer", "evaluation.visual_quality"]
-BENCHES = ["bench.avhubert", "bench.dub", "bench.eval", "bench.jobs", "bench.paste", "bench.real_measures", "bench.train_step"]     # run as modules (python -m)
+BENCHES = ["bench.avhubert", "bench.detector_counts", "bench.dub", "bench.eval", "bench.grid_speed", "bench.jobs", "bench.paste",
+           "bench.real_measures", "bench.train_step"]     # run as modules (python -m)
 
 
 def container_frame_count(path):
