@@ -48,6 +48,7 @@ def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
 def frame_dub(dub: str, data_root: str, face: str, speech: str, out_dir: str) -> dict:
     """Write the framed dub, the strip and the mouth sync (module docstring); return the mouth sync."""
     face_gt_path, speech_gt_path = (os.path.join(data_root, "gt", f"{n}.npz") for n in (face, speech))
+    face_gt, speech_gt = load_ground_truth(face_gt_path, real=True), load_ground_truth(speech_gt_path, real=True)
     with np.load(face_gt_path) as data:
         if "window" not in data.files or "source" not in data.files:
             raise MediaError(f"{face_gt_path} is not a prepared GRID clip's gt (no window/source): prepare the folder "
@@ -83,8 +84,7 @@ def frame_dub(dub: str, data_root: str, face: str, speech: str, out_dir: str) ->
                      audio_path=dub) as writer:
         for i, (frame, k) in enumerate(zip(dub_frames, shown)):
             writer.write(strip(i, frame, k))
-    result = dub_mouth_sync(framed, load_ground_truth(face_gt_path, True), load_ground_truth(speech_gt_path, True),
-                            speech_video=speech_video)
+    result = dub_mouth_sync(framed, face_gt, speech_gt, speech_video=speech_video)
     result.update(face_clip=face, speech_clip=speech, framed=framed)
     with atomic_output(os.path.join(out_dir, "mouth_sync_dubbed.json")) as tmp, open(tmp, "w") as handle:
         json.dump(result, handle)

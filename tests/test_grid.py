@@ -279,3 +279,27 @@ def test_the_real_main_job_runs_every_stage_on_grid(prepared, tmp_path):
     proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--grid_root", str(tmp_path / "nowhere")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--grid_root must be a GRID folder" in proc.stderr
+
+
+def test_a_dub_that_is_not_of_the_clips_source_is_one_line_and_writes_nothing(prepared, tmp_path):
+    """evaluation.grid_dub reads a dub of a GRID clip's own video: a dub of another size (here the 160-px copy), a
+    clip that was never prepared, or a folder that is not preparation.grid's, is one line naming the file and
+    what to do, and leaves no framed copy or strip behind."""
+    _, out, _ = prepared
+    cases = [("--dub", f"{out}/main/s1/bbiz1s.mp4", "--face", "s1/bbiz1s", "dub the source video itself"),
+             ("--dub", f"{out}/main/s1/bbiz1s.mp4", "--face", "s1/nosuch", "s1/nosuch.npz does not exist")]
+    for flag, dub, face_flag, face, says in cases:
+        proc = run_module("evaluation.grid_dub", flag, dub, "--data_root", out, face_flag, face, "--speech",
+                          "s1/bgbn8n", "--out_dir", tmp_path / "dub")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], proc.stderr
+        assert not os.path.exists(tmp_path / "dub") or not [f for _, _, fs in os.walk(tmp_path / "dub") for f in fs]
+    other = tmp_path / "other"                                     # a gt with positions but no framing windows
+    os.makedirs(other / "gt" / "s1")
+    for name in ("a", "b"):
+        np.savez(other / "gt" / "s1" / f"{name}.npz", face_box=np.zeros((3, 4)), mouth_center=np.zeros((3, 2)))
+    proc = run_module("evaluation.grid_dub", "--dub", f"{out}/main/s1/bbiz1s.mp4", "--data_root", other, "--face",
+                      "s1/a", "--speech", "s1/b", "--out_dir", tmp_path / "dub")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "not a prepared GRID clip's gt" in lines[0], proc.stderr
+    assert not os.path.exists(tmp_path / "dub")
