@@ -188,3 +188,56 @@ def test_a_wrong_flag_is_caught(tmp_path):
     assert wrong == ["--no_such_flag", "--grammer"]
     assert list(code_lines("text\n\n    python -m bench.dub \\\n        --lengths 60\n")) == [
         (3, "python -m bench.dub --lengths 60")]
+
+
+# A measured number: a quantity with a unit of time, size, rate or quality, a WER, a correlation, an LSE score, or a
+# decimal in a table row (settings such as "25 fps" or "lr 1e-4" are not measurements and are not matched)
+MEASURED = re.compile(r"(?m)\d(?:\.\d+)?\s?(?:dB|ms\b|s a step|s/step|frames/s|MB\b|GB\b|GiB|MiB|x faster|minutes)"
+                      r"|WER \**\d|\br \d\.\d|LSE-[CD] \d|^\|.*\b\d+\.\d+")
+COMMAND = re.compile(r"`[^`]*(?:python|bash|torchrun|\.py|\.sh)[^`]*`|^ {4}(?:python3?|bash|torchrun)\s", re.M)
+COMMIT = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")
+CPU_KIND = re.compile(r"\b(?:CPU|cores?|EPYC|Xeon|AVX\w*|AMX|H100|H200|GPU)\b", re.I)
+
+
+def unsourced_numbers(text: str) -> List[Tuple[int, List[str]]]:
+    """Paragraphs (and tables) of a markdown page that hold a measured number without its source: the command that
+    reproduces it in the paragraph, the three before it or the one after it (a lead-in ending in ':'), and a commit
+    and a CPU kind in its section up to it (a heading starts a section). -> [(paragraph index, what is missing)]."""
+    blocks = re.split(r"\n\s*\n", text)
+    missing = []
+    for i, block in enumerate(blocks):
+        if block.lstrip().startswith("#") or not MEASURED.search(block):
+            continue
+        section = [block]
+        for j in range(i - 1, -1, -1):
+            if blocks[j].lstrip().startswith("#"):
+                break
+            section.append(blocks[j])
+        after = blocks[i + 1] if i + 1 < len(blocks) and block.rstrip().endswith(":") else ""
+        near, before = "\n\n".join(section[:4] + [after]), "\n\n".join(section)
+        lacks = [what for what, ok in (("command", COMMAND.search(near)), ("commit", COMMIT.search(before)),
+                                       ("CPU", CPU_KIND.search(before))) if not ok]
+        if lacks:
+            missing.append((i, lacks))
+    return missing
+
+
+@pytest.mark.parametrize("doc", [os.path.relpath(d, ROOT) for d in DOCS])
+def test_every_measured_number_names_its_command_commit_and_cpu(doc):
+    """Issue 51: each number in README or docs names the command that reproduces it and where it was measured."""
+    text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+    blocks = re.split(r"\n\s*\n", text)
+    bad = [f"{doc}: paragraph {i} ({blocks[i].strip()[:70]!r}...) lacks its {', '.join(lacks)}"
+           for i, lacks in unsourced_numbers(text)]
+    assert not bad, "\n".join(bad)
+
+
+def test_an_unsourced_number_is_caught():
+    sourced = ("## Speed\n\nMeasured at 3cbb064 on a 2-core AMD EPYC (`python -m bench.dub --lengths 60`):\n\n"
+               "| clip | frames/s |\n| --- | --- |\n| 60 s | 41.2 |\n\nThe dub runs at 41.2 frames/s.\n")
+    assert unsourced_numbers(sourced) == []
+    assert unsourced_numbers("## Speed\n\nThe dub runs at 41.2 frames/s on 2 cores.\n") == [(1, ["command", "commit"])]
+    assert unsourced_numbers(sourced.replace("3cbb064", "HEAD")) == [(2, ["commit"]), (3, ["commit"])]
+    assert unsourced_numbers("## Settings\n\nFrames are read at 25 fps, lr 1e-4.\n") == []
+    lead_in = "## Speed\n\n41.2 frames/s on a 2-core AMD EPYC at 3cbb064:\n\n    python -m bench.dub --lengths 60\n"
+    assert unsourced_numbers(lead_in) == [] and unsourced_numbers(lead_in.replace(":\n", ".\n", 1)) == [(1, ["command"])]
