@@ -12,19 +12,20 @@
 #   bash bench/grid_experiment.sh --grid_root G [--out_dir runs/grid] [--data_dir DIR] [--speaker s1] [--seed 0]
 #                      [--precision auto|bf16|fp32] [--ablation] [--train_clips N] [--test_clips N]
 #                      [--stage_steps A,B,C] [--ckpt_interval N] [--lip_w W] [--lip_augment K]
-#                      [--lip_ensemble E2.pt,E3.pt] [--stage2_from RUN] [--read_last K]
+#                      [--lip_ensemble E2.pt,E3.pt] [--mouth_l1_w W] [--stage2_from RUN] [--read_last K]
 # --data_dir DIR: where GRID is prepared (default <out_dir>/data); runs that share it prepare once (a rerun resumes).
 # --train_clips N: TalkLip trains on the speaker's first N train sentences (only those, and every valid and test
-# sentence, are prepared); --test_clips N: scored on the first N test sentences (default all 50 of s1).
+# sentence, are prepared; default 600 of s1's 799); --test_clips N: scored on the first N test sentences (default all 50).
 # --stage2_from RUN: train stage 2 only, from RUN's state where stage 2 begins (same data and stage 0-1 settings).
 # --read_last K: the observer also reads the test split synthesized by each of the last K checkpoints of each arm
 # (observer_last.json): an effect read at one step only may be that step's.
+# --mouth_l1_w W: L1 at the mouth counts 1 + W (default 4; 0: the paper's plain L1; docs/real_data.md has why).
 # Writes <out_dir>/summary.json (with its targets), samples.png, mouth_sync.png, observer_wer.png, dub/dub_strip.mp4.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python}
-grid_root="" out_dir=runs/grid data_dir="" speaker=s1 seed=0 precision=auto ablation=0 train_clips=200 test_clips=""
-stage_steps=1200,300,500 ckpt_interval=100 lip_w=1e-5 lip_augment=0 lip_ensemble="" stage2_from="" read_last=0
+grid_root="" out_dir=runs/grid data_dir="" speaker=s1 seed=0 precision=auto ablation=0 train_clips=600 test_clips=""
+stage_steps=1200,300,500 ckpt_interval=100 lip_w=1e-5 lip_augment=0 lip_ensemble="" mouth_l1_w=4 stage2_from="" read_last=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --grid_root) grid_root=$2; shift 2 ;;
@@ -41,9 +42,10 @@ while [ $# -gt 0 ]; do
     --lip_w) lip_w=$2; shift 2 ;;
     --lip_augment) lip_augment=$2; shift 2 ;;
     --lip_ensemble) lip_ensemble=$2; shift 2 ;;
+    --mouth_l1_w) mouth_l1_w=$2; shift 2 ;;
     --stage2_from) stage2_from=$2; shift 2 ;;
     --read_last) read_last=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# //'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -123,8 +125,8 @@ train_talklip() {        # checkpoint folder, then extra flags
     --word_root "$d/main" --avhubert_path "$expert" --checkpoint_dir "$folder" \
     --generator_preset cpu --batch_size 2 --windows_per_clip 4 --valid_clips 2 --num_worker 0 \
     --lr 2e-3 --disc_lr 1e-4 --perp_w 0.02 --lip_w "$lip_w" --lip_augment "$lip_augment" --lip_ensemble "$lip_ensemble" \
-    --stage_min_steps "$stage_steps" --stage_max_steps "$stage_steps" --max_steps $(( steps0 + steps1 + steps2 )) \
-    --lr_warmdown "$steps2" --ckpt_interval "$ckpt_interval" --log_interval 50 --diverge_steps 10 --keep_last 1000 \
+    --mouth_l1_w "$mouth_l1_w" --stage_min_steps "$stage_steps" --stage_max_steps "$stage_steps" \
+    --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown "$steps2" --ckpt_interval "$ckpt_interval" --log_interval 50 --diverge_steps 10 --keep_last 1000 \
     --seed "$seed" --device cpu --no_progress "${bf16_flag[@]+"${bf16_flag[@]}"}" "$@"
 }
 s=$(stamp)

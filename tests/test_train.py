@@ -191,6 +191,7 @@ def test_the_command_line_and_the_library_give_one_configuration(tmp_path):
                                                      "--disc_lr", "2e-4", "--generator_preset", "cpu"]))
     assert cfg == TrainConfig(**required, **chosen)
     assert cfg.weights == LossWeights(lip_w=0.5, perp_w=0.0, cont_w=1e-3, lip_loss=False)
+    assert config_from_args(train.parse_args(flags + ["--mouth_l1_w", "4"])).weights.mouth_l1_w == 4.0
     for f in dataclasses.fields(TrainConfig):
         if f.default is not dataclasses.MISSING:
             assert getattr(train.parse_args(flags), f.name) == f.default, f.name
@@ -540,3 +541,24 @@ def test_a_mixed_corpus_uses_each_label_where_it_applies(corpus, one_shard, tiny
     trainer.next_micro_batches()
     log = open(tmp_path / "ck" / "talklip.log").read()
     assert f"{len(train[::2])} with transcripts" in log
+
+
+def test_the_mouth_weighted_l1():
+    """--mouth_l1_w: 0 is plain L1, a uniform error reads the same at any weight, and an error at the mouth counts
+    1 + w times one elsewhere, in the value and in the gradient."""
+    import torch.nn.functional as F
+    from training.objective import MOUTH_WINDOW, weighted_l1
+    torch.manual_seed(0)
+    syn, gt = torch.rand(3, 3, 96, 96), torch.rand(3, 3, 96, 96)
+    assert torch.equal(weighted_l1(syn, gt, 0.0), F.l1_loss(syn, gt))
+    assert weighted_l1(gt + 0.1, gt, 4.0).item() == pytest.approx(0.1, rel=1e-5)
+    x0, x1, y0, y1 = (round(v * 96) for v in MOUTH_WINDOW)
+    inside, outside = gt.clone(), gt.clone()
+    inside[..., y0, x0] += 0.5                              # one pixel at the mouth's corner
+    outside[..., 5, 5] += 0.5                               # one on the forehead
+    assert weighted_l1(inside, gt, 4.0).item() == pytest.approx(5 * weighted_l1(outside, gt, 4.0).item(), rel=1e-5)
+    assert weighted_l1(inside, gt, 4.0) > F.l1_loss(inside, gt) > weighted_l1(outside, gt, 4.0)
+    syn.requires_grad_(True)
+    weighted_l1(syn, gt, 4.0).backward()
+    grad = syn.grad.abs()
+    assert torch.allclose(grad[..., y0:y1, x0:x1], grad[..., 0, 0].mean() * 5 * torch.ones(1), rtol=1e-4)

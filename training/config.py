@@ -32,6 +32,7 @@ class LossWeights:
     perp_w: float     # the perceptual (GAN) loss
     cont_w: float     # the audio-visual contrastive loss
     lip_loss: bool = True   # False (--no_lip_loss): the lip term is dropped, every other weight unchanged
+    mouth_l1_w: float = 0.0  # L1 inside the mouth window counts 1 + this (0: the original's plain L1)
 
 
 class OptionsFromDict:
@@ -97,6 +98,10 @@ class TrainConfig(OptionsFromDict):
                           help="weight of the lip-reading expert loss (stage 2 on)")
     perp_w: float = option(0.07, type=non_negative_float, group="losses and optimisation",
                            help="weight of the perceptual (GAN) loss")
+    mouth_l1_w: float = option(0.0, type=non_negative_float, group="losses and optimisation",
+                               help="L1 at the mouth (the window training.objective.MOUTH_WINDOW of the 96-px face) counts "
+                                    "1 + this, normalised so a uniform error gives the same L1 (0: the original's plain L1); "
+                                    "the mouth is ~15%% of the face, so plain L1 spends most of its gradient elsewhere")
     no_lip_loss: bool = option(False, group="losses and optimisation",
                                help="no lip-reading cross-entropy (needs no text at all); the contrastive loss stays, and "
                                     "so do the other terms' weights (L1 keeps 1 - lip_w - perp_w): an ablation of the "
@@ -178,7 +183,8 @@ class TrainConfig(OptionsFromDict):
 
     @property
     def weights(self) -> LossWeights:
-        return LossWeights(lip_w=self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w, lip_loss=not self.no_lip_loss)
+        return LossWeights(lip_w=self.lip_w, perp_w=self.perp_w, cont_w=self.cont_w, lip_loss=not self.no_lip_loss,
+                           mouth_l1_w=self.mouth_l1_w)
 
     @property
     def logged_losses(self) -> Tuple[str, ...]:
