@@ -20,7 +20,8 @@ from training.mouth_augment import CropAugment
 
 # The mouth in TalkLip's 96 x 96 face crop (x0, x1, y0, y1 as fractions): the face box's width, 0.58-0.86 of its
 # height. Measured on GRID s1's copies, whose mouth centre sits at 0.50 / 0.71 of the box (5th-95th percentile 0.49-0.51
-# / 0.70-0.73 over 20 clips), the window ~1.4 mouth widths wide; S3FD's boxes on LRS2 put it at about the same place.
+# / 0.70-0.73 over 20 clips), the window ~1.4 mouth widths wide. Other face boxes (S3FD's on LRS2) were not measured:
+# look at a few training crops with the window drawn before using --mouth_l1_w there.
 MOUTH_WINDOW = (0.25, 0.75, 0.58, 0.86)
 
 
