@@ -194,7 +194,7 @@ def test_a_wrong_flag_is_caught(tmp_path):
 # decimal in a table row (settings such as "25 fps" or "lr 1e-4" are not measurements and are not matched)
 MEASURED = re.compile(r"(?m)\d(?:\.\d+)?\s?(?:dB|ms\b|s a step|s/step|frames/s|MB\b|GB\b|GiB|MiB|x faster|minutes)"
                       r"|WER \**\d|\br \d\.\d|LSE-[CD] \d|^\|.*\b\d+\.\d+")
-COMMAND = re.compile(r"`[^`]*(?:python|bash|torchrun|\.py|\.sh)[^`]*`|^ {4}(?:python3?|bash|torchrun)\s", re.M)
+COMMAND = re.compile(r"`[^`]*(?:python|bash|torchrun|\.py|\.sh)[^`]*`|^ {4}.*\b(?:python3?|bash|torchrun)\s", re.M)
 COMMIT = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")
 CPU_KIND = re.compile(r"\b(?:CPU|cores?|EPYC|Xeon|AVX\w*|AMX|H100|H200|GPU)\b", re.I)
 
