@@ -126,7 +126,8 @@ train_talklip() {        # checkpoint folder, then extra flags
     --generator_preset cpu --batch_size 2 --windows_per_clip 4 --valid_clips 2 --num_worker 0 \
     --lr 2e-3 --disc_lr 1e-4 --perp_w 0.02 --lip_w "$lip_w" --lip_augment "$lip_augment" --lip_ensemble "$lip_ensemble" \
     --mouth_l1_w "$mouth_l1_w" --stage_min_steps "$stage_steps" --stage_max_steps "$stage_steps" \
-    --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown "$steps2" --ckpt_interval "$ckpt_interval" --log_interval 50 --diverge_steps 10 --keep_last 1000 \
+    --max_steps $(( steps0 + steps1 + steps2 )) --lr_warmdown "$steps2" --ckpt_interval "$ckpt_interval" \
+    --log_interval 50 --diverge_steps 10 --keep_last 1000 \
     --seed "$seed" --device cpu --no_progress "${bf16_flag[@]+"${bf16_flag[@]}"}" "$@"
 }
 s=$(stamp)

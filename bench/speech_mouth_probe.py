@@ -8,9 +8,10 @@ darkness at its mouth, high-passed: ``evaluation.mouth_sync``) is predicted fram
 audio input (``utils.audio.talklip_features``: 104 log filterbanks a frame, 25 a second) with ``--context`` frames
 either side, by ridge regression and by a small MLP (two hidden layers of 256, dropout 0.3, AdamW), fitted on the
 first N train clips for each N of ``--train_clips`` and scored as the measure scores a generated clip: the mean
-per-clip Pearson r on the test clips (and, the control, against the prediction from the next test clip's speech). A generator that reads the speech as well as these learns at best about
-this much of the mouth's motion from it; what neither predicts (the speaker's own timing and articulation) no
-model of the speech alone can. Prints one JSON line; deterministic for a ``--seed``.
+per-clip Pearson r on the test clips (and, the control, against the prediction from the next test clip's speech).
+A generator that reads the speech as well as these learns about this much of the mouth's motion from it; what no
+reading of the speech predicts (the speaker's own timing and articulation) no model of the speech alone can.
+Prints one JSON line; deterministic for a ``--seed``.
 """
 import argparse
 import json
@@ -23,7 +24,7 @@ import torch
 
 from evaluation.mouth_sync import darkness_series, high_pass, load_ground_truth, pearson
 from utils.audio import talklip_features
-from utils.cli import positive_int
+from utils.cli import any_int, non_negative_int, positive_int
 from utils.errors import run_cli
 from utils.fileio import read_filelist
 
@@ -58,7 +59,8 @@ def mlp(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 60):
     xs = torch.tensor((x - mean) / std, dtype=torch.float32)
     ys = torch.tensor(y / (y.std() + 1e-9), dtype=torch.float32)
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.GELU(), torch.nn.Dropout(0.3),
-                              torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Dropout(0.3), torch.nn.Linear(256, 1))
+                              torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Dropout(0.3),
+                              torch.nn.Linear(256, 1))
     optim = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
     for _ in range(epochs):
         order = torch.randperm(len(xs), generator=generator)
@@ -93,13 +95,14 @@ def probe(pairs: Dict[str, Tuple[np.ndarray, np.ndarray]], train: List[str], tes
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_root", required=True, help="a prepared corpus (main/, gt/, audio/, train.txt, test.txt)")
+    parser.add_argument("--data_root", required=True,
+                        help="a prepared corpus (main/, gt/, audio/, train.txt, test.txt)")
     parser.add_argument("--audio_root", default=None, help="its 16 kHz audio (default: <data_root>/audio)")
     parser.add_argument("--train_clips", type=positive_int, nargs="+", default=[120, 700],
                         help="fit on the first N train clips, for each N")
     parser.add_argument("--test_clips", type=positive_int, default=50, help="score on the first N test clips")
-    parser.add_argument("--context", type=int, default=4, help="frames of speech either side of the frame")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--context", type=non_negative_int, default=4, help="frames of speech either side of the frame")
+    parser.add_argument("--seed", type=any_int, default=0, help="the MLP's initial weights and batch order")
     return parser.parse_args(argv)
 
 
