@@ -55,6 +55,10 @@ class HeapTrimmedDetector:
         self.last_pixels = pixels
         return self.detector.detect_faces(frames)
 
+    def __getattr__(self, name):
+        """The rest of the detector (the cascade's ``find_small_faces``, ``confirm_face``, ``min_size``)."""
+        return getattr(self.__dict__["detector"], name)
+
 
 class FaceFollower:
     """Follows the face through one forward pass over the source's first ``count`` frames, decoding

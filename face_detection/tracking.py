@@ -55,6 +55,9 @@ SCALE_STEPS = 8          # ... rounded up to a power of 2 ** (1 / SCALE_STEPS): 
 MOTION_TOL = 0.02        # a stretched segment's middle may be off its interpolated place by this x face side
 MOTION_TOL_MIN_PX = 2.0  # ... or this many pixels, whichever is more
 MOTION_PATCH = 64        # side of the grey face patch the motion check correlates
+PROBE_MAX_SIDE = 3840    # a frame is searched for faces too small for its view on a copy at most this long
+PROBE_GAP = 24           # frames: a stretch without a face is searched so at most this often
+FINE_FACE_PX = 48        # once such a face is found, the views are made so large that it is this wide in them
 
 Box = np.ndarray     # (4,) int64 x1 y1 x2 y2
 
@@ -154,6 +157,8 @@ class KeyFrameDetector:
         self.misses = 0         # of those, frames on which no face was found
         self.pixels = 0         # pixels the detector was given, in all
         self.back = np.ones(4)  # (x, y, x, y) from view pixels to frame pixels
+        self.probes = 0         # frames searched for faces too small for the view (``probe``)
+        self.coarse_px = 0.0    # once ``probe`` enlarged the views: faces under this many frame px are confirmed
 
     def view(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
@@ -167,17 +172,84 @@ class KeyFrameDetector:
         small, self.back = _shrink([frame], factor)
         return small[0]
 
+    def _confirmed(self, view: np.ndarray, box: np.ndarray) -> bool:
+        if (box[2] - box[0]) * self.pixel_aspect >= self.coarse_px:
+            return True
+        on_view = box / self.back
+        side = on_view[2] - on_view[0]            # the cascade's boxes are square before the chin is added
+        return self.detector.confirm_face(view, (on_view[0], on_view[1], on_view[0] + side, on_view[1] + side))
+
     def __call__(self, frames: List[np.ndarray]) -> List[np.ndarray]:
-        return self.detect_views([self.view(frame) for frame in frames])
+        found = []
+        for frame in frames:
+            faces = self.detect_views([self.view(frame)])[0]
+            found.append(faces if len(faces) else self.probe(frame))
+        return found
+
+    def probe(self, frame: np.ndarray) -> np.ndarray:
+        """Faces too small for the view on a frame whose view found none, as (n, 4) int64 frame boxes.
+
+        A view of ``max_side`` pixels shows a face of 150 px in a 4K frame at 25 px, the least the cascade
+        finds; a detector with ``find_small_faces`` (the cascade) searches the frame itself (up to
+        ``PROBE_MAX_SIDE``) for faces below what the view shows. When one is found, the views are made larger
+        from then on, so that it is ``FINE_FACE_PX`` wide in them (at most the frame's own size), and the small
+        faces found on them must pass the cascade's ``confirm_face``, as the probe's did. Call it only when no
+        view at the old scale is still waiting for detection."""
+        finder = getattr(self.detector, "find_small_faces", None)
+        height, width = frame.shape[:2]
+        shown = width * self.pixel_aspect
+        longest = max(height, shown)
+        if finder is None or not self.max_side or longest <= 1.5 * self.max_side:
+            return np.zeros((0, 4), np.int64)
+        started = time.perf_counter()
+        scale = min(1.0, PROBE_MAX_SIDE / longest)
+        size = (max(1, round(shown * scale)), max(1, round(height * scale)))
+        image = frame if size == (width, height) else cv2.resize(
+            frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        view_px = longest / self.max_side * scale          # probe pixels per view pixel
+        dets = finder(image, 1.5 * getattr(self.detector, "min_size", 24) * view_px)
+        back = np.array([width / size[0], height / size[1]] * 2)
+        boxes = np.clip(np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back, 0,
+                        [width, height, width, height]).astype(np.int64)
+        self.probes += 1
+        if len(boxes):
+            side = min((boxes[0, 2] - boxes[0, 0]) * self.pixel_aspect, boxes[0, 3] - boxes[0, 1])
+            self.coarse_px = max(self.coarse_px, 1.5 * getattr(self.detector, "min_size", 24) * longest / self.max_side)
+            self.max_side = int(min(longest, math.ceil(longest * FINE_FACE_PX / max(side, 1))))
+        if self.clock is not None:
+            self.clock.add("detect", time.perf_counter() - started)
+        return boxes
 
     def detect_views(self, views: List[np.ndarray], face_side: Optional[float] = None,
-                     face_px: int = 0) -> List[np.ndarray]:
+                     face_px: int = 0, near: Optional[Box] = None) -> List[np.ndarray]:
+        """All faces of each view, as frame boxes. ``face_side``, ``face_px``: see the class. ``near``: the
+        followed face's last box; on views enlarged by ``probe``, only the region around it (its side on each
+        side) is searched, as a smaller view would be; give it only with ``face_side``, whose misses the tracker
+        searches again on the whole view."""
+        if near is not None and self.coarse_px:
+            on_view = near / self.back
+            side = max(on_view[2] - on_view[0], on_view[3] - on_view[1])
+            found = []
+            for view in views:
+                x1, y1 = (int(max(0, v - side)) for v in on_view[:2])
+                x2, y2 = int(min(view.shape[1], on_view[2] + side)), int(min(view.shape[0], on_view[3] + side))
+                if x2 - x1 < MIN_DETECT_SIDE or y2 - y1 < MIN_DETECT_SIDE:
+                    found += self._detect([view], [view], face_side, face_px, np.zeros(4))
+                else:
+                    found += self._detect([view[y1:y2, x1:x2]], [view], face_side, face_px,
+                                          np.array([x1, y1, x1, y1], np.float64))
+            return found
+        return self._detect(views, views, face_side, face_px, np.zeros(4))
+
+    def _detect(self, images: List[np.ndarray], views: List[np.ndarray], face_side: Optional[float], face_px: int,
+                offset: np.ndarray) -> List[np.ndarray]:
+        """Faces on ``images``: the views, or regions of them whose top-left corner is at ``offset`` (view px)."""
         started = time.perf_counter()
         factor = 1.0
         if face_side and face_px:
             factor = 2.0 ** (np.ceil(np.log2(face_px / (face_side / self.back[0])) * SCALE_STEPS) / SCALE_STEPS)
-            factor = max(factor, MIN_DETECT_SIDE / min(views[0].shape[:2]))    # never below what S3FD takes
-        small, back = _shrink(views, factor if factor < 0.9 else 1.0)
+            factor = max(factor, MIN_DETECT_SIDE / min(images[0].shape[:2]))    # never below what S3FD takes
+        small, back = _shrink(images, factor if factor < 0.9 else 1.0)
         height, width = (side * scale for side, scale in zip(views[0].shape[:2], self.back[1::-1]))
         try:
             detections = self.detector.detect_faces(small)
@@ -185,11 +257,14 @@ class KeyFrameDetector:
             raise TalkLipError(f"the face detector failed on a {small.shape[2]}x{small.shape[1]} view of the frame "
                                f"({one_line(exc)}): try --detect_face_px 0 or another detector") from None
         found = []
-        for dets in detections:
-            boxes = np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back * self.back
+        for view, dets in zip(views, detections):
+            boxes = (np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back + offset) * self.back
             # the original clips at 0 and truncates; boxes past the frame are clipped to it too
-            found.append(np.clip(boxes, 0, [width, height, width, height]).astype(np.int64))
-        self.calls += len(views)
+            boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.int64)
+            if self.coarse_px and len(boxes):              # views enlarged by probe: small faces confirmed
+                boxes = boxes[np.array([self._confirmed(view, box) for box in boxes], bool)]
+            found.append(boxes)
+        self.calls += len(images)
         self.pixels += small.shape[0] * small.shape[1] * small.shape[2]
         self.misses += sum(len(boxes) == 0 for boxes in found)
         if self.clock is not None:
@@ -302,16 +377,23 @@ class KeyFrameTracker:
         self.follower = _Follower(opts.follow, patience)
         self.anchor: Optional[_Anchor] = None
         self.held: List[np.ndarray] = []
+        self.last: Optional[np.ndarray] = None      # the last frame pushed (for KeyFrameDetector.probe)
+        self.probed = -PROBE_GAP                    # the last frame probed
         self.rough = False          # the current window needed a bisection
 
     def push(self, frame: np.ndarray) -> List[TrackedFrame]:
         """The frames resolved by this one (often none: it is held)."""
         view = self.detect.view(frame)
         if self.anchor is None:
-            seen = self.follower.choose(0, self.detect.detect_views([view])[0], None)
+            faces = self.detect.detect_views([view])[0]
+            if len(faces) == 0:
+                faces, self.probed = self.detect.probe(frame), 0
+                view = self.detect.view(frame)       # larger, when the probe found a small face
+            seen = self.follower.choose(0, faces, None)
             self.anchor = _Anchor(0, view, seen)
             return [TrackedFrame(0, seen.box, seen.track)]
         self.held.append(view)
+        self.last = frame
         return self._flush(final=False) if len(self.held) >= self.step * KEY_BATCH else []
 
     def finish(self) -> List[TrackedFrame]:
@@ -329,12 +411,18 @@ class KeyFrameTracker:
         window = [self.anchor.view] + self.held[:count]             # position 0: the anchor
         keys = list(range(self.step, count, self.step)) + [count]
         hint = self._face_side(self.anchor.seen)
-        faces = dict(zip(keys, self.detect.detect_views([window[k] for k in keys], hint, self.face_px)))
+        faces = dict(zip(keys, self.detect.detect_views([window[k] for k in keys], hint, self.face_px,
+                                                        self.anchor.seen.last_box if hint else None)))
         self.rough = False
         seen = self._resolve(window, keys, faces, scaled=set(keys) if hint else set())
         first = self.anchor.index
-        self.anchor = _Anchor(first + count, window[-1], seen[count])
         self.held = self.held[count:]
+        if seen[count].box is None and not self.held and first + count - self.probed >= PROBE_GAP:
+            faces, self.probed = self.detect.probe(self.last), first + count    # a face too small for the view?
+            if len(faces):
+                seen[count] = self.follower.choose(first + count, faces, seen[count])
+                window[-1] = self.detect.view(self.last)
+        self.anchor = _Anchor(first + count, window[-1], seen[count])
         self.step = self.base if self.rough else min(self.step * 2, self.max_step)
         return [TrackedFrame(first + k, seen[k].box, seen[k].track) for k in range(1, count + 1)]
 
@@ -352,7 +440,8 @@ class KeyFrameTracker:
             a, b = todo.pop()
             if b not in faces:
                 hint = self._face_side(seen[a])
-                faces[b] = self.detect.detect_views([window[b]], hint, self.face_px)[0]
+                faces[b] = self.detect.detect_views([window[b]], hint, self.face_px,
+                                                    seen[a].last_box if hint else None)[0]
                 if hint:
                     scaled.add(b)
             if b in scaled and not _continues(faces[b], seen[a]):   # lost at the small scale: look properly

@@ -158,6 +158,26 @@ def test_a_cutaway_passes_through_untouched_and_the_rest_is_dubbed(tmp_path, cpu
     assert mouth_change[:20].min() > 2 and mouth_change[45:].min() > 2   # a generated face was pasted
 
 
+def test_a_small_face_in_a_4k_frame_is_dubbed_without_s3fd(tmp_path, cpu_generator):
+    """A 100-px face in a 3840x2160 frame (17 px in the 640-px view the tracker detects on) was not found by the
+    fallback cascade: the dub refused the clip as faceless. Now every frame's mouth is dubbed."""
+    background = cv2.resize(np.ascontiguousarray(skimage.data.coffee()[..., ::-1]), (3840, 2160))
+    head = astronaut_head(112, 129)              # the face inside is ~100 px wide
+    frame = background.copy()
+    frame[1500:1629, 1200:1312] = head
+    video, audio, out = str(tmp_path / "in.mp4"), str(tmp_path / "a.wav"), str(tmp_path / "out.mp4")
+    write_clip(video, [frame] * 6)
+    tone(audio, 6 / 25)
+    info = dub(cpu_generator, video, audio, out, CascadeDetector(), SynthesisOptions(progress=False))
+    assert info.frames == probe_video(out).num_frames == 6 and info.frames_with_face == 6
+    source = np.stack(list(VideoReader(video))).astype(int)
+    dubbed = np.stack(list(VideoReader(out))).astype(int)
+    mouth = (slice(1500 + 58, 1500 + 80), slice(1200 + 38, 1200 + 68))    # the astronaut's mouth in the tile
+    face_change = np.abs(dubbed[:, mouth[0], mouth[1]] - source[:, mouth[0], mouth[1]]).mean()
+    rest_change = np.abs(dubbed[:, :1400, :] - source[:, :1400, :]).mean()      # the encoder's alone
+    assert face_change > 3 * rest_change, (face_change, rest_change)             # a mouth was pasted there
+
+
 def test_with_two_faces_the_followed_one_never_switches(tmp_path, cpu_generator):
     frames = []
     big, small = astronaut_head(260, 300), astronaut_head(200, 230)

@@ -399,3 +399,67 @@ def test_the_cascade_finds_a_small_face_in_a_4k_frame(face_px):
     truth = np.array([x, y, x, y]) + np.array(ASTRONAUT_FACE) * scale
     found = KeyFrameDetector(CascadeDetector(), 640)([frame])[0]
     assert len(found) == 1 and iou(found[0], truth) > 0.7, (found, truth)
+
+
+GRID_S1 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "grid",
+                       "s1")
+
+
+def coffee_4k():
+    return cv2.resize(np.ascontiguousarray(skimage.data.coffee()[..., ::-1]), (3840, 2160))
+
+
+def face_source(source):
+    """A picture with a face and its box: the astronaut (labelled by hand), or a GRID frame (the cascade's box on
+    it at its own size, where the fallback has always found it)."""
+    if source == "astronaut":
+        return astronaut_bgr(), np.array(ASTRONAUT_FACE, np.float64)
+    if not os.path.isdir(GRID_S1):
+        pytest.skip("../shared/data/grid is not here")
+    from utils.video import VideoReader
+    with VideoReader(os.path.join(GRID_S1, sorted(os.listdir(GRID_S1))[0])) as reader:
+        frame = next(iter(reader))
+    return frame, CascadeDetector().detect_faces(frame[None])[0][0, :4]
+
+
+@pytest.mark.parametrize("source,face_px", [("astronaut", 70), ("astronaut", 120), ("grid", 80)])
+def test_a_face_too_small_for_the_view_is_found_on_the_frame_and_followed(source, face_px):
+    """A face of 70-120 px in a 4K frame is 12-20 px in the 640-px view, below the 24 px the cascade finds: before,
+    no frame of such a clip had a face. A frame whose view shows none is searched at its own size (confirmed by a
+    second cascade and an eye), and once a face is found the views are made large enough to follow it."""
+    picture, box = face_source(source)
+    scale = face_px / (box[2] - box[0])
+    tile = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    background, truths = coffee_4k(), []
+
+    def frames():
+        for i in range(12):                  # moving 2 px right and 1 px up per frame
+            frame = background.copy()
+            y, x = 1500 - i, 1200 + 2 * i
+            frame[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+            truths.append(np.array([x, y, x, y]) + box * scale)
+            yield frame
+
+    detect = KeyFrameDetector(CascadeDetector(), 640)
+    found = [face.box for face in track_faces(frames(), detect, TrackingOptions(), 25.0)]
+    assert len(found) == 12 and all(b is not None for b in found), found
+    overlaps = [iou(b, t) for b, t in zip(found, truths)]
+    assert min(overlaps) > 0.6, overlaps             # the Haar box reaches down to the chin: not 1.0 on a face
+    assert detect.probes == 1 and detect.max_side > 640
+
+
+def test_small_face_candidates_on_a_picture_without_a_face_are_refused():
+    """The first cascade takes a spoon and two patches of scikit-image's coffee picture at 4K for faces of 50-160 px
+    (the finer search for small faces would dub the spoon); the confirmation refuses them all, and a clip of that
+    picture is searched so at most once per PROBE_GAP frames."""
+    from face_detection.tracking import PROBE_GAP
+    frame, detector = coffee_4k(), CascadeDetector()
+    grey = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    candidates = detector.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24),
+                                                   maxSize=(216, 216))
+    assert len(candidates) >= 2
+    assert len(detector.find_small_faces(frame, 216)) == 0
+    detect = KeyFrameDetector(detector, 640)
+    found = [face.box for face in track_faces([frame] * 30, detect, TrackingOptions(), 25.0)]
+    assert found == [None] * 30
+    assert 1 <= detect.probes <= 1 + 30 // PROBE_GAP and detect.max_side == 640
