@@ -89,7 +89,7 @@ class CascadeDetector:
             found.append(np.column_stack([boxes[:, :3], bottom, np.ones(len(boxes))]))
         return found
 
-    def find_small_faces(self, frame_bgr: np.ndarray, max_px: float) -> np.ndarray:
+    def find_small_faces(self, frame_bgr: np.ndarray, max_px: float, confirm: bool = True) -> np.ndarray:
         """Faces of ``min_size`` to ``max_px`` pixels on a frame searched at its own resolution, each confirmed:
         (n, 5) like ``detect_faces``, largest first.
 
@@ -99,14 +99,15 @@ class CascadeDetector:
         a candidate is kept only if a second cascade trained apart (``CONFIRM_FILE``, 5 neighbours) finds a face on
         it and the eye cascade an eye in its upper 60%, both on a copy where it is ``CONFIRM_PX`` wide: that kept 1
         of the 124, and 351 of 409 faces of GRID and LRS2 frames placed at 40-120 px in a 4K frame
-        (tests/test_face_detection.py)."""
+        (tests/test_face_detection.py). ``confirm=False``: every candidate (the caller confirms those it needs to)."""
         grey = cv2.equalizeHist(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY))
         high = int(max_px)
         if high <= self.min_size:
             return np.zeros((0, 5))
         candidates = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
                                                    minSize=(self.min_size, self.min_size), maxSize=(high, high))
-        kept = [(x, y, x + w, y + h) for x, y, w, h in candidates if self.confirm_face(frame_bgr, (x, y, x + w, y + h))]
+        kept = [(x, y, x + w, y + h) for x, y, w, h in candidates
+                if not confirm or self.confirm_face(frame_bgr, (x, y, x + w, y + h))]
         boxes = np.array(kept, np.float64).reshape(-1, 4)
         boxes = boxes[np.argsort(-(boxes[:, 2] - boxes[:, 0]), kind="stable")]
         bottom = np.minimum(frame_bgr.shape[0], boxes[:, 3] + (boxes[:, 3] - boxes[:, 1]) * CHIN_EXTENSION)

@@ -22,6 +22,10 @@
   is interpolated (at the start or end of the clip the nearest box is repeated); a longer gap, or
   one between two different tracks, has no box (None): dubbing passes those frames through.
   ``max_gap_s=None`` fills every gap (preprocessing, which needs a box per frame).
+- A frame whose view shows no face (the first, then at most every ``PROBE_GAP`` frames while none is
+  found) is searched at its own size for faces too small for the view, with a detector that can
+  (``find_small_faces``: the cascade); once one is found, the views grow so that it is
+  ``FINE_FACE_PX`` wide in them, and key frames search the region around the followed face.
 - Boxes are smoothed by a centred moving average over ``smooth_window`` frames within a track,
   never across a gap or a cut.
 
@@ -172,8 +176,10 @@ class KeyFrameDetector:
         small, self.back = _shrink([frame], factor)
         return small[0]
 
-    def _confirmed(self, view: np.ndarray, box: np.ndarray) -> bool:
-        if (box[2] - box[0]) * self.pixel_aspect >= self.coarse_px:
+    def _confirmed(self, view: np.ndarray, box: np.ndarray, always: bool = False) -> bool:
+        """``box`` (frame px) on ``view`` is a face: large enough for the view before ``probe`` (unless ``always``),
+        or ``confirm_face`` says so."""
+        if not always and (box[2] - box[0]) * self.pixel_aspect >= self.coarse_px:
             return True
         on_view = box / self.back
         side = on_view[2] - on_view[0]            # the cascade's boxes are square before the chin is added
@@ -223,10 +229,11 @@ class KeyFrameDetector:
     def detect_views(self, views: List[np.ndarray], face_side: Optional[float] = None,
                      face_px: int = 0, near: Optional[Box] = None) -> List[np.ndarray]:
         """All faces of each view, as frame boxes. ``face_side``, ``face_px``: see the class. ``near``: the
-        followed face's last box; on views enlarged by ``probe``, only the region around it (its side on each
-        side) is searched, as a smaller view would be; give it only with ``face_side``, whose misses the tracker
-        searches again on the whole view."""
-        if near is not None and self.coarse_px:
+        followed face's last box. On views enlarged by ``probe``, a face overlapping it continues the followed face
+        unconfirmed (other small faces must pass ``confirm_face``), and with ``face_side`` only the region around it
+        (its side on each side) is searched, as a smaller view would be (the tracker searches the whole view again
+        where that finds no continuation)."""
+        if near is not None and face_side and self.coarse_px:
             on_view = near / self.back
             side = max(on_view[2] - on_view[0], on_view[3] - on_view[1])
             found = []
@@ -234,15 +241,15 @@ class KeyFrameDetector:
                 x1, y1 = (int(max(0, v - side)) for v in on_view[:2])
                 x2, y2 = int(min(view.shape[1], on_view[2] + side)), int(min(view.shape[0], on_view[3] + side))
                 if x2 - x1 < MIN_DETECT_SIDE or y2 - y1 < MIN_DETECT_SIDE:
-                    found += self._detect([view], [view], face_side, face_px, np.zeros(4))
+                    found += self._detect([view], [view], face_side, face_px, np.zeros(4), near)
                 else:
                     found += self._detect([view[y1:y2, x1:x2]], [view], face_side, face_px,
-                                          np.array([x1, y1, x1, y1], np.float64))
+                                          np.array([x1, y1, x1, y1], np.float64), near)
             return found
-        return self._detect(views, views, face_side, face_px, np.zeros(4))
+        return self._detect(views, views, face_side, face_px, np.zeros(4), near)
 
     def _detect(self, images: List[np.ndarray], views: List[np.ndarray], face_side: Optional[float], face_px: int,
-                offset: np.ndarray) -> List[np.ndarray]:
+                offset: np.ndarray, near: Optional[Box]) -> List[np.ndarray]:
         """Faces on ``images``: the views, or regions of them whose top-left corner is at ``offset`` (view px)."""
         started = time.perf_counter()
         factor = 1.0
@@ -251,8 +258,13 @@ class KeyFrameDetector:
             factor = max(factor, MIN_DETECT_SIDE / min(images[0].shape[:2]))    # never below what S3FD takes
         small, back = _shrink(images, factor if factor < 0.9 else 1.0)
         height, width = (side * scale for side, scale in zip(views[0].shape[:2], self.back[1::-1]))
+        whole = self.coarse_px and not offset.any()     # a whole view enlarged by probe: one search at all sizes
         try:
-            detections = self.detector.detect_faces(small)
+            if whole:
+                detections = [self.detector.find_small_faces(image, max(image.shape[:2]), confirm=False)
+                              for image in small]
+            else:
+                detections = self.detector.detect_faces(small)
         except RuntimeError as exc:
             raise TalkLipError(f"the face detector failed on a {small.shape[2]}x{small.shape[1]} view of the frame "
                                f"({one_line(exc)}): try --detect_face_px 0 or another detector") from None
@@ -261,8 +273,10 @@ class KeyFrameDetector:
             boxes = (np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back + offset) * self.back
             # the original clips at 0 and truncates; boxes past the frame are clipped to it too
             boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.int64)
-            if self.coarse_px and len(boxes):              # views enlarged by probe: small faces confirmed
-                boxes = boxes[np.array([self._confirmed(view, box) for box in boxes], bool)]
+            if self.coarse_px and len(boxes):    # views enlarged by probe: faces other than the followed confirmed
+                keep = [(near is not None and iou(box, near) >= MATCH_IOU) or self._confirmed(view, box, whole)
+                        for box in boxes]
+                boxes = boxes[np.array(keep, bool)]
             found.append(boxes)
         self.calls += len(images)
         self.pixels += small.shape[0] * small.shape[1] * small.shape[2]
@@ -412,7 +426,7 @@ class KeyFrameTracker:
         keys = list(range(self.step, count, self.step)) + [count]
         hint = self._face_side(self.anchor.seen)
         faces = dict(zip(keys, self.detect.detect_views([window[k] for k in keys], hint, self.face_px,
-                                                        self.anchor.seen.last_box if hint else None)))
+                                                        self.anchor.seen.last_box)))
         self.rough = False
         seen = self._resolve(window, keys, faces, scaled=set(keys) if hint else set())
         first = self.anchor.index
@@ -440,12 +454,11 @@ class KeyFrameTracker:
             a, b = todo.pop()
             if b not in faces:
                 hint = self._face_side(seen[a])
-                faces[b] = self.detect.detect_views([window[b]], hint, self.face_px,
-                                                    seen[a].last_box if hint else None)[0]
+                faces[b] = self.detect.detect_views([window[b]], hint, self.face_px, seen[a].last_box)[0]
                 if hint:
                     scaled.add(b)
             if b in scaled and not _continues(faces[b], seen[a]):   # lost at the small scale: look properly
-                faces[b] = self.detect.detect_views([window[b]])[0]
+                faces[b] = self.detect.detect_views([window[b]], near=seen[a].last_box)[0]
                 scaled.discard(b)
             seen[b] = self.follower.choose(first + b, faces[b], seen[a])
             if b - a > 1 and not (_agree(seen[a], seen[b]) and self._smooth(window, a, b, seen)):
