@@ -25,7 +25,7 @@ import torch
 from evaluation.mouth_sync import darkness_series, high_pass, load_ground_truth, pearson
 from utils.audio import talklip_features
 from utils.cli import any_int, non_negative_int, positive_int
-from utils.errors import run_cli
+from utils.errors import TalkLipError, run_cli
 from utils.fileio import read_filelist
 
 
@@ -107,6 +107,10 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    for split in ("train", "test"):
+        if not os.path.isfile(os.path.join(args.data_root, f"{split}.txt")):
+            raise TalkLipError(f"--data_root {args.data_root} has no {split}.txt: give a prepared GRID folder "
+                               f"(python -m preparation.grid writes train.txt and test.txt there)")
     train = read_filelist(os.path.join(args.data_root, "train.txt"))[:max(args.train_clips)]
     test = read_filelist(os.path.join(args.data_root, "test.txt"))[:args.test_clips]
     audio_root = args.audio_root or os.path.join(args.data_root, "audio")

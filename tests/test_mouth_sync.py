@@ -168,3 +168,12 @@ def test_the_speech_mouth_probe_reads_a_mouth_the_speech_drives(corpus, one_shar
     fit = json.loads(proc.stdout.strip().splitlines()[-1])["fits"][0]
     assert fit["train_clips"] == 4
     assert fit["linear_r"] > 0.5 and fit["linear_r"] > fit["linear_r_other_speech"] + 0.3, fit
+
+
+def test_the_speech_mouth_probe_names_a_missing_split_list(tmp_path):
+    """A folder that is not a prepared GRID folder: one line naming the missing list and how to make it (it was the
+    file-list reader's generic "pass --filelist", a flag this bench does not have)."""
+    from tests.conftest import run_module
+    proc = run_module("bench.speech_mouth_probe", "--data_root", tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--data_root {tmp_path} has no train.txt" in proc.stderr and "--filelist" not in proc.stderr
