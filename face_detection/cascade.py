@@ -22,6 +22,14 @@ GRID_SHIFTS = (0, 4, 8, 12)   # pixels: the frame is also searched shifted by th
 EDGE_PAD = 0.15           # of the frame's longer side: the border a frame without a face found is searched again with
 
 
+def _on_frame_with_chin(boxes: np.ndarray, shape) -> np.ndarray:
+    """Haar boxes (n, 4) as detections (n, 5): clipped to a frame of ``shape``, extended down by CHIN_EXTENSION (to
+    the frame's bottom at most), score 1."""
+    bottom = np.minimum(shape[0], boxes[:, 3] + (boxes[:, 3] - boxes[:, 1]) * CHIN_EXTENSION)
+    return np.column_stack([np.maximum(boxes[:, :2], 0), np.minimum(boxes[:, 2], shape[1]), bottom,
+                            np.ones(len(boxes))])
+
+
 class CascadeDetector:
     """Frontal faces per frame, same interface as :class:`S3FDDetector`."""
 
@@ -84,9 +92,7 @@ class CascadeDetector:
                         sums[best] += box
                         counts[best] += 1
             boxes = sums / counts[:, None] - offset
-            bottom = np.minimum(frame.shape[0], boxes[:, 3] + (boxes[:, 3] - boxes[:, 1]) * CHIN_EXTENSION)
-            boxes = np.column_stack([np.maximum(boxes[:, :2], 0), np.minimum(boxes[:, 2], frame.shape[1]), boxes[:, 3]])
-            found.append(np.column_stack([boxes[:, :3], bottom, np.ones(len(boxes))]))
+            found.append(_on_frame_with_chin(boxes, frame.shape))
         return found
 
     def find_small_faces(self, frame_bgr: np.ndarray, max_px: float, confirm: bool = True) -> np.ndarray:
@@ -110,8 +116,7 @@ class CascadeDetector:
                 if not confirm or self.confirm_face(frame_bgr, (x, y, x + w, y + h))]
         boxes = np.array(kept, np.float64).reshape(-1, 4)
         boxes = boxes[np.argsort(-(boxes[:, 2] - boxes[:, 0]), kind="stable")]
-        bottom = np.minimum(frame_bgr.shape[0], boxes[:, 3] + (boxes[:, 3] - boxes[:, 1]) * CHIN_EXTENSION)
-        return np.column_stack([boxes[:, :3], bottom, np.ones(len(boxes))])
+        return _on_frame_with_chin(boxes, frame_bgr.shape)
 
     def confirm_face(self, frame_bgr: np.ndarray, box) -> bool:
         """Whether the second face cascade and the eye cascade agree that ``box`` (x1, y1, x2, y2; a box of

@@ -212,15 +212,15 @@ class KeyFrameDetector:
         size = (max(1, round(shown * scale)), max(1, round(height * scale)))
         image = frame if size == (width, height) else cv2.resize(
             frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        view_px = longest / self.max_side * scale          # probe pixels per view pixel
-        dets = finder(image, 1.5 * getattr(self.detector, "min_size", 24) * view_px)
+        shown_px = 1.5 * getattr(self.detector, "min_size", 24) * longest / self.max_side   # the view finds these
+        dets = finder(image, shown_px * scale)
         back = np.array([width / size[0], height / size[1]] * 2)
         boxes = np.clip(np.asarray(dets, np.float64).reshape(-1, 5)[:, :4] * back, 0,
                         [width, height, width, height]).astype(np.int64)
         self.probes += 1
         if len(boxes):
             side = min((boxes[0, 2] - boxes[0, 0]) * self.pixel_aspect, boxes[0, 3] - boxes[0, 1])
-            self.coarse_px = max(self.coarse_px, 1.5 * getattr(self.detector, "min_size", 24) * longest / self.max_side)
+            self.coarse_px = max(self.coarse_px, shown_px)
             self.max_side = int(min(longest, math.ceil(longest * FINE_FACE_PX / max(side, 1))))
         if self.clock is not None:
             self.clock.add("detect", time.perf_counter() - started)
