@@ -28,7 +28,7 @@ SCRIPTS = ["train", "train_expert", "train_syncnet", "inf_test", "inf_demo", "pr
            "preparation.make_filelist", "preparation.make_synthetic", "evaluation.avhubert_wer",
            "evaluation.eval_all", "evaluation.grid_dub", "evaluation.grid_report", "evaluation.leakage", "evaluation.mouth_sync", "evaluation.report", "evaluation.sync_eval",
            "evaluation.teacher_force_wer", "evaluation.visual_quality"]
-BENCHES = ["bench.avhubert", "bench.detector_counts", "bench.dub", "bench.eval", "bench.grid_speed", "bench.jobs", "bench.paste",
+BENCHES = ["bench.avhubert", "bench.detector_counts", "bench.dub", "bench.eval", "bench.grid_dubs", "bench.grid_speed", "bench.jobs", "bench.paste",
            "bench.real_measures", "bench.small_faces", "bench.speech_mouth_probe", "bench.train_step"]     # run as modules (python -m)
 
 
