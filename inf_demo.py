@@ -155,6 +155,8 @@ def main(args) -> int:
         print(f"warning: {args.video_path}'s frames stop after {info.decoded_frames} "
               f"of its {info.declared_s:.2f} s video stream (a damaged file?); the dub uses those "
               f"(--strict makes this an error)", file=sys.stderr)
+    if info.framing_note:
+        print(f"note: {info.framing_note}", file=sys.stderr)
     if info.far_from_point:
         print(f"warning: no detected face lies near the --follow point {args.follow}: the nearest face was dubbed "
               f"(the detector may have missed the one there; check the output, or try the S3FD detector)",

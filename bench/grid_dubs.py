@@ -1,7 +1,7 @@
 """The real main job's dub over many pairs: GRID's own 360 x 288 videos dubbed and read as the job reads its one.
 
     python -m bench.grid_dubs --data_root runs/grid/data --ckpt_path runs/grid/train/checkpoint_step000002000.pth
-                              [--pairs 10] [--driving next|own] [--paste mouth|face]
+                              [--pairs 10] [--driving next|own] [--paste mouth|face] [--reference own|first|closed]
 
 The main job dubs one held-out sentence with another's speech, and six words make its WER coarse (one word is
 0.167). Here test sentence 2i's source video (the face) is dubbed with sentence 2i+1's speech (``--driving next``,
@@ -44,6 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--driving", choices=["next", "own"], default="next",
                         help="the speech: the next test sentence's (as the main job) or the face clip's own")
     parser.add_argument("--paste", choices=["mouth", "face"], default="mouth", help="inf_demo.py's --paste")
+    parser.add_argument("--reference", default="own", help="inf_demo.py's --reference (own, first, closed)")
     return parser.parse_args(argv)
 
 
@@ -83,7 +84,7 @@ def main(argv=None) -> None:
             status = inf_demo.main(inf_demo.parse_args([   # the job's dub, flag for flag (bench/grid_experiment.sh)
                 "--video_path", source, "--wav_path", os.path.join(args.data_root, "audio", f"{speech}.wav"),
                 "--ckpt_path", args.ckpt_path, "--save_path", dubbed, "--device", "cpu", "--no_progress",
-                "--paste", args.paste]))
+                "--paste", args.paste, "--reference", args.reference]))
             if status:
                 raise SystemExit(f"error: inf_demo.py failed on {source}")
             read = metric(LipReadingOptions(video_root=os.path.join(pair_dir, "framed"), ckpt_path=args.observer,
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
     words = sum(r["words"] for r in rows)
     mean = lambda key: round(float(np.mean([r[key] for r in rows])), 3)
     print(json.dumps({"bench": "grid_dubs", "data": "GRID s1 (Cooke et al. 2006, CC BY 4.0)", "generator": args.ckpt_path,
-                      "driving": args.driving, "paste": args.paste, "pairs": len(rows),
+                      "driving": args.driving, "paste": args.paste, "reference": args.reference, "pairs": len(rows),
                       "wer": round(sum(r["wer"] * r["words"] for r in rows) / max(words, 1), 3),
                       "sync_r": mean("sync_r"), "leak_r": mean("leak_r"), "baseline_r": mean("baseline_r"),
                       "per_pair": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}

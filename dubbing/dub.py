@@ -23,6 +23,7 @@ from dubbing.reference import choose_reference
 from dubbing.render import render_into
 from dubbing.source import FaceSource, decodable_stream, open_face_source
 from dubbing.speech import Speech
+from face_detection.framing import framing_for
 from face_detection.tracking import TrackingOptions, check_follow_point
 from models.talklip import TalkLip
 from utils.audio import SpeechSamples
@@ -56,7 +57,9 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
         check_follow_point(tracking.follow, source.width, source.height, video_path)
         num_out = speech.frames_at(source.fps)
         read_ahead = max(1, min(opts.read_ahead, frames_per_chunk(opts, source.width, source.height)))
-        follower = FaceFollower(source, num_out, detector, tracking, clock, read_ahead, strict, opts.release_memory)
+        framing, framing_note = framing_for(getattr(generator, "face_framing", None), getattr(detector, "name", ""))
+        follower = FaceFollower(source, num_out, detector, tracking, clock, read_ahead, strict, opts.release_memory,
+                                framing)
         try:
             speech.encode_first_window_ahead()         # the speech's first window beside the face search
             follower.first_face(StageProgress("detecting faces", min(num_out, source.frames_hint(num_out)),
@@ -74,7 +77,8 @@ def dub(generator: TalkLip, video_path: str, audio_path: str, out_path: str, det
                      detected_frames=track.detected_frames, detection_misses=track.detection_misses,
                      seconds=clock.report(), with_face=np.array([track.boxes[i] is not None for i in order]),
                      first_frame_s=first_frame_s, detected_pixels=follower.detect.pixels,
-                     far_from_point=track.far_from_point, reference_frame=reference_frame)
+                     far_from_point=track.far_from_point, reference_frame=reference_frame, framing=framing,
+                     framing_note=framing_note)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class DubResult:
     detected_pixels: int = 0           # pixels the detector was given, in all
     far_from_point: int = 0            # faces followed although none lay near the --follow point
     reference_frame: Optional[int] = None   # the source frame whose face was the reference (None: each its own)
+    framing: Optional[Tuple[float, ...]] = None   # the generator's face framing the boxes were mapped by (None: as found)
+    framing_note: Optional[str] = None      # why the generator's recorded framing was not used
 
 
 def render_dub(generator: TalkLip, source: FaceSource, follower: FaceFollower, speech: Speech, run: DubRun,

@@ -1,12 +1,13 @@
 """Following the dubbed face through one forward pass over the source, a few frames ahead of the frames
 being generated, on a decoder thread of its own (``FaceFollower``); what it found (``FaceTrack``)."""
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from dubbing.options import StageProgress
 from dubbing.source import FaceSource
+from face_detection.framing import frame_box
 from face_detection.tracking import FaceTracker, KeyFrameDetector, TrackingOptions, no_face
 from utils.pipeline import StageClock, in_background, release_free_memory
 from utils.timeline import ping_pong
@@ -65,11 +66,13 @@ class FaceFollower:
     (in a thread) only as far as asked: ``box(position)`` returns the box of that frame of the pass,
     decoding and tracking up to it first. ``first_face()`` looks for the first frame with the face and
     raises when there is none (before anything is generated or written). ``track()`` is the
-    finished pass (``FaceTrack``). ``release_memory``: the detector is a ``HeapTrimmedDetector``."""
+    finished pass (``FaceTrack``). ``release_memory``: the detector is a ``HeapTrimmedDetector``. ``framing``: each
+    box found is mapped to the crop the generator learnt of such a face (face_detection.framing)."""
 
     def __init__(self, source: FaceSource, count: int, detector, tracking: TrackingOptions, clock: StageClock,
-                 read_ahead: int = 8, strict: bool = False, release_memory: bool = False):
-        self.source, self.strict = source, strict
+                 read_ahead: int = 8, strict: bool = False, release_memory: bool = False,
+                 framing: Optional[Sequence[float]] = None):
+        self.source, self.strict, self.framing = source, strict, framing
         self.reader, frames = source.forward(count)
         self.frames = in_background(clock.timed("decode", frames), read_ahead, name="decoder")
         detector = HeapTrimmedDetector(detector) if release_memory else detector
@@ -85,11 +88,21 @@ class FaceFollower:
         while len(self.boxes) == before and not self.finished:
             frame = next(self.frames, None)
             if frame is None:
-                self.boxes += [found.box for found in self.tracker.finish()]
+                self.boxes += [self._framed(found.box) for found in self.tracker.finish()]
                 self._finish()
                 return
             self.source_index.append(frame.index)
-            self.boxes += [found.box for found in self.tracker.push(frame.image)]
+            self.boxes += [self._framed(found.box) for found in self.tracker.push(frame.image)]
+
+    def _framed(self, box: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """The crop the generator learnt of the face the detector boxed (``framing``; face_detection.framing),
+        within the frame."""
+        if box is None or self.framing is None:
+            return box
+        framed = frame_box(box, self.framing)
+        framed[[0, 2]] = np.clip(framed[[0, 2]], 0, self.source.width)
+        framed[[1, 3]] = np.clip(framed[[1, 3]], 0, self.source.height)
+        return framed
 
     def _finish(self) -> None:
         self.finished = True

@@ -279,7 +279,11 @@ def load_talklip(path_or_state: Union[str, dict], device="cpu") -> TalkLip:
     with torch.device("meta"):                 # no random init; the checkpoint's tensors are used
         model = TalkLip(cfg, TalkLipConfig.from_dict(meta.get("talklip_cfg")))
     load_strict(model, state, source=source, assign=True)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    # how the training crops framed the face against the detector's box (face_detection.framing; train.py records it
+    # when its boxes carried one; the dub checks and uses it). None: the detector's box as found (the original's)
+    model.face_framing = meta.get("face_framing")
+    return model
 
 
 def load_discriminator(path_or_state: Union[str, dict], device="cpu") -> TalkLipDiscriminator:

@@ -16,6 +16,8 @@ reads from the synthetic corpus and LRS2:
   window in the source video (``window``: centre x, centre y, side) and the source's size, and each copy
   frame's face box and mouth centre (``face_box``, ``mouth_center``) for the mouth-sync measure;
 - ``O/audio`` (16 kHz mono WAVs) and ``O/bbx`` (face boxes of the copies): preprocess.sh, in shards;
+- ``O/bbx/face_framing.json``: how the copies' boxes crop the face against the box the detector finds in GRID's
+  own video (``face_detection.framing``): train.py records it in the generator, and a dub frames faces by it;
 - file lists ``O/filelist.txt`` (every clip prepared), ``train.txt``, ``valid.txt``, ``test.txt``:
   ``SPLIT_DOC``.
 
@@ -397,6 +399,22 @@ def preprocess(out_dir: str, names: Sequence[str], nshard: int, s3fd_path: Optio
         raise
 
 
+def record_framing(out_dir: str, names: Sequence[str], detector: str) -> str:
+    """``O/bbx/face_framing.json`` (face_detection.framing): how the copies' boxes, which TalkLip trains on, crop
+    the face that the detector boxes in GRID's own video (each copy frame's source box, mapped into the copy)."""
+    from face_detection.framing import measure_framing, write_framing
+
+    def pairs():
+        for name in names:
+            with np.load(os.path.join(out_dir, "gt", f"{name}.npz")) as gt:
+                source_boxes = gt["face_box"]
+            yield source_boxes, np.load(os.path.join(out_dir, "bbx", f"{name}.npy"))
+    framing, frames = measure_framing(*zip(*pairs()))
+    return write_framing(os.path.join(out_dir, "bbx"), framing, detector, frames,
+                         f"GRID's copies' face boxes as fractions of the box the detector finds in the source video, "
+                         f"median over {len(names)} clips")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid_root", required=True, help="GRID folder: <speaker>/ video folders and alignments/")
@@ -437,6 +455,8 @@ def main(args) -> int:
              and os.path.isfile(os.path.join(args.out_dir, "bbx", f"{n}.npy"))]
     failed += [(n, "preprocessing failed (see preprocess.sh's failures files in audio/ and bbx/)")
                for n in done if n not in ready]
+    if ready:
+        record_framing(args.out_dir, ready, "s3fd" if args.s3fd_path else "opencv-haar-cascade")
     parts: Dict[str, List[str]] = {"train": [], "valid": [], "test": []}
     for name in ready:
         parts[split_of(transcript_words(args.out_dir, name))].append(name)

@@ -886,3 +886,48 @@ def test_a_jobs_file_saved_as_utf16_is_read_and_nul_bytes_are_named(tmp_path):
     (tmp_path / "jobs.csv").write_bytes("video,speech,output\nface.mp4,s0.wav,out/a\n".encode("utf-16-le"))
     with pytest.raises(TalkLipError, match="jobs file .*jobs.csv, line 1, holds NUL characters"):
         read_jobs(str(tmp_path / "jobs.csv"))
+
+
+def test_a_generator_that_records_its_face_framing_is_shown_faces_framed_so(tmp_path, cpu_generator, capsys):
+    """A generator trained on crops that frame the face unlike the dub's detector (face_detection.framing) records
+    the framing; the dub maps every box by it, so with --paste face the generated pixels fill the framed crop: here
+    the box's lower right quarter, the rest of the box untouched. A framing measured with another detector is not
+    applied, and inf_demo.py says so."""
+    head = astronaut_head(260, 300)
+    face = np.full((360, 480, 3), 90, np.uint8)
+    face[30:330, 110:370] = head
+    video, audio = str(tmp_path / "in.mp4"), str(tmp_path / "a.wav")
+    write_clip(video, [face] * 10)
+    tone(audio, 10 / 25)
+    write_clip(str(tmp_path / "again.mp4"), list(VideoReader(video)))
+    again = np.stack(list(VideoReader(str(tmp_path / "again.mp4")))).astype(int)
+    x1, y1, x2, y2 = CascadeDetector().detect_faces(face[None])[0][0][:4].astype(int)
+    mx, my = (x1 + x2) // 2, (y1 + y2) // 2
+    generator = copy.copy(cpu_generator)
+    changes = {}
+    for tag, recorded in (("none", None), ("framed", {"framing": [0.5, 0.5, 1.0, 1.0], "detector": CascadeDetector.name}),
+                          ("other", {"framing": [0.5, 0.5, 1.0, 1.0], "detector": "s3fd"})):
+        generator.face_framing = recorded
+        out = str(tmp_path / f"{tag}.mp4")
+        info = dub(generator, video, audio, out, CascadeDetector(), SynthesisOptions(progress=False, paste="face"))
+        diff = np.abs(np.stack(list(VideoReader(out))).astype(int) - again).mean(axis=(0, 3))
+        changes[tag] = {"upper_left": diff[y1 + 4:my - 4, x1 + 4:mx - 4].mean(),
+                        "lower_right": diff[my + 4:y2 - 4, mx + 4:x2 - 4].mean()}
+        assert (info.framing is not None) == (tag == "framed")
+        assert (info.framing_note is not None) == (tag == "other")
+    assert changes["framed"]["upper_left"] < 1.0 < 5 < changes["framed"]["lower_right"]
+    assert changes["none"]["upper_left"] > 5 and changes["other"]["upper_left"] > 5   # the whole box, as found
+    assert "s3fd" in info.framing_note
+
+
+def test_a_framing_measured_from_its_own_crops_is_the_one_that_made_them():
+    """measure_framing reads back the framing that cropped a set of detector boxes; frame_box applies it."""
+    from face_detection.framing import frame_box, measure_framing, valid_framing
+    rng = np.random.default_rng(0)
+    framing = (0.07, 0.166, 0.93, 0.927)
+    det = [np.column_stack([x := rng.uniform(0, 200, 50), y := rng.uniform(0, 100, 50), x + rng.uniform(80, 160, 50),
+                            y + rng.uniform(90, 180, 50)]) for _ in range(3)]
+    crops = [np.stack([frame_box(b, framing) for b in d]) for d in det]
+    found, frames = measure_framing(det, crops)
+    assert frames == 150 and np.abs(found - framing).max() < 0.01             # up to the crops' whole pixels
+    assert valid_framing([0.9, 0, 0.1, 1]) is None and valid_framing("abcd") is None and valid_framing([0, 0, 3, 1]) is None

@@ -275,10 +275,37 @@ def test_the_real_main_job_runs_every_stage_on_grid(prepared, tmp_path):
     with VideoReader(str(run / "dub" / "dub_strip.mp4")) as reader:
         assert reader.width > 2 * 360
     assert "the real main job (GRID s1, CC BY 4.0)" in proc.stdout and "targets:" in proc.stdout
+    import torch                       # the generator carries the copies' face framing, and the dub used it
+    framing = json.load(open(os.path.join(out, "bbx", "face_framing.json")))
+    last = sorted(glob.glob(str(run / "train" / "checkpoint_step*.pth")))[-1]
+    assert torch.load(last, map_location="cpu", weights_only=True)["face_framing"] == \
+        {"framing": framing["framing"], "detector": framing["detector"]}
     # quickstart.sh --grid_root is this job (its own options only)
     proc = subprocess.run(["bash", os.path.join(ROOT, "quickstart.sh"), "--grid_root", str(tmp_path / "nowhere")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--grid_root must be a GRID folder" in proc.stderr
+
+
+def test_the_copies_face_framing_maps_the_source_videos_boxes_onto_the_copies_boxes(prepared):
+    """preparation.grid records how the copies' boxes (what TalkLip trains on) crop the face that the same detector
+    boxes in GRID's own video: mapped by it, each frame's source box lands on the copy's box, which the source box
+    as found misses (the copy's face fills its frame, and its top edge cuts the box)."""
+    import json
+    from face_detection.framing import frame_box
+    from preparation.grid import FRAME_SIZE
+    _, out, _ = prepared
+    recorded = json.load(open(os.path.join(out, "bbx", "face_framing.json")))
+    assert recorded["detector"] == "opencv-haar-cascade" and recorded["frames"] >= 300
+    def iou(a, b):
+        w = max(0, min(a[2], b[2]) - max(a[0], b[0])); h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+    framed, as_found = [], []
+    for name in open(os.path.join(out, "filelist.txt")).read().split():
+        source_boxes = np.load(os.path.join(out, "gt", f"{name}.npz"))["face_box"]
+        for source_box, copy_box in zip(source_boxes, np.load(os.path.join(out, "bbx", f"{name}.npy"))):
+            framed.append(iou(np.clip(frame_box(source_box, recorded["framing"]), 0, FRAME_SIZE), copy_box))
+            as_found.append(iou(np.clip(source_box, 0, FRAME_SIZE), copy_box))
+    assert np.median(framed) > 0.9 and np.percentile(framed, 10) > 0.8 and np.median(as_found) < 0.8
 
 
 def test_a_dub_that_is_not_of_the_clips_source_is_one_line_and_writes_nothing(prepared, tmp_path):

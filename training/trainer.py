@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
+from face_detection.framing import read_framing
 from models.avhubert import freeze_all_but, load_lip_reader
 from models.avhubert.ensemble import ExpertEnsemble
 from models.presets import talklip_preset
@@ -156,6 +157,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)                  # the same initial weights in every process and run
         m = build_models(cfg, self.device)           # bad inputs fail here, before anything is written
         self.expert_sha256 = checkpoints.file_sha256(cfg.avhubert_path)
+        # how the training boxes crop the face against the detector's box where it dubs (preparation.grid measures
+        # it; face_detection.framing): saved with the generator so that a dub frames faces as they were learnt
+        self.face_framing = read_framing(cfg.bbx_root)
         # the generator, the frozen expert and the discriminator live in the objective (``gen``, ``expert``, ``disc``)
         self.objective = Objective(m["gen"], m["expert"], m["disc"], cfg.lip_augment,
                                    CropAugment(noise_std=cfg.lip_augment_noise, shift_px=cfg.lip_augment_shift))
@@ -436,7 +440,8 @@ class Trainer:
         path = checkpoints.write_step(
             self.cfg.checkpoint_dir, run.step,
             {"state_dict": self.gen.state_dict(), "optimizer": self.optim.gen.state_dict(), **common,
-             "audio_encoder_cfg": dataclasses.asdict(self.gen.audio_encoder.w2v_model.cfg)},
+             "audio_encoder_cfg": dataclasses.asdict(self.gen.audio_encoder.w2v_model.cfg),
+             **({"face_framing": self.face_framing} if self.face_framing else {})},
             {"state_dict": self.disc.state_dict(), "optimizer": self.optim.disc.state_dict(), **common},
             state, self.cfg.keep_last)
         self.saved_step = run.step
