@@ -456,7 +456,8 @@ def main(args) -> int:
     failed += [(n, "preprocessing failed (see preprocess.sh's failures files in audio/ and bbx/)")
                for n in done if n not in ready]
     if ready:
-        record_framing(args.out_dir, ready, "s3fd" if args.s3fd_path else "opencv-haar-cascade")
+        from face_detection import CascadeDetector, S3FDDetector
+        record_framing(args.out_dir, ready, (S3FDDetector if args.s3fd_path else CascadeDetector).name)
     parts: Dict[str, List[str]] = {"train": [], "valid": [], "test": []}
     for name in ready:
         parts[split_of(transcript_words(args.out_dir, name))].append(name)
