@@ -48,6 +48,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def dub_pairs(names, count: int, driving: str):
+    """(face, speech) of the first ``count`` pairs: sentence 2i's face with 2i+1's speech, or with its own."""
+    return [(names[2 * i], names[2 * i + (1 if driving == "next" else 0)]) for i in range(min(count, len(names) // 2))]
+
+
 def score_pair(face: str, speech: str, data_root: str, dubbed: str, work: str, read) -> dict:
     framed = frame_dub(dubbed, data_root, face, speech, work)
     face_gt = load_ground_truth(os.path.join(data_root, "gt", f"{face}.npz"), real=True)
@@ -66,9 +71,7 @@ def main(argv=None) -> None:
     test_list = os.path.join(args.data_root, "test.txt")
     if not os.path.isfile(test_list):
         raise SystemExit(f"error: {test_list} is missing: --data_root must be a folder python -m preparation.grid wrote")
-    names = read_filelist(test_list)
-    pairs = [(names[2 * i], names[2 * i + (1 if args.driving == "next" else 0)])
-             for i in range(min(args.pairs, len(names) // 2))]
+    pairs = dub_pairs(read_filelist(test_list), args.pairs, args.driving)
     observer = load_observer(LipReadingOptions(video_root="", ckpt_path=args.observer, word_root=""))
     rows = []
     with tempfile.TemporaryDirectory(prefix="talklip_grid_dubs_") as work:
