@@ -24,10 +24,10 @@ import numpy as np
 
 import inf_demo
 from evaluation.avhubert_wer import LipReadingOptions, load_observer, metric
-from evaluation.grid_dub import frame_dub
+from evaluation.grid_dub import clip_source, frame_dub
 from evaluation.mouth_sync import darkness_series, high_pass, load_ground_truth, pearson
 from utils.cli import positive_int
-from utils.errors import MediaError
+from utils.errors import TalkLipError, run_cli
 from utils.fileio import read_filelist
 from utils.timeline import ping_pong
 
@@ -66,21 +66,16 @@ def score_pair(face: str, speech: str, data_root: str, dubbed: str, work: str, r
             "baseline_r": pearson(np.asarray(framed["opening"]), own)}
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def main(args) -> int:
     test_list = os.path.join(args.data_root, "test.txt")
     if not os.path.isfile(test_list):
-        raise SystemExit(f"error: {test_list} is missing: --data_root must be a folder python -m preparation.grid wrote")
+        raise TalkLipError(f"{test_list} is missing: --data_root must be a folder python -m preparation.grid wrote")
     pairs = dub_pairs(read_filelist(test_list), args.pairs, args.driving)
     observer = load_observer(LipReadingOptions(video_root="", ckpt_path=args.observer, word_root=""))
     rows = []
     with tempfile.TemporaryDirectory(prefix="talklip_grid_dubs_") as work:
         for k, (face, speech) in enumerate(pairs):
-            with np.load(os.path.join(args.data_root, "gt", f"{face}.npz")) as gt:
-                source = str(gt["source"])
-            if not os.path.isfile(source):
-                raise MediaError(f"{face}'s source video {source} (recorded by preparation.grid) is gone: prepare "
-                                 f"{args.data_root} again from the GRID folder")
+            _, source = clip_source(args.data_root, face)
             pair_dir = os.path.join(work, str(k))
             dubbed = os.path.join(pair_dir, "dub.mp4")
             os.makedirs(pair_dir)
@@ -89,7 +84,7 @@ def main(argv=None) -> None:
                 "--ckpt_path", args.ckpt_path, "--save_path", dubbed, "--device", "cpu", "--no_progress",
                 "--paste", args.paste, "--reference", args.reference]))
             if status:
-                raise SystemExit(f"error: inf_demo.py failed on {source}")
+                raise TalkLipError(f"inf_demo.py failed on {source}")
             read = metric(LipReadingOptions(video_root=os.path.join(pair_dir, "framed"), ckpt_path=args.observer,
                                             word_root=os.path.join(args.data_root, "main"), roi="center", beam=1),
                           observer)
@@ -102,7 +97,8 @@ def main(argv=None) -> None:
                       "sync_r": mean("sync_r"), "leak_r": mean("leak_r"), "baseline_r": mean("baseline_r"),
                       "per_pair": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                                    for r in rows]}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, parse_args())

@@ -45,19 +45,26 @@ def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(image, (round(image.shape[1] * height / image.shape[0]), height), interpolation=cv2.INTER_AREA)
 
 
-def frame_dub(dub: str, data_root: str, face: str, speech: str, out_dir: str) -> dict:
-    """Write the framed dub, the strip and the mouth sync (module docstring); return the mouth sync."""
-    face_gt_path, speech_gt_path = (os.path.join(data_root, "gt", f"{n}.npz") for n in (face, speech))
-    face_gt, speech_gt = load_ground_truth(face_gt_path, real=True), load_ground_truth(speech_gt_path, real=True)
+def clip_source(data_root: str, face: str):
+    """(each frame's window in the source, the source video's path) of a prepared clip, the video checked to exist."""
+    face_gt_path = os.path.join(data_root, "gt", f"{face}.npz")
     with np.load(face_gt_path) as data:
         if "window" not in data.files or "source" not in data.files:
             raise MediaError(f"{face_gt_path} is not a prepared GRID clip's gt (no window/source): prepare the folder "
                              f"with python -m preparation.grid")
         windows, source = data["window"], str(data["source"])
-    speech_video = os.path.join(data_root, "main", f"{speech}.mp4")
     if not os.path.isfile(source):
         raise MediaError(f"{face}'s source video {source} (recorded by preparation.grid) is gone: prepare the "
                          f"folder again from the GRID folder")
+    return windows, source
+
+
+def frame_dub(dub: str, data_root: str, face: str, speech: str, out_dir: str) -> dict:
+    """Write the framed dub, the strip and the mouth sync (module docstring); return the mouth sync."""
+    face_gt_path, speech_gt_path = (os.path.join(data_root, "gt", f"{n}.npz") for n in (face, speech))
+    face_gt, speech_gt = load_ground_truth(face_gt_path, real=True), load_ground_truth(speech_gt_path, real=True)
+    windows, source = clip_source(data_root, face)
+    speech_video = os.path.join(data_root, "main", f"{speech}.mp4")
     with VideoReader(source) as reader:
         source_frames = list(reader)
     with VideoReader(speech_video) as reader:

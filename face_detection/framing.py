@@ -22,7 +22,6 @@ import numpy as np
 from utils.fileio import atomic_output
 
 FRAMING_FILE = "face_framing.json"
-IDENTITY = (0.0, 0.0, 1.0, 1.0)
 
 
 def measure_framing(detector_boxes: Iterable[np.ndarray], crop_boxes: Iterable[np.ndarray]) -> Tuple[np.ndarray, int]:
