@@ -20,12 +20,13 @@
 # --read_last K: the observer also reads the test split synthesized by each of the last K checkpoints of each arm
 # (observer_last.json): an effect read at one step only may be that step's.
 # --mouth_l1_w W: L1 at the mouth counts 1 + W (default 4; 0: the paper's plain L1; docs/real_data.md has why).
+# --lip_w W: the expert's lip loss weight in stage 2 (default 1e-4, ten times the paper's 1e-5: docs/real_data.md).
 # Writes <out_dir>/summary.json (with its targets), samples.png, mouth_sync.png, observer_wer.png, dub/dub_strip.mp4.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python}
 grid_root="" out_dir=runs/grid data_dir="" speaker=s1 seed=0 precision=auto ablation=0 train_clips=600 test_clips=""
-stage_steps=1200,300,500 ckpt_interval=100 lip_w=1e-5 lip_augment=0 lip_ensemble="" mouth_l1_w=4 stage2_from="" read_last=0
+stage_steps=1200,300,500 ckpt_interval=100 lip_w=1e-4 lip_augment=0 lip_ensemble="" mouth_l1_w=4 stage2_from="" read_last=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --grid_root) grid_root=$2; shift 2 ;;
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
     --mouth_l1_w) mouth_l1_w=$2; shift 2 ;;
     --stage2_from) stage2_from=$2; shift 2 ;;
     --read_last) read_last=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# //'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# //'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
