@@ -250,14 +250,14 @@ def test_the_real_main_job_runs_every_stage_on_grid(prepared, tmp_path):
     root, out, _ = prepared
     run = tmp_path / "run"
     proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "grid_experiment.sh"), "--grid_root", root, "--out_dir", str(run),
-                           "--precision", "fp32", "--data_dir", out, "--stage_steps", "2,2,2", "--ckpt_interval", "2",
+                           "--precision", "fp32", "--data_dir", out, "--stage_steps", "1,1,1", "--ckpt_interval", "1",
                            "--train_clips", "3", "--test_clips", "2"],
                           capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.load(open(run / "summary.json"))
     m = summary["metrics"]
     assert set(m) == {"ground_truth", "before", "after"} and m["after"]["clips"] == 2
-    assert summary["training"]["stage_reached"] == 3 and summary["training"]["steps"] == 6
+    assert summary["training"]["stage_reached"] == 3 and summary["training"]["steps"] == 3
     for tag in ("before", "after"):
         assert m[tag]["psnr"] == json.load(open(run / f"quality_{tag}.json"))["psnr"]
         assert m[tag]["mouth_sync"] == json.load(open(run / f"mouth_sync_{tag}.json"))["r_mean"]
@@ -265,7 +265,7 @@ def test_the_real_main_job_runs_every_stage_on_grid(prepared, tmp_path):
     assert m["ground_truth"]["observer_wer"] <= 0.34 and m["before"]["observer_wer"] >= 0.5   # real vs random mouths
     t = summary["targets"]
     assert t["psnr >= 29 dB"] == {"value": round(m["after"]["psnr"], 4), "bound": 29.0, "met": m["after"]["psnr"] >= 29}
-    assert t["ssim >= 0.90"]["met"] is False                           # six steps make no face
+    assert t["ssim >= 0.90"]["met"] is False                           # three steps make no face
     dub = summary["dubbed"]
     assert (dub["face_clip"], dub["speech_clip"]) == tuple(open(run / "lists" / "test.txt").read().split()[:2])
     with VideoReader(str(run / "dubbed.mp4")) as reader:
