@@ -219,7 +219,7 @@ def test_the_grid_syncnet_finds_real_clips_in_sync(prepared):
     assert np.mean([r["lse_c"] for r in own]) >= 2 * np.mean([r["lse_c"] for r in other])
 
 
-@pytest.mark.parametrize("reader", ["grid_s1_expert.pt", "grid_s1_observer.pt"])
+@pytest.mark.parametrize("reader", ["grid_s1_expert.pt", "grid_s1_observer.pt", "grid_s1_expert_2.pt", "grid_s1_expert_3.pt"])
 def test_the_grid_readers_read_held_out_real_clips_better_than_blanked(prepared, reader):
     """The shipped readers of real mouths (docs/real_data.md) on s1 test sentences: greedy decoding of the copies'
     mouths reads far better than the same reader with the video blanked (the grammar's prior alone)."""
@@ -238,6 +238,10 @@ def test_the_grid_readers_read_held_out_real_clips_better_than_blanked(prepared,
         blank.append(decode_clip(model, torch.zeros_like(rois), beam=1))
     wer, wer_blank = error_rates(refs, read)["wer"], error_rates(refs, blank)["wer"]
     assert wer <= 0.25 and wer_blank >= 0.6, (reader, wer, wer_blank, read)
+    if reader.startswith("grid_s1_expert_"):        # a member of the lip-loss ensemble: it stands behind the expert
+        from models.avhubert.ensemble import ExpertEnsemble
+        lead = load_lip_reader(os.path.join(ROOT, "weights", "grid_s1_expert.pt"), "the expert")
+        assert ExpertEnsemble([lead, model], ["grid_s1_expert.pt", reader]).codec is lead.codec
 
 
 def test_the_real_main_job_runs_every_stage_on_grid(prepared, tmp_path):
